@@ -1,0 +1,186 @@
+"""The headless commands (DESIGN.md, "The command line"): a thin layer over the core functions.
+
+Exit status: 0 success, 1 a failure the user can fix (the message says what), 2 wrong usage,
+130 stopped with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import textwrap
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from core import RESOURCES
+from core.chunking import DEFAULT_SIZE
+from core.errors import Cancelled, KnownError
+from core.extract import format_size
+from core.library import Library, default_data_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    try:
+        return args.run(args)
+    except KnownError as error:
+        print(f"tunedesk: {error}", file=sys.stderr)
+        return 1
+    except (Cancelled, KeyboardInterrupt):
+        print("tunedesk: stopped; what was finished is kept.", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunedesk", description="Your documents, a fine-tuned LLM, offline.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the library's folder (default: $TUNEDESK_HOME or the user data dir)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    add = commands.add_parser("add", parents=[common], help="add documents (PDF, DOCX, TXT, Markdown)")
+    add.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    add.add_argument("-r", "--recursive", action="store_true", help="add the documents inside folders")
+    add.add_argument("--chunk-size", type=int, default=DEFAULT_SIZE, help="characters per chunk (default %(default)s)")
+    add.add_argument("--overlap", type=int, default=0, help="characters each chunk repeats of the one before")
+    add.set_defaults(run=_add)
+
+    docs = commands.add_parser("docs", parents=[common], help="list the documents in the library")
+    docs.add_argument("--json", action="store_true")
+    docs.set_defaults(run=_docs)
+
+    rm = commands.add_parser("rm", parents=[common], help="remove a document (by id or name)")
+    rm.add_argument("document", metavar="DOC")
+    rm.set_defaults(run=_rm)
+
+    search = commands.add_parser("search", parents=[common], help="the passages that best match a query")
+    search.add_argument("query", metavar="QUERY")
+    search.add_argument("-k", type=int, default=5, help="how many passages (default %(default)s)")
+    search.add_argument("--doc", default=None, help="only in this document (id or name)")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(run=_search)
+
+    demo = commands.add_parser("demo", parents=[common], help="try Tunedesk on the sample contract")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _library(args: argparse.Namespace) -> Library:
+    return Library(args.data_dir or default_data_dir())
+
+
+def _add(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from core.ingest import add_documents, collect_files
+
+    files = collect_files(args.files, recursive=args.recursive)
+    refused = 0
+    cancel = threading.Event()
+    with _library(args) as library, tqdm(total=len(files), unit="file", disable=None, leave=False) as bar:
+
+        def progress(path: Path, done: int, total: int) -> None:
+            bar.set_postfix_str(f"{path.name}: page {done} of {total}", refresh=True)
+
+        try:
+            for outcome in add_documents(
+                library, files, chunk_size=args.chunk_size, overlap=args.overlap, on_progress=progress, cancel=cancel
+            ):
+                bar.update()
+                if outcome.status == "refused":
+                    refused += 1
+                    line = f"refused        {outcome.reason}"
+                else:
+                    document = outcome.document
+                    assert document is not None
+                    detail = f"{document.pages} pages, {document.chunks} chunks, id {document.id}"
+                    line = f"{outcome.status:<14} {document.name} ({detail})"
+                bar.write(line, file=sys.stdout)
+        except KeyboardInterrupt:
+            cancel.set()
+            raise
+    return 1 if refused else 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    with _library(args) as library:
+        documents = library.documents()
+    if args.json:
+        keys = ("id", "name", "pages", "chunks", "bytes")
+        print(json.dumps({"documents": [{key: getattr(d, key) for key in keys} for d in documents]}, indent=2))
+        return 0
+    if not documents:
+        print("The library is empty; add documents with `tunedesk add FILE...`.")
+    for document in documents:
+        detail = f"{document.pages} pages, {document.chunks} chunks, {format_size(document.bytes)}"
+        print(f"{document.id:>4}  {document.name}  ({detail})")
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    with _library(args) as library:
+        document = library.remove(args.document)
+    print(f"removed {document.name} (id {document.id})")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from core.retrieval import search
+
+    with _library(args) as library:
+        document_id = library.document(args.doc).id if args.doc is not None else None
+        hits = search(library, args.query, k=args.k, document_id=document_id)
+    if args.json:
+        result = {
+            "query": args.query,
+            "hits": [
+                {"chunk_id": h.chunk_id, "document": h.document, "pages": h.pages, "text": h.text, "score": h.score}
+                for h in hits
+            ],
+        }
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    if not hits:
+        print("No passage matches.")
+    width = min(shutil.get_terminal_size().columns, 100)
+    for rank, hit in enumerate(hits, 1):
+        print(f"{rank}. {hit.citation}  (score {hit.score:.1f}, chunk {hit.chunk_id})")
+        print(textwrap.fill(" ".join(hit.text.split()), width, initial_indent="   ", subsequent_indent="   "))
+    return 0
+
+
+DEMO_QUESTIONS = ("Which state's law governs the agreement?", "When can Vyera terminate the agreement?")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from core.ingest import add_documents
+    from core.retrieval import search
+
+    data_dir = args.data_dir or default_data_dir() / "demo"
+    shutil.rmtree(data_dir, ignore_errors=True)  # the demo always starts from a fresh library
+    contract = RESOURCES / "samples" / "license_agreement_50p.pdf"
+    print(f"Adding the sample contract to a fresh library in {data_dir}")
+    with Library(data_dir) as library:
+        (outcome,) = add_documents(library, [contract])
+        if outcome.document is None:
+            raise KnownError(outcome.reason or "The sample contract could not be added.")
+        print(f"  {outcome.document.name}: {outcome.document.pages} pages, {outcome.document.chunks} chunks")
+        for question in DEMO_QUESTIONS:
+            print(f"\n{question}")
+            for hit in search(library, question, k=2):
+                print(f"  [{hit.citation}] " + textwrap.shorten(" ".join(hit.text.split()), 300))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

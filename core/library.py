@@ -1,0 +1,304 @@
+"""The library: one SQLite database of documents, their pages and chunks, with an FTS5 index.
+
+WAL with synchronous=FULL and one transaction per change, so a crash, a kill or a power cut leaves every
+document either fully there or not there at all (RELIABILITY.md, promises 3 and 4). A document's bytes are
+kept under files/ so that its pages can be shown even after the original moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from core.chunking import Chunk, page_starts
+from core.errors import KnownError
+
+DATABASE = "library.db"
+migrations = Migrations("tunedesk")
+
+
+@migrations()
+def m001_documents(db: sqlite_utils.Database) -> None:
+    # AUTOINCREMENT: an id is never reused, so a citation kept in a conversation cannot come to point at
+    # another document's chunk after a removal.
+    db.executescript(
+        """
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            sha256 TEXT NOT NULL UNIQUE,   -- of the file's bytes: the same file is never added twice
+            name TEXT NOT NULL UNIQUE,     -- shown in citations; "contract (2).pdf" for a second one
+            kind TEXT NOT NULL,            -- pdf, docx or text
+            bytes INTEGER NOT NULL,
+            title TEXT,
+            source TEXT NOT NULL,          -- the path it was added from
+            added TEXT NOT NULL
+        );
+        CREATE TABLE pages (
+            document_id INTEGER NOT NULL REFERENCES documents(id),
+            number INTEGER NOT NULL,       -- 1-based, as printed in citations
+            start INTEGER NOT NULL,        -- offset in the document text (core.chunking.PAGE_SEPARATOR)
+            text TEXT NOT NULL,
+            PRIMARY KEY (document_id, number)
+        );
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            document_id INTEGER NOT NULL REFERENCES documents(id),
+            page_first INTEGER NOT NULL,
+            page_last INTEGER NOT NULL,
+            start INTEGER NOT NULL,
+            end INTEGER NOT NULL,
+            text TEXT NOT NULL
+        );
+        CREATE INDEX chunks_document ON chunks(document_id);
+        """
+    )
+    db.table("chunks").enable_fts(
+        ["text"], fts_version="FTS5", tokenize="porter unicode61 remove_diacritics 2", create_triggers=True
+    )
+
+
+class LibraryError(KnownError):
+    """The library itself cannot be used (busy, full, read-only, damaged): no other file would fare better."""
+
+
+@dataclass(frozen=True)
+class Document:
+    id: int
+    name: str
+    kind: str
+    pages: int
+    chunks: int
+    bytes: int
+    sha256: str
+    title: str | None
+    source: str
+    added: str
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("TUNEDESK_HOME") or platformdirs.user_data_dir("tunedesk", appauthor=False))
+
+
+class Library:
+    """One library in `data_dir`. Not thread-safe: give each thread its own Library."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.files_dir = data_dir / "files"
+        path = data_dir / DATABASE
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite_utils.Database(path)
+            self.db.execute("PRAGMA busy_timeout = 5000")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = FULL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.Error as error:
+            raise known_error(error, path) from error
+        except OSError as error:
+            raise KnownError(f"The library folder {data_dir} cannot be used: {error.strerror}.") from error
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction. BEGIN IMMEDIATE takes the write lock up front, so two writers wait for
+        each other (up to busy_timeout) instead of failing halfway; sqlite-utils calls inside nest as
+        savepoints."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.rollback()
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self.db.rollback()
+            raise known_error(error, self.data_dir / DATABASE) from error
+
+    def _migrate(self) -> None:
+        known = {migration.name for migration in migrations._migrations}
+        applied = migrations.applied(self.db)
+        unknown = [migration.name for migration in applied if migration.name not in known]
+        if unknown:
+            raise KnownError(
+                f"The library at {self.data_dir} was written by a newer version of Tunedesk "
+                f"(schema {unknown[-1]}); update Tunedesk to open it."
+            )
+        pending = migrations.pending(self.db)
+        if not pending:
+            return
+        if applied:
+            # A migration that goes wrong must not cost the user their library.
+            backup = self.data_dir / f"{DATABASE}.before-{pending[0].name}"
+            backup.unlink(missing_ok=True)
+            self.db.execute("VACUUM INTO ?", [str(backup)])
+        migrations.apply(self.db)
+        self.db.execute(f"PRAGMA user_version = {len(applied) + len(pending)}")
+
+    # -- documents --------------------------------------------------------------------------------
+
+    def documents(self) -> list[Document]:
+        return [Document(**row) for row in self.db.query(_DOCUMENTS + " ORDER BY d.id")]
+
+    def document(self, ref: str | int) -> Document:
+        """A document by id or by name."""
+        rows = list(self.db.query(_DOCUMENTS + " WHERE d.id = ? OR d.name = ?", [_as_id(ref), str(ref)]))
+        if not rows:
+            raise KnownError(f"No document {ref!s} in the library (see `tunedesk docs`).")
+        return Document(**rows[0])
+
+    def find_sha256(self, sha256: str) -> Document | None:
+        rows = list(self.db.query(_DOCUMENTS + " WHERE d.sha256 = ?", [sha256]))
+        return Document(**rows[0]) if rows else None
+
+    def insert_document(
+        self, *, source: Path, sha256: str, kind: str, title: str | None, pages: list[str], chunks: list[Chunk]
+    ) -> Document:
+        """Store a parsed document and its chunks in one transaction, with a copy of its file.
+
+        The copy is hashed on the way, so a file that changed since it was parsed is refused.
+        """
+        stored = self._store_file(source, sha256, kind)
+        with self.write() as db:
+            name = self._free_name(source.name)
+            row = {
+                "sha256": sha256,
+                "name": name,
+                "kind": kind,
+                "bytes": stored.stat().st_size,
+                "title": title,
+                "source": str(source.absolute()),
+                "added": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            }
+            document_id = int(db.table("documents").insert(row).last_pk)  # type: ignore[arg-type]
+            db.table("pages").insert_all(
+                {"document_id": document_id, "number": number, "start": start, "text": text}
+                for number, (start, text) in enumerate(zip(page_starts(pages), pages, strict=True), 1)
+            )
+            db.table("chunks").insert_all(
+                {
+                    "document_id": document_id,
+                    "page_first": chunk.page_first,
+                    "page_last": chunk.page_last,
+                    "start": chunk.start,
+                    "end": chunk.end,
+                    "text": chunk.text,
+                }
+                for chunk in chunks
+            )
+        return self.document(document_id)
+
+    def remove(self, ref: str | int) -> Document:
+        """Remove a document with its pages, chunks and index rows, in one transaction."""
+        document = self.document(ref)
+        with self.write() as db:
+            db.execute("DELETE FROM chunks WHERE document_id = ?", [document.id])
+            db.execute("DELETE FROM pages WHERE document_id = ?", [document.id])
+            db.execute("DELETE FROM documents WHERE id = ?", [document.id])
+        self.stored_file(document).unlink(missing_ok=True)
+        return document
+
+    def stored_file(self, document: Document) -> Path:
+        return self.files_dir / f"{document.sha256}{_SUFFIX[document.kind]}"
+
+    def page_text(self, document_id: int, number: int) -> str:
+        rows = list(self.db.query("SELECT text FROM pages WHERE document_id = ? AND number = ?", [document_id, number]))
+        return rows[0]["text"] if rows else ""
+
+    def _store_file(self, source: Path, sha256: str, kind: str) -> Path:
+        self.files_dir.mkdir(exist_ok=True)
+        final = self.files_dir / f"{sha256}{_SUFFIX[kind]}"
+        partial = final.with_name(final.name + ".partial")
+        digest = hashlib.sha256()
+        try:
+            with open(source, "rb") as reader, open(partial, "wb") as writer:
+                while block := reader.read(1 << 20):
+                    digest.update(block)
+                    writer.write(block)
+                writer.flush()
+                os.fsync(writer.fileno())
+        except FileNotFoundError:
+            partial.unlink(missing_ok=True)
+            raise KnownError(f"{source.name} disappeared while it was being added.") from None
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise KnownError(f"{source.name} could not be copied into the library: {error.strerror}.") from None
+        if digest.hexdigest() != sha256:
+            partial.unlink()
+            raise KnownError(f"{source.name} changed while it was being added; add it again.")
+        partial.replace(final)
+        return final
+
+    def _free_name(self, name: str) -> str:
+        name = _shorten(name)
+        stem, dot, suffix = name.rpartition(".") if "." in name else (name, "", "")
+        candidate, counter = name, 1
+        while self.db.execute("SELECT 1 FROM documents WHERE name = ?", [candidate]).fetchone():
+            counter += 1
+            candidate = f"{stem} ({counter}){dot}{suffix}"
+        return candidate
+
+
+_DOCUMENTS = """
+    SELECT d.id, d.name, d.kind, d.bytes, d.sha256, d.title, d.source, d.added,
+        (SELECT count(*) FROM pages WHERE document_id = d.id) AS pages,
+        (SELECT count(*) FROM chunks WHERE document_id = d.id) AS chunks
+    FROM documents d"""
+
+_SUFFIX = {"pdf": ".pdf", "docx": ".docx", "text": ".txt"}
+
+
+def _as_id(ref: str | int) -> int:
+    try:
+        return int(ref)
+    except ValueError:
+        return -1
+
+
+def _shorten(name: str, limit: int = 120) -> str:
+    if len(name) <= limit:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or len(suffix) > 10:
+        return name[: limit - 1] + "…"
+    return f"{stem[: limit - len(suffix) - 2]}….{suffix}"
+
+
+def known_error(error: sqlite3.Error, path: Path) -> LibraryError:
+    """The one sentence for an SQLite failure caused by the environment; other failures are bugs."""
+    reasons = {
+        "SQLITE_BUSY": "is busy: another Tunedesk is writing to it; try again when it has finished",
+        "SQLITE_LOCKED": "is busy: another Tunedesk is writing to it; try again when it has finished",
+        "SQLITE_READONLY": "is read-only; check the permissions of its folder",
+        "SQLITE_FULL": "cannot grow: the disk is full",
+        "SQLITE_CORRUPT": "is damaged (restore it from a backup, or move it away to start a new one)",
+        "SQLITE_NOTADB": "is not a Tunedesk library (it is not an SQLite database)",
+        "SQLITE_CANTOPEN": "cannot be opened; check that its folder exists and is writable",
+        "SQLITE_IOERR": "could not be read or written (a disk error)",
+        "SQLITE_PERM": "cannot be opened: permission denied",
+    }
+    code = getattr(error, "sqlite_errorname", "")
+    reason = next((text for prefix, text in reasons.items() if code.startswith(prefix)), None)
+    if reason is None:
+        raise error
+    return LibraryError(f"The library {path} {reason}.")

@@ -1,0 +1,127 @@
+"""The command line as a user runs it: real processes, a real library folder, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLE, make_pdf
+
+TUNEDESK = Path(sys.executable).parent / "tunedesk"
+
+
+def tunedesk(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(TUNEDESK), *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_add_docs_search_rm(tmp_path):
+    data = tmp_path / "data"
+    added = tunedesk("add", str(SAMPLE), data_dir=data)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("added          license_agreement_50p.pdf (50 pages")
+    docs = json.loads(tunedesk("docs", "--json", data_dir=data).stdout)
+    (document,) = docs["documents"]
+    assert set(document) >= {"id", "name", "pages", "chunks", "bytes"}
+    assert document["bytes"] == SAMPLE.stat().st_size
+
+    found = json.loads(tunedesk("search", "governing law New York", "-k", "3", "--json", data_dir=data).stdout)
+    assert found["query"] == "governing law New York"
+    assert len(found["hits"]) == 3
+    top = found["hits"][0]
+    assert set(top) >= {"chunk_id", "document", "pages", "text", "score"}
+    assert (top["document"], top["pages"]) == ("license_agreement_50p.pdf", [41])
+
+    text = tunedesk("search", "governing law New York", "-k", "1", data_dir=data).stdout
+    assert text.startswith("1. license_agreement_50p.pdf p. 41")
+
+    removed = tunedesk("rm", str(document["id"]), data_dir=data)
+    assert removed.stdout.strip() == f"removed license_agreement_50p.pdf (id {document['id']})"
+    assert json.loads(tunedesk("docs", "--json", data_dir=data).stdout) == {"documents": []}
+
+
+def test_a_bad_file_is_refused_and_the_others_are_added(tmp_path):
+    good = make_pdf(tmp_path / "good.pdf", ["A good document about payment terms."])
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\n garbage")
+    (tmp_path / "folder").mkdir()
+    result = tunedesk("add", str(tmp_path / "broken.pdf"), str(good), str(tmp_path / "folder"), data_dir=tmp_path / "d")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("refused        broken.pdf is damaged")
+    assert lines[1].startswith("added          good.pdf (1 pages")
+    assert lines[2] == "refused        folder is a folder, not a file."
+    assert [d["name"] for d in json.loads(tunedesk("docs", "--json", data_dir=tmp_path / "d").stdout)["documents"]] == [
+        "good.pdf"
+    ]
+
+
+def test_recursive_add_takes_the_readable_files_in_a_folder(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    make_pdf(tmp_path / "in" / "sub" / "a.pdf", ["Alpha."])
+    (tmp_path / "in" / "notes.md").write_text("# Notes\n\nBeta.")
+    (tmp_path / "in" / "photo.png").write_bytes(b"\x89PNG")
+    result = tunedesk("add", "-r", str(tmp_path / "in"), data_dir=tmp_path / "d")
+    assert result.returncode == 0, result.stdout
+    assert sorted(line.split()[1] for line in result.stdout.splitlines()) == ["a.pdf", "notes.md"]
+
+
+def test_usage_errors_and_unknown_documents(tmp_path):
+    assert tunedesk("search", data_dir=tmp_path).returncode == 2
+    missing = tunedesk("rm", "nonexistent.pdf", data_dir=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "tunedesk: No document nonexistent.pdf in the library (see `tunedesk docs`)."
+
+
+def test_tunedesk_home_chooses_the_library(tmp_path):
+    env = {**os.environ, "TUNEDESK_HOME": str(tmp_path / "home")}
+    subprocess.run([str(TUNEDESK), "add", str(SAMPLE)], env=env, check=True, capture_output=True)
+    assert (tmp_path / "home" / "library.db").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_during_add_never_leaves_a_half_added_document(tmp_path):
+    """Kill `tunedesk add` at random moments; the library must stay consistent and the next add work."""
+    big = tmp_path / "big.txt"
+    big.write_text(
+        "\n\n".join(f"Clause {i}. The supplier shall deliver lot {i} by day {i % 28 + 1}." for i in range(60_000))
+    )
+    data = tmp_path / "data"
+    command = [str(TUNEDESK), "add", str(SAMPLE), str(big), "--data-dir", str(data)]
+    started = time.monotonic()
+    subprocess.run(command, check=True, capture_output=True)
+    full_run = time.monotonic() - started
+    subprocess.run([str(TUNEDESK), "rm", "big.txt", "--data-dir", str(data)], check=True, capture_output=True)
+    subprocess.run([str(TUNEDESK), "rm", "license_agreement_50p.pdf", "--data-dir", str(data)], check=True)
+
+    rng = random.Random(7)
+    for _ in range(8):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, full_run))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        db = sqlite3.connect(data / "library.db")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        for document_id, pages, chunks, indexed in db.execute(
+            """SELECT d.id, (SELECT count(*) FROM pages WHERE document_id = d.id),
+                (SELECT count(*) FROM chunks WHERE document_id = d.id),
+                (SELECT count(*) FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE document_id = d.id))
+            FROM documents d"""
+        ):
+            assert pages > 0 and chunks > 0 and indexed == chunks, document_id
+        orphans = db.execute("SELECT count(*) FROM chunks WHERE document_id NOT IN (SELECT id FROM documents)")
+        assert orphans.fetchone()[0] == 0
+        db.close()
+        subprocess.run([str(TUNEDESK), "rm", "big.txt", "--data-dir", str(data)], capture_output=True)
+    final = subprocess.run(command, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    assert "big.txt" in final.stdout

@@ -1,0 +1,157 @@
+"""core.library on real SQLite files: adding, removing, migrations, and the environment's failures."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.errors import KnownError
+from core.ingest import add_documents
+from core.library import Library, migrations
+from tests.conftest import SAMPLE, make_pdf
+
+
+def counts(library: Library) -> dict[str, int]:
+    tables = ("documents", "pages", "chunks", "chunks_fts")
+    return {t: library.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+def test_add_the_sample_contract(library):
+    (outcome,) = add_documents(library, [SAMPLE])
+    document = outcome.document
+    assert outcome.status == "added"
+    assert (document.name, document.kind, document.pages) == ("license_agreement_50p.pdf", "pdf", 50)
+    assert counts(library) == {"documents": 1, "pages": 50, "chunks": document.chunks, "chunks_fts": document.chunks}
+    assert library.stored_file(document).read_bytes() == SAMPLE.read_bytes()
+    assert "14.2 Governing Law" in library.page_text(document.id, 41)
+
+
+def test_the_same_file_twice_changes_nothing(library, tmp_path):
+    add_documents_list = list(add_documents(library, [SAMPLE]))
+    copy = tmp_path / "renamed copy.pdf"
+    copy.write_bytes(SAMPLE.read_bytes())
+    before = counts(library)
+    outcomes = list(add_documents(library, [SAMPLE, copy]))
+    assert [o.status for o in outcomes] == ["already there", "already there"]
+    assert outcomes[1].document == add_documents_list[0].document
+    assert counts(library) == before
+
+
+def test_same_name_other_content_gets_a_distinct_name(library, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = make_pdf(tmp_path / "a" / "contract.pdf", ["First contract."])
+    second = make_pdf(tmp_path / "b" / "contract.pdf", ["Second contract."])
+    names = [o.document.name for o in add_documents(library, [first, second])]
+    assert names == ["contract.pdf", "contract (2).pdf"]
+
+
+def test_remove_takes_pages_chunks_index_rows_and_the_stored_file(library, tmp_path):
+    other = make_pdf(tmp_path / "other.pdf", ["Another document about royalties."])
+    sample, kept = (o.document for o in add_documents(library, [SAMPLE, other]))
+    library.remove(sample.name)
+    assert counts(library) == {"documents": 1, "pages": 1, "chunks": kept.chunks, "chunks_fts": kept.chunks}
+    assert not library.stored_file(sample).exists()
+    assert library.db.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'vyera'").fetchone()[0] == 0
+    with pytest.raises(KnownError, match=r"No document license_agreement_50p\.pdf"):
+        library.remove(sample.name)
+
+
+def test_a_file_that_disappears_during_add_leaves_nothing(library, tmp_path):
+    doomed = tmp_path / "doomed.pdf"
+    doomed.write_bytes(SAMPLE.read_bytes())
+
+    def delete_it(path, done, total):  # called while the child parses its own copy of the bytes
+        path.unlink(missing_ok=True)
+
+    (outcome,) = add_documents(library, [doomed], on_progress=delete_it)
+    assert outcome.status == "refused"
+    assert outcome.reason == "doomed.pdf disappeared while it was being added."
+    assert counts(library) == {"documents": 0, "pages": 0, "chunks": 0, "chunks_fts": 0}
+    assert list(library.files_dir.iterdir()) == []
+
+
+def test_a_file_that_changes_during_add_is_refused(library, tmp_path):
+    changing = tmp_path / "changing.pdf"
+    changing.write_bytes(SAMPLE.read_bytes())
+
+    def change_it(path, done, total):
+        path.write_bytes(b"%PDF-1.7 something else entirely")
+
+    (outcome,) = add_documents(library, [changing], on_progress=change_it)
+    assert outcome.reason == "changing.pdf changed while it was being added; add it again."
+    assert counts(library)["documents"] == 0
+
+
+def test_schema_is_versioned(library):
+    assert library.db.execute("PRAGMA user_version").fetchone()[0] == len(migrations._migrations)
+    assert library.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_library_from_a_newer_version_is_refused(tmp_path):
+    with Library(tmp_path) as library, library.write() as db:
+        db.table("_sqlite_migrations").insert({"migration_set": "tunedesk", "name": "m999_future", "applied_at": "x"})
+    with pytest.raises(KnownError, match="written by a newer version of Tunedesk"):
+        Library(tmp_path)
+
+
+def test_pending_migrations_back_up_the_library_first(tmp_path):
+    with Library(tmp_path) as library:
+        list(add_documents(library, [SAMPLE]))
+
+    @migrations()
+    def m002_test_only(db):
+        db.execute("CREATE TABLE test_only (id INTEGER)")
+
+    try:
+        with Library(tmp_path) as library:
+            assert library.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        backup = sqlite3.connect(tmp_path / "library.db.before-m002_test_only")
+        assert backup.execute("SELECT count(*) FROM documents").fetchone()[0] == 1
+        assert backup.execute("SELECT count(*) FROM sqlite_master WHERE name = 'test_only'").fetchone()[0] == 0
+    finally:
+        migrations._migrations.pop()
+
+
+def test_not_a_database(tmp_path):
+    (tmp_path / "library.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(KnownError, match="is not a Tunedesk library"):
+        Library(tmp_path)
+
+
+def test_disk_full_leaves_the_library_as_it_was(library, tmp_path):
+    small = make_pdf(tmp_path / "small.pdf", ["A small first document."])
+    list(add_documents(library, [small]))
+    before = counts(library)
+    pages = library.db.execute("PRAGMA page_count").fetchone()[0]
+    library.db.execute(f"PRAGMA max_page_count = {pages + 2}")  # as if the disk had room for two pages
+    with pytest.raises(KnownError, match="cannot grow: the disk is full"):
+        list(add_documents(library, [SAMPLE]))
+    assert counts(library) == before
+    assert library.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.slow
+def test_a_second_writer_waits_then_gets_a_clear_sentence(library, tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+         "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(30)",
+         str(library.data_dir / "library.db")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        with pytest.raises(KnownError, match="is busy: another Tunedesk is writing to it"):
+            list(add_documents(library, [SAMPLE]))
+        assert time.monotonic() - started < 15
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert counts(library)["documents"] == 0
