@@ -24,9 +24,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from multiprocessing.connection import Connection
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import cast
 
 from core.errors import Cancelled, KnownError
 
@@ -67,7 +68,7 @@ def extract(
     on_progress: ProgressFn | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> Extracted:
-    """Read `path` into pages of text in a child process.
+    """Read `path` into pages of text in a child process (two for a long PDF, each reading half).
 
     Raises KnownError with one sentence naming the file for every input that cannot be read, and
     Cancelled as soon as `cancelled()` turns true.
@@ -75,39 +76,63 @@ def extract(
     name = path.name
     kind = _check_file(path, limits)
     context = _context()
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child_main, args=(str(path), kind, limits, sender), daemon=True)
-    child.start()
-    sender.close()  # so that the child's exit shows here as end of file
+    children: dict[Connection, multiprocessing.process.BaseProcess] = {}
+    done: dict[Connection, int] = {}  # pages done by each child, for progress
+    parts: dict[int, list[str]] = {}  # first page index -> pages
+    result = None
+
+    def start(target: Callable[..., None], *args: object) -> None:
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=target, args=(*args, sender), daemon=True)
+        child.start()
+        sender.close()  # so that the child's exit shows here as end of file
+        children[receiver] = child
+
+    start(_child_main, str(path), kind, limits, (os.cpu_count() or 1) > 1)
     deadline = time.monotonic() + limits.max_seconds
     try:
-        while True:
+        while children:
             if cancelled is not None and cancelled():
                 raise Cancelled()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise KnownError(f"{name} took longer than {limits.max_seconds:g} s to read, so it was stopped.")
-            if not receiver.poll(min(remaining, 0.1)):
-                continue
-            try:
-                message = json.loads(receiver.recv_bytes())
-            except EOFError:
-                child.join()
-                raise KnownError(
-                    f"{name} crashed the {kind.upper()} reader (exit status {child.exitcode}); it is probably damaged."
-                ) from None
-            if "progress" in message:
-                if on_progress is not None:
-                    on_progress(*message["progress"])
-            elif "error" in message:
-                raise KnownError(f"{name} {message['error']}.")
-            else:
-                return Extracted(**message["result"])
+            ready = cast(list[Connection], wait(list(children), timeout=min(remaining, 0.1)))
+            for receiver in ready:
+                try:
+                    message = json.loads(receiver.recv_bytes())
+                except EOFError:
+                    child = children.pop(receiver)
+                    child.join()
+                    raise KnownError(f"{name} crashed the {kind.upper()} reader ({_how(child.exitcode)}).") from None
+                if "error" in message:
+                    raise KnownError(f"{name} {message['error']}.")
+                if "progress" in message:
+                    done[receiver] = message["progress"][0]
+                    if on_progress is not None:
+                        on_progress(sum(done.values()), message["progress"][1])
+                elif "split" in message:
+                    start(_child_pages, str(path), limits, *message["split"])
+                else:
+                    if "result" in message:
+                        result = message["result"]
+                        parts[0] = result["pages"]
+                    else:
+                        parts[message["part"]["first"]] = message["part"]["pages"]
+                    children.pop(receiver).join()
+                    receiver.close()
     finally:
-        if child.is_alive():
+        for receiver, child in children.items():
             child.kill()
-        child.join()
-        receiver.close()
+            child.join()
+            receiver.close()
+    assert result is not None
+    pages = [page for first in sorted(parts) for page in parts[first]]
+    if sum(map(len, pages)) > limits.max_chars:
+        raise KnownError(f"{name} holds more than {limits.max_chars:,} characters of text, the limit for one file.")
+    if not any(page.strip() for page in pages):
+        raise KnownError(f"{name} {_NO_TEXT[kind]}.")
+    return Extracted(sha256=result["sha256"], kind=kind, pages=pages, title=result["title"])
 
 
 def format_size(count: float) -> str:
@@ -175,25 +200,42 @@ class _Refused(Exception):
     """Raised in the child with the reason, worded to follow the file's name."""
 
 
-def _child_main(path: str, kind: str, limits: Limits, sender: Connection) -> None:
+Send = Callable[[dict], None]
+
+
+def _child_main(path: str, kind: str, limits: Limits, may_split: bool, sender: Connection) -> None:
+    def work(send: Send) -> None:
+        data = _read_bytes(path, limits)
+        sha256 = hashlib.sha256(data).hexdigest()
+        title, pages = _READERS[kind](data, limits, send, sha256 if may_split else None)
+        send({"result": {"sha256": sha256, "title": title, "pages": [_clean(page) for page in pages]}})
+
+    _run_child(work, limits, sender)
+
+
+def _child_pages(
+    path: str, limits: Limits, sha256: str, password: str | None, first: int, last: int, sender: Connection
+) -> None:
+    """Pages [first, last) of a PDF that the main child has already checked."""
+
+    def work(send: Send) -> None:
+        data = _read_bytes(path, limits)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise _Refused("changed while it was being read")
+        pages = _pdf_text(data, password, first, last, send)
+        send({"part": {"first": first, "pages": [_clean(page) for page in pages]}})
+
+    _run_child(work, limits, sender)
+
+
+def _run_child(work: Callable[[Send], None], limits: Limits, sender: Connection) -> None:
     def send(message: dict) -> None:
         sender.send_bytes(json.dumps(message).encode())
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its repair notes are not for the user's terminal
     try:
         resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory, limits.max_memory))
-        with open(path, "rb") as file:
-            data = file.read(limits.max_bytes + 1)
-        if len(data) > limits.max_bytes:
-            raise _Refused(f"grew past the limit of {format_size(limits.max_bytes)} while being read")
-        title, pages = _READERS[kind](data, limits, lambda done, total: send({"progress": [done, total]}))
-        pages = [_clean(page) for page in pages]
-        if sum(map(len, pages)) > limits.max_chars:
-            raise _Refused(f"holds more than {limits.max_chars:,} characters of text, the limit for one file")
-        if not any(page.strip() for page in pages):
-            raise _Refused(_NO_TEXT[kind])
-        sha256 = hashlib.sha256(data).hexdigest()
-        send({"result": asdict(Extracted(sha256, kind, pages, title))})
+        work(send)
     except _Refused as refusal:
         send({"error": str(refusal)})
     except MemoryError:
@@ -204,6 +246,14 @@ def _child_main(path: str, kind: str, limits: Limits, sender: Connection) -> Non
         send({"error": f"cannot be read: {error.strerror}"})
     finally:
         sender.close()
+
+
+def _read_bytes(path: str, limits: Limits) -> bytes:
+    with open(path, "rb") as file:
+        data = file.read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        raise _Refused(f"grew past the limit of {format_size(limits.max_bytes)} while being read")
+    return data
 
 
 _NO_TEXT = {
@@ -224,9 +274,14 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _read_pdf(data: bytes, limits: Limits, progress: ProgressFn) -> tuple[str | None, list[str]]:
+# Below this many pages a second child costs more than it saves.
+SPLIT_FROM_PAGES = 24
+
+
+def _read_pdf(data: bytes, limits: Limits, send: Send, split_as: str | None) -> tuple[str | None, list[str]]:
+    """Checks the PDF, then reads its text; with `split_as` (the file's hash) a long PDF's second half is
+    handed to a second child."""
     import pypdf
-    import pypdfium2
     from pypdf.errors import PyPdfError
 
     if b"%PDF-" not in data[:1024]:
@@ -247,24 +302,38 @@ def _read_pdf(data: bytes, limits: Limits, progress: ProgressFn) -> tuple[str | 
         raise _Refused(f"has {count:,} pages, more than the limit of {limits.max_pages:,}")
     if count == 0:
         raise _Refused("has no pages")
+    last = count
+    if split_as is not None and count >= SPLIT_FROM_PAGES:
+        last = count // 2
+        send({"split": [split_as, password, last, count]})
+    return (str(title) if title else None), _pdf_text(data, password, 0, last, send, total=count)
+
+
+def _pdf_text(
+    data: bytes, password: str | None, first: int, last: int, send: Send, *, total: int | None = None
+) -> list[str]:
+    import pypdfium2
+
     try:
         pdf = pypdfium2.PdfDocument(data, password=password)
     except pypdfium2.PdfiumError as error:
         raise _Refused(f"is damaged and cannot be read as a PDF ({_short(error)})") from None
+    total = total or len(pdf)
     pages = []
-    for index in range(len(pdf)):
+    for index in range(first, min(last, len(pdf))):
         page = pdf[index]
         textpage = page.get_textpage()
         pages.append(textpage.get_text_range())
         textpage.close()
         page.close()
-        if index % 10 == 9:
-            progress(index + 1, len(pdf))
+        if len(pages) % 10 == 0:
+            send({"progress": [len(pages), total]})
     pdf.close()
-    return (str(title) if title else None), pages
+    send({"progress": [len(pages), total]})
+    return pages
 
 
-def _read_docx(data: bytes, limits: Limits, progress: ProgressFn) -> tuple[str | None, list[str]]:
+def _read_docx(data: bytes, limits: Limits, send: Send, split_as: str | None) -> tuple[str | None, list[str]]:
     import zipfile
 
     import docx
@@ -313,7 +382,7 @@ def _read_docx(data: bytes, limits: Limits, progress: ProgressFn) -> tuple[str |
     return title, ["".join(parts).strip("\n") for parts in pages]
 
 
-def _read_text(data: bytes, limits: Limits, progress: ProgressFn) -> tuple[str | None, list[str]]:
+def _read_text(data: bytes, limits: Limits, send: Send, split_as: str | None) -> tuple[str | None, list[str]]:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = data.decode("utf-16", errors="replace")
     else:

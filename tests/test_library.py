@@ -70,9 +70,13 @@ def test_a_file_that_disappears_during_add_leaves_nothing(library, tmp_path):
 
     (outcome,) = add_documents(library, [doomed], on_progress=delete_it)
     assert outcome.status == "refused"
-    assert outcome.reason == "doomed.pdf disappeared while it was being added."
+    # Gone before the second half was read, or before the copy into the library: either way, one sentence.
+    assert outcome.reason in (
+        "doomed.pdf disappeared before it could be read.",
+        "doomed.pdf disappeared while it was being added.",
+    )
     assert counts(library) == {"documents": 0, "pages": 0, "chunks": 0, "chunks_fts": 0}
-    assert list(library.files_dir.iterdir()) == []
+    assert not library.files_dir.exists() or not any(library.files_dir.iterdir())
 
 
 def test_a_file_that_changes_during_add_is_refused(library, tmp_path):
@@ -83,7 +87,10 @@ def test_a_file_that_changes_during_add_is_refused(library, tmp_path):
         path.write_bytes(b"%PDF-1.7 something else entirely")
 
     (outcome,) = add_documents(library, [changing], on_progress=change_it)
-    assert outcome.reason == "changing.pdf changed while it was being added; add it again."
+    assert outcome.reason in (
+        "changing.pdf changed while it was being read.",
+        "changing.pdf changed while it was being added; add it again.",
+    )
     assert counts(library)["documents"] == 0
 
 
