@@ -45,32 +45,62 @@ def citation(document: str, page_first: int, page_last: int) -> str:
     return f"{document} pp. {page_first}-{page_last}"
 
 
-def match_expression(query: str) -> str | None:
-    """The FTS5 query for free text: any of its words, each quoted so that nothing in it is FTS syntax."""
+def query_words(query: str) -> list[str]:
+    """The words of a free-text query that are worth matching: not function words, not single letters
+    (the "s" of "state's"), unless nothing else is left."""
     words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
-    content = [word for word in words if word not in STOPWORDS] or words
-    return " OR ".join(f'"{word}"' for word in content) or None
+    content = [word for word in words if word not in STOPWORDS and len(word) > 1]
+    return content or words
+
+
+def match_expression(words: list[str]) -> str:
+    """FTS5 syntax for any of the words, each quoted so that nothing in a query is FTS syntax."""
+    return " OR ".join('"{}"'.format(word.replace('"', "")) for word in words)
+
+
+# A word in more than this share of the chunks ("agreement", "party" in a contract library) weighs little in
+# BM25 but makes FTS5 score a large part of the index; it is left out while rarer words find enough hits.
+COMMON_SHARE = 0.1
 
 
 def search(library: Library, query: str, *, k: int = 5, document_id: int | None = None) -> list[Hit]:
     """The `k` chunks that best match `query`, best first; only in one document if `document_id` is given."""
-    expression = match_expression(query)
-    if expression is None or k <= 0:
+    words = query_words(query)
+    if not words or k <= 0:
         return []
+    rare = _rare_words(library, words)
+    hits = _ranked(library, match_expression(rare), k, document_id)
+    if len(hits) < k and len(rare) < len(words):
+        hits = _ranked(library, match_expression(words), k, document_id)
+    return hits
+
+
+def _rare_words(library: Library, words: list[str]) -> list[str]:
+    chunks = library.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    counts = {
+        word: library.db.execute(
+            "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", [match_expression([word])]
+        ).fetchone()[0]
+        for word in words
+    }
+    return [word for word in words if counts[word] <= COMMON_SHARE * chunks] or [min(words, key=counts.__getitem__)]
+
+
+def _ranked(library: Library, expression: str, k: int, document_id: int | None) -> list[Hit]:
+    # Rank inside the index first and fetch only the k winners' rows: joining every match to its chunk
+    # before the LIMIT costs twice the time on a large library.
     where, params = "chunks_fts MATCH ?", [expression]
     if document_id is not None:
-        where += " AND c.document_id = ?"
+        where += " AND rowid IN (SELECT id FROM chunks WHERE document_id = ?)"
         params.append(str(document_id))
     rows = library.db.query(
         f"""
         SELECT c.id AS chunk_id, c.document_id, d.name AS document, c.page_first, c.page_last, c.text,
-            -bm25(chunks_fts) AS score
-        FROM chunks_fts
-        JOIN chunks c ON c.id = chunks_fts.rowid
+            -hit.rank AS score
+        FROM (SELECT rowid, bm25(chunks_fts) AS rank FROM chunks_fts WHERE {where} ORDER BY rank LIMIT ?) hit
+        JOIN chunks c ON c.id = hit.rowid
         JOIN documents d ON d.id = c.document_id
-        WHERE {where}
-        ORDER BY bm25(chunks_fts)
-        LIMIT ?""",
+        ORDER BY hit.rank""",
         [*params, k],
     )
     return [Hit(**row) for row in rows]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from core.ingest import add_documents
-from core.retrieval import citation, match_expression, search
+from core.retrieval import citation, match_expression, query_words, search
 from tests.conftest import SAMPLE, make_pdf
 
 
@@ -36,7 +36,7 @@ def test_spanning_hit_pages(library, tmp_path):
 
 def test_fts_syntax_in_a_query_is_just_text(library, contract):
     assert search(library, 'royalty AND "NEAR( OR * -"', k=3)
-    assert match_expression('x"y') == '"x" OR "y"'
+    assert match_expression(query_words('x"y')) == '"x" OR "y"'
 
 
 def test_only_stopwords_still_search_and_empty_finds_nothing(library, contract):
