@@ -1,5 +1,5 @@
 # Set-up is two commands (README.md): `make demo` and `make test`. Both create .venv when it is missing
-# and reinstall when pyproject.toml changes.
+# and reinstall when pyproject.toml changes. The venv holds the app and the engine (torch, transformers).
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,6 +12,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # The one pin, read from pyproject.toml.
 LLAMA_CPP_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
 LINTED := core tests benchmarks
+# The engine's torch. This machine's pip takes the CPU build of 2.13.0 from local disk; a plain `torch`
+# would pull a multi-GB CUDA build. On a CUDA machine: make TORCH=torch.
+TORCH ?= torch==2.13.0
 
 .PHONY: demo test lint bench clean
 
@@ -36,7 +39,7 @@ $(VENV)/.installed: pyproject.toml
 	@# LLAVA_BUILD=OFF skips the multimodal tools, a quarter of the build, which Tunedesk does not use.
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/pip wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS)
-	$(BIN)/pip install --find-links $(WHEELS) -e '.[dev]'
+	$(BIN)/pip install --find-links $(WHEELS) $(TORCH) -e '.[dev,engine]'
 	touch $@
 
 clean:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import RESOURCES
+from core import RESOURCES, cli_train
 from core.chunking import DEFAULT_SIZE
 from core.errors import Cancelled, KnownError
 from core.extract import format_size
@@ -70,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true")
     search.set_defaults(run=_search)
 
+    cli_train.add_commands(commands, common)
+
     demo = commands.add_parser("demo", parents=[common], help="try Tunedesk on the sample contract")
+    demo.add_argument("--base", default="demo", help="the model to fine-tune (default: the built-in demo model)")
+    demo.add_argument("--max-steps", type=int, default=None, help="train for this many steps (default: one epoch)")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -163,23 +167,42 @@ DEMO_QUESTIONS = ("Which state's law governs the agreement?", "When can Vyera te
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from core import jobs, qa
+    from core.datasets import build_dataset
+    from core.engine.config import load_config
     from core.ingest import add_documents
+    from core.models import resolve_base
     from core.retrieval import search
 
-    data_dir = args.data_dir or default_data_dir() / "demo"
-    shutil.rmtree(data_dir, ignore_errors=True)  # the demo always starts from a fresh library
+    home = args.data_dir or default_data_dir()
+    data_dir = home / "demo"
+    # The demo starts from a fresh library; the demo model stays in the main data dir, built once.
+    shutil.rmtree(data_dir, ignore_errors=True)
+    base_path = resolve_base(args.base, home)
     contract = RESOURCES / "samples" / "license_agreement_50p.pdf"
-    print(f"Adding the sample contract to a fresh library in {data_dir}")
+    print(f"1. Adding the sample contract to a fresh library in {data_dir}")
     with Library(data_dir) as library:
         (outcome,) = add_documents(library, [contract])
         if outcome.document is None:
             raise KnownError(outcome.reason or "The sample contract could not be added.")
-        print(f"  {outcome.document.name}: {outcome.document.pages} pages, {outcome.document.chunks} chunks")
+        print(f"   {outcome.document.name}: {outcome.document.pages} pages, {outcome.document.chunks} chunks")
         for question in DEMO_QUESTIONS:
-            print(f"\n{question}")
+            print(f"\n   {question}")
             for hit in search(library, question, k=2):
-                print(f"  [{hit.citation}] " + textwrap.shorten(" ".join(hit.text.split()), 300))
-    return 0
+                print(f"   [{hit.citation}] " + textwrap.shorten(" ".join(hit.text.split()), 200))
+
+        print("\n2. Building a dataset: 512-character chunks, Q&A pairs drawn from the text, 10% of pages held out")
+        pairs = qa.generate(library)
+        dataset = build_dataset(library)
+        print(f"   {pairs} Q&A pairs; {dataset.train_examples} training, {dataset.val_examples} validation examples")
+
+        overrides = {"max_steps": args.max_steps} if args.max_steps else {}
+        print(f"\n3. Fine-tuning the {args.base} model on it, on this computer's CPU (Ctrl-C leaves it running)")
+        job = jobs.create_job(
+            library, base=args.base, base_path=base_path, config=load_config("quick", overrides), dataset=dataset
+        )
+        jobs.start_job(library, job.id)
+        return cli_train.follow(library, job.id)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,60 @@ def m001_documents(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_training(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE qa_pairs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            chunk_id INTEGER NOT NULL REFERENCES chunks(id),  -- the passage that answers it
+            page INTEGER NOT NULL,         -- where the answer is, for the citation
+            question TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            source TEXT NOT NULL,          -- extractive, model:NAME.gguf or import:FILE
+            created TEXT NOT NULL
+        );
+        CREATE INDEX qa_pairs_chunk ON qa_pairs(chunk_id);
+        CREATE TABLE datasets (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            dir TEXT NOT NULL,             -- train.jsonl, val.jsonl, held_out.jsonl, dataset.json
+            created TEXT NOT NULL,
+            settings TEXT NOT NULL,        -- JSON: core.datasets.DatasetSettings
+            train_examples INTEGER NOT NULL,
+            val_examples INTEGER NOT NULL
+        );
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            dir TEXT NOT NULL,             -- the job directory (DESIGN.md): job.json, dataset/, events.jsonl
+            state TEXT NOT NULL,           -- running, done, failed or cancelled
+            created TEXT NOT NULL,
+            base TEXT NOT NULL,            -- as the user named it: demo, a folder or a hub id
+            host TEXT NOT NULL,            -- local, or a remote host's name
+            dataset_id INTEGER REFERENCES datasets(id),
+            steps_total INTEGER,
+            step INTEGER NOT NULL DEFAULT 0,
+            message TEXT,                  -- why it failed, in one sentence
+            events_offset INTEGER NOT NULL DEFAULT 0  -- how far events.jsonl has been read
+        );
+        CREATE TABLE losses (
+            job_id INTEGER NOT NULL REFERENCES jobs(id),
+            step INTEGER NOT NULL,
+            train_loss REAL,
+            val_loss REAL,
+            PRIMARY KEY (job_id, step)
+        );
+        CREATE TABLE checkpoints (
+            job_id INTEGER NOT NULL REFERENCES jobs(id),
+            step INTEGER NOT NULL,
+            path TEXT NOT NULL,            -- relative to the job directory
+            val_loss REAL,
+            answer_score REAL,
+            PRIMARY KEY (job_id, step)
+        );
+        """
+    )
+
+
 class LibraryError(KnownError):
     """The library itself cannot be used (busy, full, read-only, damaged): no other file would fare better."""
 
@@ -209,9 +263,12 @@ class Library:
         return self.document(document_id)
 
     def remove(self, ref: str | int) -> Document:
-        """Remove a document with its pages, chunks and index rows, in one transaction."""
+        """Remove a document with its pages, chunks, Q&A pairs and index rows, in one transaction."""
         document = self.document(ref)
         with self.write() as db:
+            db.execute(
+                "DELETE FROM qa_pairs WHERE chunk_id IN (SELECT id FROM chunks WHERE document_id = ?)", [document.id]
+            )
             db.execute("DELETE FROM chunks WHERE document_id = ?", [document.id])
             db.execute("DELETE FROM pages WHERE document_id = ?", [document.id])
             db.execute("DELETE FROM documents WHERE id = ?", [document.id])

@@ -24,7 +24,33 @@ def make_pdf(path: Path, pages: list[str]) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def library(tmp_path: Path):
     with Library(tmp_path / "library") as library:
         yield library
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """The `tiny` demo model (Mistral-shaped, SentencePiece tokenizer trained on the sample contract)."""
+    from core.demo import build
+
+    return build(tmp_path_factory.mktemp("models") / "tiny", size="tiny")
+
+
+@pytest.fixture(scope="session")
+def sample_text() -> str:
+    from core.demo import CORPUS
+
+    return CORPUS.read_text(encoding="utf-8")

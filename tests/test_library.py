@@ -111,13 +111,13 @@ def test_pending_migrations_back_up_the_library_first(tmp_path):
         list(add_documents(library, [SAMPLE]))
 
     @migrations()
-    def m002_test_only(db):
+    def m900_test_only(db):
         db.execute("CREATE TABLE test_only (id INTEGER)")
 
     try:
         with Library(tmp_path) as library:
-            assert library.db.execute("PRAGMA user_version").fetchone()[0] == 2
-        backup = sqlite3.connect(tmp_path / "library.db.before-m002_test_only")
+            assert library.db.execute("PRAGMA user_version").fetchone()[0] == len(migrations._migrations)
+        backup = sqlite3.connect(tmp_path / "library.db.before-m900_test_only")
         assert backup.execute("SELECT count(*) FROM documents").fetchone()[0] == 1
         assert backup.execute("SELECT count(*) FROM sqlite_master WHERE name = 'test_only'").fetchone()[0] == 0
     finally:

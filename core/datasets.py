@@ -1,0 +1,215 @@
+"""A dataset: the library's documents and Q&A pairs as train / validation JSONL files (core/engine/data.py
+reads them), split by page so that no text, not even the overlap of two chunks, is on both sides.
+
+Example kinds (DESIGN.md, "Why answers are grounded"):
+- raw: a chunk of text (continued pre-training, the published method);
+- qa: a question and its short answer, citing the page;
+- grounded: a question with the passage that answers it among distractor passages, and a short answer that
+  quotes the passage and cites it (RAFT).
+Q&A pairs whose page is on the validation side are held out: they go to val.jsonl and to held_out.jsonl,
+the question set that scores checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.chunking import DEFAULT_SIZE, chunk_pages
+from core.errors import KnownError
+from core.library import Library
+
+KINDS = ("raw", "qa", "grounded")
+SYSTEM = "Answer from the documents in one or two sentences, quoting them, and cite the page as [name p. N]."
+PAGE_BLOCK = 3  # pages go to the validation side in runs of this many, so a section rarely straddles
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    chunk_size: int = DEFAULT_SIZE
+    overlap: int = 0
+    val_share: float = 0.1
+    kinds: tuple[str, ...] = ("raw", "grounded")
+    distractors: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: int
+    dir: Path
+    train_examples: int
+    val_examples: int
+    held_out: int
+
+
+def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings()) -> Dataset:
+    """Write the dataset's files under the library's datasets/ folder and record it."""
+    _check(settings)
+    documents = library.documents()
+    if not documents:
+        raise KnownError("The library has no documents; add some with `tunedesk add FILE...` first.")
+    rng = random.Random(settings.seed)
+    val_pages = {doc.id: _val_pages(doc.pages, settings.val_share, rng) for doc in documents}
+    split: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+    held_out: list[dict[str, Any]] = []
+
+    if "raw" in settings.kinds:
+        for doc in documents:
+            pages = [library.page_text(doc.id, n) for n in range(1, doc.pages + 1)]
+            for chunk in chunk_pages(pages, size=settings.chunk_size, overlap=settings.overlap):
+                side = _side(range(chunk.page_first, chunk.page_last + 1), val_pages[doc.id])
+                if side:
+                    split[side].append(
+                        {
+                            "kind": "raw",
+                            "text": chunk.text,
+                            "document": doc.name,
+                            "pages": [chunk.page_first, chunk.page_last],
+                        }
+                    )
+
+    pairs = list(library.db.query(_PAIRS))
+    passages = {side: [p for p in pairs if _pair_side(p, val_pages) == side] for side in ("train", "val")}
+    for pair in pairs:
+        side = _pair_side(pair, val_pages)
+        if side is None:
+            continue
+        citation = f"[{pair['document']} p. {pair['page']}]"
+        if side == "val":
+            held_out.append(
+                {
+                    "question": pair["question"],
+                    "answer": pair["answer"],
+                    "document": pair["document"],
+                    "page": pair["page"],
+                    "chunk_id": pair["chunk_id"],
+                }
+            )
+        if "qa" in settings.kinds:
+            split[side].append(_chat(pair["question"], f"{pair['answer']} {citation}", pair))
+        if "grounded" in settings.kinds:
+            others = [p for p in passages[side] if p["chunk_id"] != pair["chunk_id"]]
+            shown = [pair, *rng.sample(others, min(settings.distractors, len(others)))]
+            rng.shuffle(shown)
+            context = "\n\n".join(f"[{p['document']} p. {p['page']}]\n{p['text']}" for p in _unique(shown))
+            question = f"Passages:\n{context}\n\nQuestion: {pair['question']}"
+            split[side].append(_chat(question, f"“{pair['answer']}” {citation}", pair))
+
+    if not split["train"]:
+        raise KnownError("These settings give no training examples; add documents or choose other example kinds.")
+    with library.write() as db:
+        row = {
+            "dir": "",
+            "created": _now(),
+            "settings": json.dumps(dataclasses.asdict(settings)),
+            "train_examples": len(split["train"]),
+            "val_examples": len(split["val"]),
+        }
+        dataset_id = int(db.table("datasets").insert(row).last_pk)  # type: ignore[arg-type]
+        folder = library.data_dir / "datasets" / str(dataset_id)
+        _write_files(folder, {"train.jsonl": split["train"], "val.jsonl": split["val"], "held_out.jsonl": held_out})
+        db.execute("UPDATE datasets SET dir = ? WHERE id = ?", [str(folder), dataset_id])
+    return Dataset(dataset_id, folder, len(split["train"]), len(split["val"]), len(held_out))
+
+
+def dataset(library: Library, dataset_id: int | None = None) -> Dataset:
+    """A dataset by id, or the newest."""
+    query = "SELECT * FROM datasets " + ("WHERE id = ?" if dataset_id is not None else "ORDER BY id DESC LIMIT 1")
+    rows = list(library.db.query(query, [dataset_id] if dataset_id is not None else []))
+    if not rows:
+        raise KnownError(
+            f"No dataset {dataset_id} (see `tunedesk datasets`)."
+            if dataset_id is not None
+            else "There is no dataset yet; build one with `tunedesk dataset build`."
+        )
+    row = rows[0]
+    folder = Path(row["dir"])
+    held = sum(1 for line in (folder / "held_out.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
+    return Dataset(row["id"], folder, row["train_examples"], row["val_examples"], held)
+
+
+def _check(settings: DatasetSettings) -> None:
+    unknown = set(settings.kinds) - set(KINDS)
+    if unknown or not settings.kinds:
+        raise KnownError(
+            f"Example kinds must be some of {', '.join(KINDS)}, not {', '.join(sorted(unknown)) or 'none'}."
+        )
+    if not 0 <= settings.val_share < 1:
+        raise KnownError(f"The validation share must be at least 0 and below 1, not {settings.val_share}.")
+    if settings.chunk_size < 16 or not 0 <= settings.overlap <= settings.chunk_size // 2:
+        raise KnownError("The chunk size must be at least 16 characters and the overlap at most half of it.")
+
+
+def _val_pages(pages: int, share: float, rng: random.Random) -> set[int]:
+    """Pages held out for validation: whole blocks of PAGE_BLOCK pages, about `share` of the document."""
+    blocks = [list(range(first, min(first + PAGE_BLOCK, pages + 1))) for first in range(1, pages + 1, PAGE_BLOCK)]
+    wanted = round(pages * share)
+    if wanted == 0 or len(blocks) < 2:
+        return set()
+    chosen: set[int] = set()
+    for block in rng.sample(blocks, len(blocks) - 1):
+        if len(chosen) >= wanted:
+            break
+        chosen.update(block)
+    return chosen
+
+
+def _side(pages: range, val_pages: set[int]) -> str | None:
+    held = [page in val_pages for page in pages]
+    if all(held):
+        return "val"
+    return None if any(held) else "train"  # a chunk across the boundary would leak: it goes nowhere
+
+
+def _pair_side(pair: dict[str, Any], val_pages: dict[int, set[int]]) -> str | None:
+    return _side(range(pair["page_first"], pair["page_last"] + 1), val_pages[pair["document_id"]])
+
+
+def _chat(user: str, answer: str, pair: dict[str, Any]) -> dict[str, Any]:
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": answer},
+    ]
+    return {"kind": "chat", "messages": messages, "document": pair["document"], "pages": [pair["page"]]}
+
+
+def _unique(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[int] = set()
+    return [p for p in pairs if not (p["chunk_id"] in seen or seen.add(p["chunk_id"]))]  # type: ignore[func-returns-value]
+
+
+def _write_files(folder: Path, files: dict[str, list[dict[str, Any]]]) -> None:
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        for name, records in files.items():
+            with open(partial / name, "w", encoding="utf-8") as file:
+                file.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+                file.flush()
+                os.fsync(file.fileno())
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise KnownError(f"The dataset could not be written to {folder}: {error.strerror}.") from error
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+_PAIRS = """
+    SELECT q.id, q.chunk_id, q.page, q.question, q.answer, c.text, c.page_first, c.page_last, c.document_id,
+        d.name AS document
+    FROM qa_pairs q JOIN chunks c ON c.id = q.chunk_id JOIN documents d ON d.id = c.document_id
+    ORDER BY q.id"""

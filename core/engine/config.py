@@ -1,0 +1,122 @@
+"""Training settings: a preset (a commented TOML file in presets/) plus the user's overrides, checked
+before any training starts so that a typo fails in a second, not after the model has loaded.
+
+No torch here: the app validates a job's settings before it starts the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import KnownError
+
+PRESETS = Path(__file__).parent / "presets"
+DEFAULT_PRESET = "quick"
+
+
+class ConfigError(KnownError):
+    """A setting that cannot work; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    epochs: float = 1.0
+    max_steps: int = 0  # 0: as many as `epochs` take
+    seq_len: int = 1024  # tokens in one packed micro-batch
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    eval_every: int = 50
+    save_every: int = 100
+    qlora: bool = False  # 4-bit NF4 base weights (bitsandbytes); on CUDA
+    gradient_checkpointing: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(preset: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The preset's settings with `overrides` on top; raises ConfigError naming the first bad setting."""
+    path = PRESETS / f"{preset}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.toml")))
+        raise ConfigError(f"There is no preset {preset!r}; the presets are {known}.")
+    with open(path, "rb") as file:
+        values = tomllib.load(file)
+    return config_from(values | (overrides or {}))
+
+
+def config_from(values: dict[str, Any]) -> TrainConfig:
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for key in values:
+        if key not in fields:
+            raise ConfigError(f"Unknown setting {key!r}; the settings are {', '.join(fields)}.")
+    checked = {key: _typed(key, value, type(getattr(TrainConfig(), key))) for key, value in values.items()}
+    config = TrainConfig(**checked)
+    _check_ranges(config)
+    return config
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` from the command line, VALUE read as TOML (`lr=1e-4`, `target_modules=["q_proj"]`),
+    or as a plain string when it is not TOML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{text!r} is not a setting; write KEY=VALUE, for example lr=1e-4.")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip(), value
+
+
+def _typed(key: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf"):
+        return float(value)  # caught by the range check, with a better sentence than a type error
+    if kind is list and isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise ConfigError(f"The setting {key} must be {_KIND_NAMES[kind]}, not {value!r}.")
+
+
+_KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", list: "a list of names", str: "text"}
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    rules = [
+        ("seed", config.seed >= 0, "at least 0"),
+        ("epochs", math.isfinite(config.epochs) and config.epochs > 0, "a positive number"),
+        ("max_steps", config.max_steps >= 0, "at least 0 (0 means: as many as the epochs take)"),
+        ("seq_len", 16 <= config.seq_len <= 131072, "between 16 and 131072 tokens"),
+        ("grad_accum", config.grad_accum >= 1, "at least 1"),
+        ("lr", math.isfinite(config.lr) and 0 < config.lr < 1, "a positive number below 1, such as 2e-4"),
+        ("warmup_steps", config.warmup_steps >= 0, "at least 0"),
+        ("weight_decay", math.isfinite(config.weight_decay) and config.weight_decay >= 0, "at least 0"),
+        ("max_grad_norm", math.isfinite(config.max_grad_norm) and config.max_grad_norm > 0, "a positive number"),
+        ("lora_rank", config.lora_rank >= 1, "at least 1"),
+        ("lora_alpha", math.isfinite(config.lora_alpha) and config.lora_alpha > 0, "a positive number"),
+        ("lora_dropout", 0 <= config.lora_dropout < 1, "between 0 and 1"),
+        ("target_modules", bool(config.target_modules), "at least one module name"),
+        ("eval_every", config.eval_every >= 1, "at least 1"),
+        ("save_every", config.save_every >= 1, "at least 1"),
+    ]
+    for name, ok, expected in rules:
+        if not ok:
+            raise ConfigError(f"The setting {name} must be {expected}, not {getattr(config, name)!r}.")

@@ -1,0 +1,191 @@
+"""Jobs: a job directory on disk (DESIGN.md) and its state in the library, kept up to date by reading the
+engine's events.jsonl from where it was last read.
+
+A job directory holds job.json (base model, settings), dataset/ (train.jsonl, val.jsonl, held_out.jsonl),
+events.jsonl, engine.log, runner.json and checkpoints/. The engine never touches the library; `sync`
+brings its events in.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.datasets import Dataset
+from core.engine.config import TrainConfig
+from core.engine.events import FILE as EVENTS_FILE
+from core.engine.events import read_events
+from core.errors import KnownError
+from core.library import Library
+from core.runners import local
+
+RUNNING = "running"
+ENDED = {"done": "done", "error": "failed", "cancelled": "cancelled"}
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    dir: Path
+    state: str  # running, done, failed or cancelled
+    created: str
+    base: str
+    host: str
+    dataset_id: int | None
+    steps_total: int | None
+    step: int
+    message: str | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    path: Path
+    val_loss: float | None
+    answer_score: float | None
+
+
+def create_job(
+    library: Library, *, base: str, base_path: Path, config: TrainConfig, dataset: Dataset, host: str = "local"
+) -> Job:
+    """A new job directory with its settings and a copy of the dataset, recorded in the library.
+
+    Refused while another job runs on the same machine: two trainings would fight over its memory.
+    """
+    for other in jobs(library):
+        if other.host == host and sync(library, other.id)[0].state == RUNNING:
+            raise KnownError(
+                f"Job {other.id} is still running on this machine; wait for it to end, or stop it with "
+                f"`tunedesk cancel {other.id}`."
+            )
+    with library.write() as db:
+        row = {"dir": "", "state": RUNNING, "created": _now(), "base": base, "host": host, "dataset_id": dataset.id}
+        job_id = int(db.table("jobs").insert(row).last_pk)  # type: ignore[arg-type]
+        job_dir = library.data_dir / "jobs" / str(job_id)
+        shutil.rmtree(job_dir, ignore_errors=True)
+        shutil.copytree(dataset.dir, job_dir / "dataset")
+        spec = {"base": str(base_path), "base_name": base, "config": config.to_dict()}
+        (job_dir / "job.json").write_text(json.dumps(spec, indent=2))
+        db.execute("UPDATE jobs SET dir = ? WHERE id = ?", [str(job_dir), job_id])
+    return job(library, job_id)
+
+
+def start_job(library: Library, job_id: int) -> Job:
+    """Start (or, after a failure or a cancel, resume from its last checkpoint) the job's engine."""
+    current, _ = sync(library, job_id)
+    if current.state == RUNNING and local.is_alive(current.dir):
+        raise KnownError(f"Job {job_id} is already running.")
+    if current.state == "done":
+        raise KnownError(f"Job {job_id} has finished; there is nothing to resume.")
+    with library.write() as db:
+        db.execute("UPDATE jobs SET state = ?, message = NULL WHERE id = ?", [RUNNING, job_id])
+    local.start(current.dir)
+    return job(library, job_id)
+
+
+def cancel_job(library: Library, job_id: int) -> Job:
+    current, _ = sync(library, job_id)
+    if current.state != RUNNING:
+        raise KnownError(f"Job {job_id} is not running (it is {current.state}).")
+    local.cancel(current.dir)
+    return current
+
+
+def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
+    """Bring the job's new events into the library; returns the job and those events.
+
+    A job whose engine is gone without a final event is marked failed: it will never finish.
+    """
+    current = job(library, job_id)
+    events, offset = read_events(current.dir / EVENTS_FILE, _offset(library, job_id))
+    alive = current.state != RUNNING or local.is_alive(current.dir)
+    if not alive:  # the engine may have written its last words after the read above
+        more, offset = read_events(current.dir / EVENTS_FILE, offset)
+        events += more
+    with library.write() as db:
+        for event in events:
+            _apply(db, job_id, event)
+        db.execute("UPDATE jobs SET events_offset = ? WHERE id = ?", [offset, job_id])
+        if not alive and job(library, job_id).state == RUNNING:
+            db.execute(
+                "UPDATE jobs SET state = 'failed', message = ? WHERE id = ?",
+                ["The engine stopped without a word (its supervisor was killed).", job_id],
+            )
+    return job(library, job_id), events
+
+
+def _apply(db: Any, job_id: int, event: dict[str, Any]) -> None:
+    kind = event["type"]
+    if kind == "start":
+        db.execute("UPDATE jobs SET steps_total = ?, state = ? WHERE id = ?", [event["steps_total"], RUNNING, job_id])
+    elif kind == "step":
+        db.execute("UPDATE jobs SET step = ? WHERE id = ?", [event["step"], job_id])
+        db.table("losses").upsert(
+            {"job_id": job_id, "step": event["step"], "train_loss": event["loss"]}, pk=("job_id", "step")
+        )
+    elif kind == "eval":
+        db.table("losses").upsert(
+            {"job_id": job_id, "step": event["step"], "val_loss": event["val_loss"]}, pk=("job_id", "step")
+        )
+    elif kind == "checkpoint":
+        row = {"job_id": job_id, "step": event["step"], "path": event["path"], "val_loss": event.get("val_loss")}
+        db.table("checkpoints").upsert(row, pk=("job_id", "step"))
+    elif kind in ENDED:
+        db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ?", [ENDED[kind], event.get("message"), job_id])
+
+
+def jobs(library: Library) -> list[Job]:
+    return [_job(row) for row in library.db.query("SELECT * FROM jobs ORDER BY id")]
+
+
+def job(library: Library, job_id: int | str) -> Job:
+    rows = list(library.db.query("SELECT * FROM jobs WHERE id = ?", [_as_int(job_id)]))
+    if not rows:
+        raise KnownError(f"No job {job_id} (see `tunedesk jobs`).")
+    return _job(rows[0])
+
+
+def checkpoints(library: Library, job_id: int) -> list[Checkpoint]:
+    current = job(library, job_id)
+    rows = library.db.query("SELECT * FROM checkpoints WHERE job_id = ? ORDER BY step", [job_id])
+    return [Checkpoint(r["step"], current.dir / r["path"], r["val_loss"], r["answer_score"]) for r in rows]
+
+
+def best_checkpoint(saved: list[Checkpoint]) -> Checkpoint | None:
+    """The best by answer score where checkpoints were scored, else by validation loss, else the last."""
+    for key in ("answer_score", "val_loss"):
+        rated = [c for c in saved if getattr(c, key) is not None]
+        if rated:
+            sign = -1 if key == "answer_score" else 1
+            return min(rated, key=lambda c: (sign * getattr(c, key), -c.step))
+    return saved[-1] if saved else None
+
+
+def losses(library: Library, job_id: int) -> list[dict[str, Any]]:
+    return list(
+        library.db.query("SELECT step, train_loss, val_loss FROM losses WHERE job_id = ? ORDER BY step", [job_id])
+    )
+
+
+def _offset(library: Library, job_id: int) -> int:
+    return library.db.execute("SELECT events_offset FROM jobs WHERE id = ?", [job_id]).fetchone()[0]
+
+
+def _job(row: dict[str, Any]) -> Job:
+    fields = {k: v for k, v in row.items() if k != "events_offset"}
+    return Job(**(fields | {"dir": Path(row["dir"])}))
+
+
+def _as_int(value: int | str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise KnownError(f"{value!r} is not a job id (see `tunedesk jobs`).") from None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,99 @@
+"""Base models: what `--base` names (a folder, a Hugging Face hub id, or `demo`), checked before any
+weights are read so that opening a model never runs code from it (RELIABILITY.md, promise 5).
+
+No torch here: the app resolves and checks a base before it starts the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from core.errors import KnownError
+
+DEMO = "demo"
+# What a hub download fetches: weights as safetensors, config and tokenizer; never pickles or code.
+HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class ModelError(KnownError):
+    """A base model that cannot be used; the message names the folder and the reason."""
+
+
+def demo_dir(data_dir: Path) -> Path:
+    return data_dir / "models" / DEMO
+
+
+def resolve_base(spec: str, data_dir: Path, *, on_progress: Callable[[str], None] | None = None) -> Path:
+    """The folder of the base model `spec` names. The demo model's folder may not exist yet: the engine
+    builds it the first time (core/demo.py). A hub id is downloaded (or taken from the local cache)."""
+    if spec == DEMO:
+        return demo_dir(data_dir)
+    path = Path(spec).expanduser()
+    if path.exists() or not _HUB_ID.match(spec):
+        check_base_folder(path)
+        return path.resolve()
+    folder = _from_hub(spec, on_progress)
+    check_base_folder(folder)
+    return folder
+
+
+def check_base_folder(path: Path) -> None:
+    """Refuse, with one sentence, a folder that is not a loadable safetensors model without custom code."""
+    if not path.is_dir():
+        raise ModelError(f"The base model {path} is not a folder (nor `demo`, nor a hub id such as org/name).")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelError(f"The base model folder {path} has no config.json: it is not a Hugging Face model.")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ModelError(f"The config.json of {path} is not valid JSON.") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"The config.json of {path} is not a JSON object.")
+    for name in ("config.json", "tokenizer_config.json"):
+        if _needs_code(path / name):
+            raise ModelError(
+                f"The base model {path.name} needs its own Python code ({name} has auto_map); "
+                "Tunedesk never runs code that comes with a model."
+            )
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        if pickles:
+            raise ModelError(
+                f"The base model {path.name} has only pickle weights ({pickles[0]}), which can run code when "
+                "loaded; Tunedesk loads safetensors only. Convert it to safetensors first."
+            )
+        raise ModelError(f"The base model folder {path} has no weights (no .safetensors file).")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
+        raise ModelError(f"The base model folder {path} has no tokenizer (tokenizer.json or tokenizer.model).")
+
+
+def _needs_code(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and bool(data.get("auto_map"))
+
+
+def _from_hub(repo_id: str, on_progress: Callable[[str], None] | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    if on_progress:
+        on_progress(f"fetching {repo_id} from the Hugging Face hub (or its local cache)")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except LocalEntryNotFoundError:
+        raise ModelError(
+            f"The base model {repo_id} is not on this computer and the Hugging Face hub cannot be reached "
+            "(offline?); connect, or give a model folder with --base."
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"There is no model {repo_id} on the Hugging Face hub (or it needs a login).") from None
+    except HfHubHTTPError as error:
+        raise ModelError(f"The base model {repo_id} could not be fetched: {error}.") from None

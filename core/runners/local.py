@@ -1,0 +1,139 @@
+"""The local runner: the engine as a child process on this machine, in its own session so that closing
+the app or the terminal does not stop the job.
+
+`start` launches a small supervisor (`python -m core.runners.local JOB_DIR`) that runs the engine and waits
+for it: if the engine dies without saying so in events.jsonl (SIGKILL, the out-of-memory killer, a crash
+in native code), the supervisor writes the error event with the reason, so no job reads "running" forever.
+The supervisor detaches by forking once more (the classic daemon's double fork): no process of the app is
+its parent, so none has to reap it, and it outlives the app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from core.engine.events import CANCEL_FILE, TERMINAL, EventLog, read_events
+
+RUNNER_FILE = "runner.json"  # the supervisor's and the engine's pids
+LOG_FILE = "engine.log"
+
+
+def start(job_dir: Path) -> None:
+    """Start the supervisor; when this returns, runner.json names it, so `is_alive` can be trusted."""
+    (job_dir / CANCEL_FILE).unlink(missing_ok=True)
+    (job_dir / RUNNER_FILE).unlink(missing_ok=True)
+    with open(job_dir / LOG_FILE, "ab") as log:
+        subprocess.run(
+            [sys.executable, "-m", "core.runners.local", str(job_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            check=True,
+        )
+
+
+def is_alive(job_dir: Path) -> bool:
+    """Whether the job's supervisor is still running (a pid reused by another program does not count)."""
+    try:
+        pids = json.loads((job_dir / RUNNER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return _running(pids.get("supervisor"), pids.get("supervisor_started"))
+
+
+def cancel(job_dir: Path) -> None:
+    """Ask the engine to stop: it saves a checkpoint and writes `cancelled`."""
+    (job_dir / CANCEL_FILE).touch()
+
+
+def engine_pid(job_dir: Path) -> int | None:
+    try:
+        return json.loads((job_dir / RUNNER_FILE).read_text()).get("engine")
+    except (OSError, ValueError):
+        return None
+
+
+def supervise(job_dir: Path) -> int:
+    engine = subprocess.Popen([sys.executable, "-m", "core.engine", str(job_dir)], stdin=subprocess.DEVNULL)
+    _write_pids(job_dir, engine=engine.pid)
+    # A SIGTERM for the supervisor (a logout, `kill`) reaches the engine as a request to stop cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: engine.send_signal(signal.SIGTERM))
+    code = engine.wait()
+    if not _finished(job_dir):
+        EventLog(job_dir).write("error", message=_death(code), exit_code=code)
+    return code
+
+
+def _finished(job_dir: Path) -> bool:
+    lifecycle = [e["type"] for e in read_events(job_dir / "events.jsonl")[0] if e["type"] in (*TERMINAL, "start")]
+    return bool(lifecycle) and lifecycle[-1] in TERMINAL
+
+
+def _death(code: int) -> str:
+    if code == -signal.SIGKILL:
+        return "The engine was killed (SIGKILL); if nobody stopped it, the computer ran out of memory."
+    if code < 0:
+        return f"The engine was stopped by signal {signal.Signals(-code).name}."
+    return f"The engine exited with status {code} without finishing the job (details in {LOG_FILE})."
+
+
+def _write_pids(job_dir: Path, **pids: int) -> None:
+    path = job_dir / RUNNER_FILE
+    try:  # only the supervisor writes this file, so read-modify-write is safe
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    for role, pid in pids.items():
+        data[role] = pid
+        data[f"{role}_started"] = _start_time(pid)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data))
+    partial.replace(path)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        # Field 22 of /proc/PID/stat, after the parenthesised command name: start time since boot.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _running(pid: int | None, started: str | None) -> bool:
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        if Path("/proc/self/stat").exists():
+            return False
+        try:  # no /proc (macOS): the pid exists, which is the best we can tell
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return stat[0] != "Z" and (started is None or stat[19] == started)
+
+
+def _detach(job_dir: Path) -> None:
+    ready, written = os.pipe()
+    if os.fork():
+        # Return (and let `start` return) only once the supervisor has recorded itself in runner.json.
+        os.close(written)
+        os.read(ready, 1)
+        os._exit(0)
+    os.close(ready)
+    _write_pids(job_dir, supervisor=os.getpid())
+    os.write(written, b"1")
+    os.close(written)
+    sys.exit(supervise(job_dir))
+
+
+if __name__ == "__main__":
+    _detach(Path(sys.argv[1]))

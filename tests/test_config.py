@@ -1,0 +1,48 @@
+"""Training settings are checked before anything starts, naming the bad setting."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from core.engine.config import PRESETS, ConfigError, load_config, parse_override
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.toml")))
+def test_every_preset_loads(preset):
+    config = load_config(preset)
+    assert config.lora_rank >= 1 and config.epochs > 0
+
+
+def test_overrides_win_over_the_preset():
+    config = load_config("quick", dict(parse_override(t) for t in ["lr=1e-4", 'target_modules=["q_proj"]']))
+    assert config.lr == 1e-4
+    assert config.target_modules == ["q_proj"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"lora_rank": 0}, "lora_rank"),
+        ({"lr": math.nan}, "lr"),
+        ({"lr": "nan"}, "lr"),
+        ({"learning_rate": 1e-4}, "'learning_rate'"),
+        ({"epochs": "two"}, "epochs"),
+        ({"qlora": 1}, "qlora"),
+        ({"seq_len": 4}, "seq_len"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(overrides, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config("quick", overrides)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="balanced, quick, thorough"):
+        load_config("fastest")
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("lr")

@@ -1,0 +1,91 @@
+"""Datasets from a real library: split by page with nothing on both sides, held-out questions, files that
+the engine accepts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core import qa
+from core.datasets import DatasetSettings, build_dataset, dataset
+from core.engine.data import read_records
+from core.errors import KnownError
+from core.ingest import add_documents
+from tests.conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def sample_library(tmp_path_factory):
+    from core.library import Library
+
+    with Library(tmp_path_factory.mktemp("library")) as library:
+        (outcome,) = add_documents(library, [SAMPLE])
+        assert outcome.status == "added"
+        qa.generate(library)
+        yield library
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_no_page_is_on_both_sides(sample_library):
+    built = build_dataset(sample_library, DatasetSettings(kinds=("raw", "qa", "grounded"), overlap=100))
+    train, val = lines(built.dir / "train.jsonl"), lines(built.dir / "val.jsonl")
+    train_pages = {p for r in train for p in range(r["pages"][0], r["pages"][-1] + 1)}
+    val_pages = {p for r in val for p in range(r["pages"][0], r["pages"][-1] + 1)}
+    assert train_pages and val_pages
+    assert not train_pages & val_pages
+    assert 3 <= len(val_pages) <= 8  # about a tenth of 50 pages, in blocks of three
+    # Overlapping chunks: no text of a validation chunk appears in a training chunk.
+    train_text = "\n".join(r["text"] for r in train if r["kind"] == "raw")
+    assert not any(r["text"][:80] in train_text for r in val if r["kind"] == "raw")
+
+
+def test_held_out_questions_come_from_validation_pages(sample_library):
+    built = build_dataset(sample_library, DatasetSettings())
+    held = lines(built.dir / "held_out.jsonl")
+    val_pages = {p for r in lines(built.dir / "val.jsonl") for p in r["pages"]}
+    assert held and built.held_out == len(held)
+    assert {h["page"] for h in held} <= val_pages
+    assert set(held[0]) >= {"question", "answer", "document", "page", "chunk_id"}
+
+
+def test_grounded_examples_hold_the_answering_passage_and_cite_it(sample_library):
+    built = build_dataset(sample_library, DatasetSettings(kinds=("grounded",), distractors=2))
+    example = lines(built.dir / "train.jsonl")[0]
+    system, user, answer = example["messages"]
+    assert system["role"] == "system" and "cite the page" in system["content"]
+    assert user["content"].count("[license_agreement_50p.pdf p. ") == 3  # the passage and two distractors
+    citation = f"[license_agreement_50p.pdf p. {example['pages'][0]}]"
+    assert answer["content"].endswith(citation)
+    quoted = answer["content"][1 : answer["content"].index("” [")]
+    assert " ".join(quoted.removesuffix(" …").split())[:60] in " ".join(user["content"].split())
+
+
+def test_the_files_are_what_the_engine_reads(sample_library):
+    built = build_dataset(sample_library, DatasetSettings(kinds=("raw", "qa", "grounded")))
+    assert len(read_records(built.dir / "train.jsonl")) == built.train_examples
+    assert len(read_records(built.dir / "val.jsonl")) == built.val_examples
+    assert dataset(sample_library).id == built.id == dataset(sample_library, built.id).id
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (DatasetSettings(kinds=("poems",)), "Example kinds must be some of raw, qa, grounded"),
+        (DatasetSettings(val_share=1.0), "validation share"),
+        (DatasetSettings(chunk_size=8), "chunk size"),
+    ],
+)
+def test_bad_settings_are_refused(sample_library, settings, message):
+    with pytest.raises(KnownError, match=message):
+        build_dataset(sample_library, settings)
+
+
+def test_an_empty_library_has_no_dataset(library):
+    with pytest.raises(KnownError, match="no documents"):
+        build_dataset(library)
+    with pytest.raises(KnownError, match="no dataset yet"):
+        dataset(library)

@@ -1,0 +1,166 @@
+"""The real engine (`python -m core.engine`) on the tiny model: events, checkpoints, cancel, kill, resume
+with the same losses, a full disk, bad data refused before training."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from core.engine import checkpoint
+from core.engine.events import read_events
+from core.runners import local
+from tests.engine_fixtures import raw_examples, step_losses, wait_for, write_job
+
+
+def run_engine(job_dir, *prefix):
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "core.engine", str(job_dir)], capture_output=True, text=True, timeout=240
+    )
+
+
+@pytest.fixture
+def job(tmp_path, tiny_base, sample_text):
+    return write_job(
+        tmp_path / "job", tiny_base, raw_examples(sample_text, 24), raw_examples(sample_text[9000:], 4), max_steps=12
+    )
+
+
+def test_a_job_runs_to_the_end_with_events_and_checkpoints(job):
+    result = run_engine(job)
+    assert result.returncode == 0, result.stderr
+    events, _ = read_events(job / "events.jsonl")
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    start = events[0]
+    assert start["steps_total"] == 12 and start["tokens_total"] > 0
+    steps = [e for e in events if e["type"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 13))
+    assert all(e["tokens_per_s"] > 0 and e["eta_s"] >= 0 and e["loss"] > 0 for e in steps)
+    saved = [e for e in events if e["type"] == "checkpoint"]
+    assert [e["step"] for e in saved] == [5, 10, 12]
+    assert all(e["val_loss"] > 0 for e in saved)
+    assert [p.name for p in checkpoint.complete(job)] == ["step-000005", "step-000010", "step-000012"]
+    adapter = load_file(job / "checkpoints" / "step-000012" / "adapter_model.safetensors")
+    assert any("lora_A" in name for name in adapter)
+
+
+def test_the_same_seed_gives_the_same_losses(tmp_path, tiny_base, sample_text):
+    runs = []
+    for name in ("a", "b"):
+        job_dir = write_job(tmp_path / name, tiny_base, raw_examples(sample_text, 16), max_steps=6)
+        assert run_engine(job_dir).returncode == 0
+        runs.append(step_losses(job_dir))
+    assert runs[0] == runs[1]
+
+
+def test_killed_engine_fails_the_job_and_resume_reproduces_the_losses(tmp_path, tiny_base, sample_text):
+    train, val = raw_examples(sample_text, 24), raw_examples(sample_text[9000:], 4)
+    reference = write_job(tmp_path / "reference", tiny_base, train, val, max_steps=30)
+    assert run_engine(reference).returncode == 0
+
+    job_dir = write_job(tmp_path / "killed", tiny_base, train, val, max_steps=30)
+    local.start(job_dir)
+    wait_for(lambda: len(checkpoint.complete(job_dir)) >= 2)
+    os.kill(local.engine_pid(job_dir), signal.SIGKILL)
+    wait_for(lambda: not local.is_alive(job_dir))
+    events, _ = read_events(job_dir / "events.jsonl")
+    assert events[-1]["type"] == "error"
+    assert events[-1]["message"].startswith("The engine was killed (SIGKILL)")
+
+    last = checkpoint.complete(job_dir)[-1]
+    assert int(last.name.split("-")[1]) >= 10
+    local.start(job_dir)  # resume: the engine continues from the last complete checkpoint
+    wait_for(lambda: not local.is_alive(job_dir))
+    events, _ = read_events(job_dir / "events.jsonl")
+    assert events[-1]["type"] == "done"
+    restart = [e for e in events if e["type"] == "start"][-1]
+    assert restart["resumed_from"] == int(last.name.split("-")[1])
+    assert step_losses(job_dir) == pytest.approx(step_losses(reference), abs=1e-6)
+
+
+def test_cancel_saves_a_checkpoint_and_says_cancelled(tmp_path, tiny_base, sample_text):
+    job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 24), max_steps=100_000, save_every=1000)
+    local.start(job_dir)
+    wait_for(lambda: any(e["type"] == "step" for e in read_events(job_dir / "events.jsonl")[0]))
+    local.cancel(job_dir)
+    wait_for(lambda: not local.is_alive(job_dir))
+    events, _ = read_events(job_dir / "events.jsonl")
+    assert events[-1]["type"] == "cancelled"
+    stopped_at = events[-1]["step"]
+    assert events[-2] == {**events[-2], "type": "checkpoint", "step": stopped_at}
+    assert checkpoint.complete(job_dir)[-1].name == checkpoint.name(stopped_at)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [('{"kind": "raw", "text": "x', "train.jsonl line 3 is not valid JSON"), ('{"kind": "raw", "text": ""}', "line 3")],
+)
+def test_bad_data_fails_before_training(tmp_path, tiny_base, sample_text, line, message):
+    job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 2), max_steps=3)
+    with open(job_dir / "dataset" / "train.jsonl", "a") as file:
+        file.write(line + "\n")
+    result = run_engine(job_dir)
+    assert result.returncode == 1
+    events, _ = read_events(job_dir / "events.jsonl")
+    assert [e["type"] for e in events] == ["error"]
+    assert message in events[0]["message"]
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, tiny_base, sample_text):
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("needs unprivileged mount namespaces (unshare -rm) for a small tmpfs")
+    probe = write_job(tmp_path / "probe", tiny_base, raw_examples(sample_text, 8), max_steps=1)
+    assert run_engine(probe).returncode == 0
+    size = sum(f.stat().st_size for f in (probe / "checkpoints" / "step-000001").iterdir())
+
+    job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 8), max_steps=10)
+    (job_dir / "checkpoints").mkdir()
+    # A tmpfs with room for one checkpoint and a half, mounted over checkpoints/ in a private namespace;
+    # after the engine, the same namespace checks that the first checkpoint still loads.
+    first = job_dir / "checkpoints" / "step-000005" / "adapter_model.safetensors"
+    check = (
+        f"from safetensors.torch import load_file; load_file('{first}'); "
+        f"import os; print(sorted(os.listdir('{job_dir}/checkpoints')))"
+    )
+    script = (
+        f"mount -t tmpfs -o size={int(size * 1.5) // 4096 * 4096 + 4096} tmpfs {job_dir}/checkpoints && "
+        f'{sys.executable} -m core.engine {job_dir}; echo exit=$?; {sys.executable} -c "{check}"'
+    )
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=240)
+    assert "exit=1" in result.stdout, result.stderr
+    assert "['step-000005']" in result.stdout, result.stderr
+    events, _ = read_events(job_dir / "events.jsonl")
+    assert events[-1]["type"] == "error"
+    assert events[-1]["message"] == (
+        f"The checkpoint at step 10 could not be written to {job_dir}/checkpoints: No space left on device; "
+        "the earlier checkpoints are kept."
+    )
+
+
+def test_the_job_file_names_what_the_engine_trained(job):
+    spec = json.loads((job / "job.json").read_text())
+    assert spec["config"]["max_steps"] == 12
+
+
+@pytest.mark.filterwarnings("ignore:.*deprecated and will be removed in v6:FutureWarning")  # peft's calls
+def test_qlora_trains_on_4bit_weights(tmp_path, tiny_base, sample_text):
+    # bitsandbytes' CPU backend runs the QLoRA code path; only real model sizes need CUDA (test_gpu.py).
+    bnb = pytest.importorskip("bitsandbytes")
+    from core.engine.config import load_config
+    from core.engine.train import load_model
+
+    config = load_config("quick", {"qlora": True, "gradient_checkpointing": True, "lora_rank": 4})
+    _, model = load_model(tiny_base, config, "cpu")
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+
+    job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 8), max_steps=4, qlora=True)
+    result = run_engine(job_dir)
+    assert result.returncode == 0, result.stderr
+    assert [e["type"] for e in read_events(job_dir / "events.jsonl")[0]][-1] == "done"

@@ -1,0 +1,110 @@
+"""Training from the command line, as a user runs it: `tunedesk dataset build`, `train`, `jobs`, `job`,
+`cancel`, `resume`, with real processes on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from core.runners import local
+from tests.conftest import SAMPLE
+from tests.engine_fixtures import wait_for
+from tests.test_cli import tunedesk
+
+FAST = ["--set", "seq_len=2048", "--set", "lora_rank=4", "--set", "eval_every=5", "--set", "save_every=5"]
+
+
+@pytest.fixture
+def data(tmp_path):
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    built = tunedesk("dataset", "build", "--kinds", "raw,qa,grounded", data_dir=data)
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.splitlines()[-1].startswith("dataset 1: ")
+    return data
+
+
+def job_json(data, job_id=1):
+    result = tunedesk("job", str(job_id), "--json", data_dir=data)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_train_follows_the_job_and_lists_its_checkpoints(data, tiny_base):
+    result = tunedesk("train", "--base", str(tiny_base), "--max-steps", "10", *FAST, data_dir=data)
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.splitlines()[0] == f"job 1: training {tiny_base} on dataset 1 ({_train_examples(data)} examples)"
+    )
+    assert "Job 1 finished at step 10 of 10." in result.stdout
+    assert "step     10  val loss" in result.stdout and "<- best" in result.stdout
+
+    shown = job_json(data)
+    assert shown["state"] == "done" and shown["best_step"] in (5, 10)
+    assert [c["step"] for c in shown["checkpoints"]] == [5, 10]
+    assert all(os.path.isdir(c["path"]) and c["val_loss"] > 0 for c in shown["checkpoints"])
+    assert [row["step"] for row in shown["losses"]] == list(range(1, 11))
+    listed = json.loads(tunedesk("jobs", "--json", data_dir=data).stdout)["jobs"]
+    assert [(j["id"], j["state"], j["base"]) for j in listed] == [(1, "done", str(tiny_base))]
+    assert set(listed[0]) >= {"id", "state", "created", "base"}
+
+
+def _train_examples(data):
+    return len((data / "datasets" / "1" / "train.jsonl").read_text().splitlines())
+
+
+def test_cancel_then_resume_finishes_the_job(data, tiny_base):
+    started = tunedesk("train", "--base", str(tiny_base), "--max-steps", "30", *FAST, "--detach", data_dir=data)
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: job_json(data)["step"] >= 2)
+
+    second = tunedesk("train", "--base", str(tiny_base), "--max-steps", "5", "--detach", data_dir=data)
+    assert second.returncode == 1
+    assert "Job 1 is still running on this machine" in second.stderr
+
+    cancelled = tunedesk("cancel", "1", data_dir=data)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.splitlines()[-1].startswith("Job 1 cancelled at step ")
+    shown = job_json(data)
+    assert shown["state"] == "cancelled"
+    assert shown["checkpoints"][-1]["step"] == shown["step"]
+
+    resumed = tunedesk("resume", "1", "--detach", data_dir=data)
+    assert resumed.returncode == 0, resumed.stderr
+    wait_for(lambda: job_json(data)["state"] != "running", timeout=240)
+    assert job_json(data)["state"] == "done"
+    assert job_json(data)["step"] == 30
+
+
+def test_a_killed_engine_shows_as_failed_with_the_reason(data, tiny_base):
+    started = tunedesk("train", "--base", str(tiny_base), "--max-steps", "100000", *FAST, "--detach", data_dir=data)
+    assert started.returncode == 0, started.stderr
+    job_dir = data / "jobs" / "1"
+    wait_for(lambda: job_json(data)["step"] >= 1)
+    os.kill(local.engine_pid(job_dir), signal.SIGKILL)
+    wait_for(lambda: job_json(data)["state"] != "running")
+    shown = job_json(data)
+    assert shown["state"] == "failed"
+    assert shown["message"].startswith("The engine was killed (SIGKILL)")
+    text = tunedesk("job", "1", data_dir=data).stdout
+    assert "Job 1 failed" in text and "`tunedesk resume 1` continues" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "lora_rank=0"], "The setting lora_rank must be at least 1, not 0."),
+        (["--set", "lr=nan"], "The setting lr must be a positive number below 1"),
+        (["--set", "colour=blue"], "Unknown setting 'colour'"),
+        (["--dataset", "7"], "No dataset 7"),
+        (["--base", "/nonexistent/model"], "The base model /nonexistent/model is not a folder"),
+    ],
+)
+def test_bad_settings_are_refused_before_a_job_exists(data, tiny_base, args, message):
+    result = tunedesk("train", "--base", str(tiny_base), *args, data_dir=data)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}

@@ -1,0 +1,101 @@
+"""Q&A pairs: extracted from the text, parsed from a model's reply, imported from a file; each tied to the
+passage and page that answer it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core import qa
+from core.errors import KnownError
+from core.ingest import add_documents
+from tests.conftest import SAMPLE, make_pdf
+
+CLAUSES = """ARTICLE 1
+“Net Sales” means the gross amount invoiced by Vyera for sales of Licensed Product, less deductions.
+2.1 Royalties. Vyera shall pay CytoDyn a royalty of fifteen percent (15%) of Net Sales. Payments are due
+within thirty (30) days after the end of each Calendar Quarter.
+2.2 Audit. CytoDyn may audit the records once each year.
+"""
+
+
+def test_extractive_pairs_quote_the_passage():
+    pairs = qa.extractive_pairs(CLAUSES)
+    by_question = {p.question: p.answer for p in pairs}
+    assert by_question["What does “Net Sales” mean?"].startswith("“Net Sales” means the gross amount invoiced")
+    assert by_question["What does section 2.1 (Royalties) say?"] == (
+        "Vyera shall pay CytoDyn a royalty of fifteen percent (15%) of Net Sales."
+    )
+    assert "fifteen percent" in by_question["What amount does section 2.1 (Royalties) set?"]
+    assert by_question["What date or time limit does section 2.1 (Royalties) set?"].startswith(
+        "Payments are due within"
+    )
+    flat = " ".join(CLAUSES.split())
+    assert all(p.answer in flat for p in pairs)
+    assert all(CLAUSES[p.offset :].startswith(p.answer.split()[0]) for p in pairs)
+
+
+def test_model_replies_keep_only_quoted_answers():
+    reply = "Q: What is the royalty?\nA: fifteen percent (15%) of Net Sales\nQ: Who wins?\nA: Nobody at all\n"
+    (pair,) = qa.model_pairs(reply, CLAUSES)
+    assert pair.question == "What is the royalty?"
+    assert CLAUSES[pair.offset :].startswith("fifteen percent")
+
+
+def test_generated_pairs_are_stored_with_their_page(library, tmp_path):
+    pdf = make_pdf(tmp_path / "c.pdf", ["Cover page.", CLAUSES.replace("“", '"').replace("”", '"')])
+    list(add_documents(library, [pdf]))
+    assert qa.generate(library) >= 3
+    rows = list(library.db.query("SELECT page, question, source FROM qa_pairs"))
+    assert {r["page"] for r in rows} == {2}
+    assert {r["source"] for r in rows} == {"extractive"}
+    assert qa.generate(library) == len(rows)  # regenerating replaces, never duplicates
+    assert library.db.execute("SELECT count(*) FROM qa_pairs").fetchone()[0] == len(rows)
+
+
+@pytest.fixture
+def sample_library(library):
+    list(add_documents(library, [SAMPLE]))
+    return library
+
+
+def test_imported_pairs_find_their_passage(sample_library, tmp_path):
+    path = tmp_path / "questions.jsonl"
+    records = [
+        {"question": "Which law governs?", "answer": "the laws of the State of New York", "page": 41},
+        {"question": "What is a Calendar Quarter?", "answer": "each successive period of three (3) calendar months"},
+        {"question": "Moon?", "answer": "made of green cheese and moonbeams", "page": 3},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert qa.import_pairs(sample_library, path) == (2, 1)
+    rows = list(sample_library.db.query("SELECT q.page, c.text FROM qa_pairs q JOIN chunks c ON c.id = q.chunk_id"))
+    assert rows[0]["page"] == 41 and "New York" in rows[0]["text"]
+
+
+def test_csv_imports_too(sample_library, tmp_path):
+    path = tmp_path / "questions.csv"
+    path.write_text("question,answer,page\nWhich law governs?,the laws of the State of New York,41\n")
+    assert qa.import_pairs(sample_library, path) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"question": "q", "answer": "a"}\nnot json\n', "questions.jsonl line 2 is not valid JSON"),
+        ('{"question": "", "answer": "a"}\n', "line 1 needs a question and an answer"),
+        ('{"question": "q", "answer": "a", "page": "two"}\n', "line 1: page must be a number"),
+    ],
+)
+def test_bad_question_files_are_refused_by_line(sample_library, tmp_path, content, message):
+    path = tmp_path / "questions.jsonl"
+    path.write_text(content)
+    with pytest.raises(KnownError, match=message):
+        qa.import_pairs(sample_library, path)
+    assert sample_library.db.execute("SELECT count(*) FROM qa_pairs").fetchone()[0] == 0
+
+
+def test_a_question_model_that_is_not_gguf_is_refused(library, tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(KnownError, match="is not a GGUF file"):
+        qa.generate(library, source=str(tmp_path / "model.bin"))
