@@ -145,7 +145,7 @@ def _new_model(shape: Size, tokenizer):
 def _pretrain(model, tokenizer, pages: list[str], steps: int, say: Callable[[str], None]) -> None:
     import torch
 
-    from core.engine.data import Example, pack, row_tensors
+    from core.engine.data import Example, batch_tensors, pack
 
     text = [chunk.text for chunk in chunk_pages(pages, size=512)]
     examples = []
@@ -158,7 +158,7 @@ def _pretrain(model, tokenizer, pages: list[str], steps: int, say: Callable[[str
     model.train()
     started = time.monotonic()
     for step in range(steps):
-        row = row_tensors([examples[i] for i in rows[order[step]]])
+        row = batch_tensors([[examples[i] for i in rows[order[step]]]])
         for group in optimizer.param_groups:  # warm-up, then a cosine decay to a tenth
             group["lr"] = PEAK_LR * min(1, (step + 1) / WARMUP) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
         loss = model(**row, use_cache=False).loss

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from core.engine.data import IGNORE, DatasetError, pack, read_records, row_tensors, tokenize
+from core.engine.data import IGNORE, DatasetError, batch_tensors, pack, read_records, tokenize
 
 CHAT = {
     "kind": "chat",
@@ -92,7 +92,7 @@ def test_packed_examples_do_not_see_each_other(tiny_base):
     first = Example([1, 40, 41, 42, 43, 2], [1, 40, 41, 42, 43, 2], 1)
     second = Example([1, 50, 51, 52, 2], [1, 50, 51, 52, 2], 2)
     with torch.no_grad():
-        packed = model(**{k: v for k, v in row_tensors([first, second]).items() if k != "labels"}, use_cache=False)
+        packed = model(**{k: v for k, v in batch_tensors([[first, second]]).items() if k != "labels"}, use_cache=False)
         alone = model(input_ids=torch.tensor([second.ids]), use_cache=False)
     assert torch.allclose(packed.logits[0, len(first.ids) :], alone.logits[0], atol=1e-5)
 
@@ -100,6 +100,23 @@ def test_packed_examples_do_not_see_each_other(tiny_base):
 def test_a_row_never_predicts_across_examples():
     from core.engine.data import Example
 
-    row = row_tensors([Example([1, 5, 6], [1, 5, 6], 1), Example([1, 7], [IGNORE, 7], 2)])
+    row = batch_tensors([[Example([1, 5, 6], [1, 5, 6], 1), Example([1, 7], [IGNORE, 7], 2)]])
     assert row["labels"].tolist() == [[IGNORE, 5, 6, IGNORE, 7]]
     assert row["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+
+
+def test_rows_side_by_side_are_filled_with_pad_that_carries_no_loss(tiny_base):
+    from transformers import AutoModelForCausalLM
+
+    from core.engine.data import Example
+
+    long, short = Example([1, 40, 41, 42, 43, 2], [1, 40, 41, 42, 43, 2], 1), Example([1, 50, 2], [1, 50, 2], 2)
+    batch = batch_tensors([[long], [short]])
+    assert batch["input_ids"].tolist() == [[1, 40, 41, 42, 43, 2], [1, 50, 2, 0, 0, 0]]
+    assert batch["labels"][1].tolist() == [IGNORE, 50, 2, IGNORE, IGNORE, IGNORE]
+    assert batch["position_ids"][1].tolist() == [0, 1, 2, 0, 1, 2]
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        side_by_side = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+        alone = model(input_ids=torch.tensor([short.ids]), use_cache=False)
+    assert torch.allclose(side_by_side.logits[1, :3], alone.logits[0], atol=1e-5)

@@ -28,8 +28,9 @@ class TrainConfig:
     seed: int = 0
     epochs: float = 1.0
     max_steps: int = 0  # 0: as many as `epochs` take
-    seq_len: int = 1024  # tokens in one packed micro-batch
-    grad_accum: int = 1
+    seq_len: int = 1024  # tokens in one packed row
+    batch_rows: int = 1  # packed rows side by side in one forward pass
+    grad_accum: int = 1  # forward passes per optimizer step
     lr: float = 2e-4
     warmup_steps: int = 10
     weight_decay: float = 0.0
@@ -105,6 +106,7 @@ def _check_ranges(config: TrainConfig) -> None:
         ("epochs", math.isfinite(config.epochs) and config.epochs > 0, "a positive number"),
         ("max_steps", config.max_steps >= 0, "at least 0 (0 means: as many as the epochs take)"),
         ("seq_len", 16 <= config.seq_len <= 131072, "between 16 and 131072 tokens"),
+        ("batch_rows", config.batch_rows >= 1, "at least 1"),
         ("grad_accum", config.grad_accum >= 1, "at least 1"),
         ("lr", math.isfinite(config.lr) and 0 < config.lr < 1, "a positive number below 1, such as 2e-4"),
         ("warmup_steps", config.warmup_steps >= 0, "at least 0"),

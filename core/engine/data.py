@@ -127,20 +127,33 @@ def pack(lengths: list[int], seq_len: int) -> list[list[int]]:
     return rows
 
 
-def row_tensors(examples: list[Example]) -> dict[str, Any]:
-    """One packed row: input ids, labels and restarting position ids, each of shape (1, tokens)."""
+def batch_tensors(rows: list[list[Example]], pad_id: int = 0) -> dict[str, Any]:
+    """Packed rows side by side: input ids, labels and restarting position ids of shape (rows, longest row).
+
+    A shorter row is filled with pad tokens that form a sequence of their own (positions from 0) and carry
+    no loss, so they neither see nor are seen by the row's examples.
+    """
     import torch
 
-    ids: list[int] = []
-    labels: list[int] = []
-    positions: list[int] = []
-    for example in examples:
-        ids += example.ids
-        # The first token of an example must not be predicted from the end of the one before.
-        labels += [IGNORE, *example.labels[1:]]
-        positions += range(len(example.ids))
+    width = max(sum(len(example.ids) for example in row) for row in rows)
+    ids: list[list[int]] = []
+    labels: list[list[int]] = []
+    positions: list[list[int]] = []
+    for row in rows:
+        row_ids: list[int] = []
+        row_labels: list[int] = []
+        row_positions: list[int] = []
+        for example in row:
+            row_ids += example.ids
+            # The first token of an example must not be predicted from the end of the one before.
+            row_labels += [IGNORE, *example.labels[1:]]
+            row_positions += range(len(example.ids))
+        fill = width - len(row_ids)
+        ids.append(row_ids + [pad_id] * fill)
+        labels.append(row_labels + [IGNORE] * fill)
+        positions.append(row_positions + list(range(fill)))
     return {
-        "input_ids": torch.tensor([ids]),
-        "labels": torch.tensor([labels]),
-        "position_ids": torch.tensor([positions]),
+        "input_ids": torch.tensor(ids),
+        "labels": torch.tensor(labels),
+        "position_ids": torch.tensor(positions),
     }

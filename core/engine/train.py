@@ -20,7 +20,7 @@ import torch
 
 from core.engine import checkpoint
 from core.engine.config import TrainConfig, config_from
-from core.engine.data import Example, pack, read_records, row_tensors, tokenize
+from core.engine.data import Example, batch_tensors, pack, read_records, tokenize
 from core.engine.events import CANCEL_FILE, EventLog
 
 DATASET_DIR = "dataset"
@@ -48,7 +48,7 @@ def run(job_dir: Path) -> None:
     tokenizer, model = load_model(base, config, device)
     train_rows = _rows(train_records, tokenizer, config, train_path.name)
     val_rows = _rows(val_records, tokenizer, config, val_path.name)[:MAX_EVAL_ROWS] if val_records else []
-    steps_per_epoch = math.ceil(len(train_rows) / config.grad_accum)
+    steps_per_epoch = math.ceil(len(train_rows) / (config.grad_accum * config.batch_rows))
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
     optimizer = _optimizer(model, config, device)
     scheduler = _scheduler(optimizer, config, total_steps)
@@ -143,7 +143,7 @@ def evaluate(model: Any, rows: list[list[Example]], device: str) -> float:
     total, count = 0.0, 0
     with torch.no_grad():
         for row in rows:
-            batch = {k: v.to(device) for k, v in row_tensors(row).items()}
+            batch = {k: v.to(device) for k, v in batch_tensors([row]).items()}
             n = int((batch["labels"][:, 1:] != -100).sum())
             total += model(**batch, use_cache=False).loss.item() * n
             count += n
@@ -160,7 +160,8 @@ def _rows_for_step(step: int, config: TrainConfig, n_rows: int) -> list[int]:
     """The rows of optimizer step `step` (1-based): each epoch visits every row once, in an order fixed by
     the seed and the epoch, so that a resumed run sees exactly the rows an uninterrupted one would."""
     picked = []
-    for micro in range((step - 1) * config.grad_accum, step * config.grad_accum):
+    per_step = config.grad_accum * config.batch_rows
+    for micro in range((step - 1) * per_step, step * per_step):
         epoch, index = divmod(micro, n_rows)
         order = list(range(n_rows))
         random.Random(config.seed * 1_000_003 + epoch).shuffle(order)
@@ -171,7 +172,9 @@ def _rows_for_step(step: int, config: TrainConfig, n_rows: int) -> list[int]:
 def _train_step(
     model: Any, optimizer: Any, scheduler: Any, rows: list[list[Example]], config: TrainConfig, device: str
 ):
-    batches = [{k: v.to(device) for k, v in row_tensors(row).items()} for row in rows]
+    groups = [rows[i : i + config.batch_rows] for i in range(0, len(rows), config.batch_rows)]
+    # Fill tokens are id 0 in every vocabulary; they form their own sequence and carry no loss.
+    batches = [{k: v.to(device) for k, v in batch_tensors(group).items()} for group in groups]
     counts = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
     total = max(sum(counts), 1)
     loss_sum = 0.0
@@ -184,7 +187,7 @@ def _train_step(
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum, sum(int(b["input_ids"].numel()) for b in batches)
+    return loss_sum, sum(len(e.ids) for row in rows for e in row)
 
 
 def _optimizer(model: Any, config: TrainConfig, device: str) -> torch.optim.Optimizer:
