@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,4 +36,7 @@ def verdict(name: str, figure: str, goal: str, met: bool) -> str:
 def save(name: str, numbers: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     numbers = {**numbers, "machine": f"{platform.machine()}, {platform.python_version()}"}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        numbers["gpu"] = torch.cuda.get_device_name()
     (RESULTS / f"{name}.json").write_text(json.dumps(numbers, indent=2) + "\n")

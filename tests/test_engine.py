@@ -164,3 +164,21 @@ def test_qlora_trains_on_4bit_weights(tmp_path, tiny_base, sample_text):
     result = run_engine(job_dir)
     assert result.returncode == 0, result.stderr
     assert [e["type"] for e in read_events(job_dir / "events.jsonl")[0]][-1] == "done"
+
+
+def test_any_optimizer_state_survives_a_checkpoint():
+    import torch
+
+    # The shape of bitsandbytes' paged 8-bit AdamW state: quantization maps, a tensor learning rate.
+    state = {
+        "state": {0: {"step": 3, "state1": torch.arange(4, dtype=torch.uint8), "qmap1": torch.rand(256)}},
+        "param_groups": [{"lr": torch.tensor(0.1), "betas": [0.9, 0.99], "params": [0], "optim_bits": 8}],
+    }
+    tensors: dict = {}
+    saved = json.loads(json.dumps(checkpoint.split_state(state, "optimizer", tensors)))
+    restored = checkpoint.join_state(saved, tensors)
+    assert list(restored["state"]) == [0]
+    assert torch.equal(restored["state"][0]["state1"], state["state"][0]["state1"])
+    assert restored["state"][0]["step"] == 3
+    assert restored["param_groups"][0]["lr"] == state["param_groups"][0]["lr"]
+    assert restored["param_groups"][0]["betas"] == [0.9, 0.99]

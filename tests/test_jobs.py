@@ -108,3 +108,15 @@ def test_bad_settings_are_refused_before_a_job_exists(data, tiny_base, args, mes
     assert result.returncode == 1
     assert message in result.stderr
     assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}
+
+
+def test_the_demo_runs_the_whole_workflow(tmp_path, tiny_base):
+    # The tiny tokenizer needs longer rows than the demo model's for the grounded examples.
+    args = ["--base", str(tiny_base), "--max-steps", "4", "--set", "seq_len=2048"]
+    result = tunedesk("demo", *args, data_dir=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "license_agreement_50p.pdf: 50 pages" in out
+    assert "[license_agreement_50p.pdf p. 41]" in out  # the governing-law clause
+    assert "training, " in out and "Job 1 finished at step 4 of 4." in out
+    assert (tmp_path / "home" / "demo" / "jobs" / "1" / "checkpoints" / "step-000004").is_dir()

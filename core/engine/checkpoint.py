@@ -43,12 +43,15 @@ def save(job_dir: Path, step: int, model: Any, optimizer: torch.optim.Optimizer,
     try:
         partial.mkdir(parents=True)
         model.save_pretrained(partial)
-        tensors, rest = _flatten(optimizer.state_dict())
-        tensors["rng.cpu"] = torch.get_rng_state()
+        tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        state = {
+            "step": step,
+            "optimizer": split_state(optimizer.state_dict(), "optimizer", tensors),
+            "scheduler": split_state(scheduler.state_dict(), "scheduler", tensors),
+        }
         save_file(tensors, partial / "training_state.safetensors")
-        state = {"step": step, "optimizer": rest, "scheduler": scheduler.state_dict()}
         (partial / "training_state.json").write_text(json.dumps(state))
         for file in partial.iterdir():
             _fsync(file)
@@ -76,32 +79,43 @@ def restore(path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler:
     cuda_rng = tensors.pop("rng.cuda", None)
     if cuda_rng is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(cuda_rng)
-    optimizer.load_state_dict(_unflatten(tensors, state["optimizer"]))
-    scheduler.load_state_dict(state["scheduler"])
+    optimizer.load_state_dict(join_state(state["optimizer"], tensors))
+    scheduler.load_state_dict(join_state(state["scheduler"], tensors))
     return int(state["step"])
 
 
-def _flatten(optimizer_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    # safetensors holds flat tensors only; the numbers and the param groups go to JSON.
-    tensors: dict[str, torch.Tensor] = {}
-    numbers: dict[str, dict[str, Any]] = {}
-    for index, values in optimizer_state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value.contiguous()
-            else:
-                numbers.setdefault(str(index), {})[key] = value
-    return tensors, {"numbers": numbers, "param_groups": optimizer_state["param_groups"]}
+def split_state(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """A state dict as JSON, each tensor moved into `tensors` (for safetensors) and replaced by its key.
+
+    Optimizers differ in what they keep (AdamW: step and moments; bitsandbytes' 8-bit: quantization maps
+    and scales), so the walk takes any nesting of dicts, lists and numbers.
+    """
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().clone()  # bitsandbytes shares tensors between states; safetensors may not
+        return {_TENSOR: key}
+    if isinstance(value, dict):
+        # JSON keys are strings: remember which were integers (the optimizer's parameter indices).
+        return {_INT_KEYS: [k for k in value if isinstance(k, int)]} | {
+            str(k): split_state(v, f"{key}.{k}", tensors) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [split_state(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
+    return value
 
 
-def _unflatten(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    for index, values in rest["numbers"].items():
-        state.setdefault(int(index), {}).update(values)
-    return {"state": state, "param_groups": rest["param_groups"]}
+def join_state(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if _TENSOR in value:
+            return tensors[value[_TENSOR]]
+        ints = {str(k) for k in value.get(_INT_KEYS, [])}
+        return {(int(k) if k in ints else k): join_state(v, tensors) for k, v in value.items() if k != _INT_KEYS}
+    if isinstance(value, list):
+        return [join_state(v, tensors) for v in value]
+    return value
+
+
+_TENSOR = "__tensor__"
+_INT_KEYS = "__int_keys__"
 
 
 def _reason(error: Exception) -> str:
