@@ -12,6 +12,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # The one pin, read from pyproject.toml.
 LLAMA_CPP_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
 LINTED := core tests benchmarks
+# llama.cpp's GGUF converter (convert_hf_to_gguf.py, conversion/, gguf-py/) from the sdist of the pinned
+# llama-cpp-python, so that converter and runtime are one llama.cpp version; core/engine/gguf.py finds it here.
+SDISTS := $(CACHE)/sdist
+CONVERTER := $(VENV)/share/tunedesk/llama.cpp-$(LLAMA_CPP_VERSION)
 # The engine's torch. This machine's pip takes the CPU build of 2.13.0 from local disk; a plain `torch`
 # would pull a multi-GB CUDA build. On a CUDA machine: make TORCH=torch.
 TORCH ?= torch==2.13.0
@@ -40,6 +44,14 @@ $(VENV)/.installed: pyproject.toml
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/pip wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS)
 	$(BIN)/pip install --find-links $(WHEELS) $(TORCH) -e '.[dev,engine]'
+	ls $(SDISTS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz >/dev/null 2>&1 || \
+		$(BIN)/pip download --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(SDISTS)
+	rm -rf $(CONVERTER) && mkdir -p $(CONVERTER)
+	tar -xzf $(SDISTS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(CONVERTER) --strip-components=3 \
+		llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/convert_hf_to_gguf.py \
+		llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/conversion \
+		llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/gguf-py \
+		llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/LICENSE
 	touch $@
 
 clean:

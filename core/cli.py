@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import RESOURCES, cli_train
+from core import RESOURCES, cli_models, cli_train
 from core.chunking import DEFAULT_SIZE
 from core.errors import Cancelled, KnownError
 from core.extract import format_size
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     search.set_defaults(run=_search)
 
     cli_train.add_commands(commands, common)
+    cli_models.add_commands(commands, common)
 
     demo = commands.add_parser("demo", parents=[common], help="try Tunedesk on the sample contract")
     demo.add_argument("--base", default="demo", help="the model to fine-tune (default: the built-in demo model)")
@@ -168,8 +169,10 @@ DEMO_QUESTIONS = ("Which state's law governs the agreement?", "When can Vyera te
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from core import jobs, qa
-    from core.datasets import build_dataset
+    from llama_cpp import Llama
+
+    from core import exports, jobs, qa
+    from core.datasets import SYSTEM, build_dataset
     from core.engine.config import load_config, parse_override
     from core.ingest import add_documents
     from core.models import resolve_base
@@ -206,7 +209,23 @@ def _demo(args: argparse.Namespace) -> int:
             library, base=args.base, base_path=base_path, config=load_config("quick", overrides), dataset=dataset
         )
         jobs.start_job(library, job.id)
-        return cli_train.follow(library, job.id)
+        if cli_train.follow(library, job.id) != 0:
+            return 1
+
+        print("\n4. Exporting the best checkpoint to GGUF (merge, llama.cpp's converter and quantizer, verify)")
+        cli_models.export_with_bars(library, job.id, step=None, quant="q4_k_m")
+        exported = exports.models(library, job_id=job.id)[-1]
+        question = DEMO_QUESTIONS[0]
+        print(f"\n5. Asking it, offline through llama.cpp, with the best passage in the prompt: {question}")
+        (hit,) = search(library, question, k=1)
+        prompt = f"Passages:\n[{hit.citation}]\n{hit.text}\n\nQuestion: {question}"
+        llm = Llama(str(exported.path), n_ctx=2048, verbose=False, seed=0)
+        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+        reply = llm.create_chat_completion(messages, max_tokens=60, temperature=0)  # type: ignore[arg-type]
+        answer = reply["choices"][0]["message"]["content"] or ""  # type: ignore[index]
+        print(textwrap.fill(answer.strip() or "(no answer)", 100, initial_indent="   ", subsequent_indent="   "))
+        print("   (the demo model is 3.4M parameters: it has learned the contract's words, not yet sense)")
+    return 0
 
 
 if __name__ == "__main__":

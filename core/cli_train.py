@@ -202,6 +202,8 @@ def _print_job(library: Library, job: jobs_.Job) -> None:
 
 
 def _job_json(library: Library, job: jobs_.Job) -> dict[str, Any]:
+    from core.exports import models
+
     saved = jobs_.checkpoints(library, job.id)
     best = jobs_.best_checkpoint(saved)
     return {
@@ -216,7 +218,10 @@ def _job_json(library: Library, job: jobs_.Job) -> dict[str, Any]:
             {"step": c.step, "val_loss": c.val_loss, "answer_score": c.answer_score, "path": str(c.path)} for c in saved
         ],
         "best_step": best.step if best else None,
-        "gguf": [],
+        "gguf": [
+            {"path": str(m.path), "quant": m.quant, "bytes": m.bytes, "sha256": m.sha256, "step": m.step}
+            for m in models(library, job_id=job.id)
+        ],
         "losses": jobs_.losses(library, job.id),
     }
 

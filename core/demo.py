@@ -50,6 +50,8 @@ SIZES = {
     # Hidden and intermediate sizes are multiples of 256 so that every k-quant applies in GGUF export.
     "demo": Size(vocab=2000, hidden=256, intermediate=512, layers=4, heads=4, kv_heads=2, pretrain_steps=1000),
     "tiny": Size(vocab=500, hidden=64, intermediate=128, layers=2, heads=2, kv_heads=1, pretrain_steps=40),
+    # The tests' model for true k-quants (rows of 256 and 512).
+    "tiny-k": Size(vocab=500, hidden=256, intermediate=512, layers=1, heads=4, kv_heads=2, pretrain_steps=10),
 }
 # Small steps, many of them: on a few dozen thousand tokens of text, more updates beat bigger batches.
 TOKENS_PER_STEP = 512

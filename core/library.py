@@ -121,6 +121,26 @@ def m002_training(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_models(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE models (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            path TEXT NOT NULL UNIQUE,     -- a GGUF file
+            quant TEXT,                    -- q4_k_m, q5_k_m, q8_0, f16; unknown for an imported file
+            bytes INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            source TEXT NOT NULL,          -- export or import
+            job_id INTEGER REFERENCES jobs(id),
+            step INTEGER,                  -- the checkpoint it was exported from
+            details TEXT,                  -- JSON: verification agreement, tensor types, fallbacks
+            created TEXT NOT NULL
+        );
+        """
+    )
+
+
 class LibraryError(KnownError):
     """The library itself cannot be used (busy, full, read-only, damaged): no other file would fare better."""
 

@@ -50,6 +50,14 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_k_base(tmp_path_factory) -> Path:
+    """A one-layer model with rows of 256 and 512, the sizes llama.cpp's k-quants need."""
+    from core.demo import build
+
+    return build(tmp_path_factory.mktemp("models") / "tiny-k", size="tiny-k")
+
+
+@pytest.fixture(scope="session")
 def sample_text() -> str:
     from core.demo import CORPUS
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,3 +40,10 @@ def wait_for(condition, timeout: float = 120.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s")
+
+
+def run_engine(job_dir: Path, *module: str) -> subprocess.CompletedProcess[str]:
+    """`python -m core.engine JOB_DIR` (or another engine module with its arguments), to the end."""
+    args = list(module[1:]) if module else []
+    command = [sys.executable, "-m", module[0] if module else "core.engine", str(job_dir), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)

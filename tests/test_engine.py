@@ -16,13 +16,7 @@ from safetensors.torch import load_file
 from core.engine import checkpoint
 from core.engine.events import read_events
 from core.runners import local
-from tests.engine_fixtures import raw_examples, step_losses, wait_for, write_job
-
-
-def run_engine(job_dir, *prefix):
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "core.engine", str(job_dir)], capture_output=True, text=True, timeout=240
-    )
+from tests.engine_fixtures import raw_examples, run_engine, step_losses, wait_for, write_job
 
 
 @pytest.fixture

@@ -52,6 +52,27 @@ def test_train_follows_the_job_and_lists_its_checkpoints(data, tiny_base):
     assert set(listed[0]) >= {"id", "state", "created", "base"}
 
 
+def test_export_records_the_gguf_in_the_library(data, tiny_base):
+    assert tunedesk("train", "--base", str(tiny_base), "--max-steps", "5", *FAST, data_dir=data).returncode == 0
+    exported = tunedesk("export", "1", "--quant", "q8_0", data_dir=data)
+    assert exported.returncode == 0, exported.stderr
+    path = data / "jobs" / "1" / "exports" / "step-000005-q8_0.gguf"
+    assert exported.stdout.startswith(f"model 1: {path} (")
+    assert "verified: llama.cpp loads it; tokenizer ids match; greedy agreement" in exported.stdout
+    (listed,) = json.loads(tunedesk("models", "--json", data_dir=data).stdout)["models"]
+    assert (listed["path"], listed["quant"], listed["source"], listed["step"]) == (str(path), "q8_0", "export", 5)
+    assert listed["bytes"] == path.stat().st_size
+    assert job_json(data)["gguf"][0]["sha256"] == listed["sha256"]
+
+    wrong = tunedesk("export", "1", "--checkpoint", "7", data_dir=data)
+    assert wrong.returncode == 1 and "Job 1 has no checkpoint 7 (checkpoints: 5)" in wrong.stderr
+    added = tunedesk("models", "--add", str(path), data_dir=data)
+    assert added.stdout.startswith("model 1:")  # the same file is not listed twice
+    (data / "notes.gguf").write_text("not a model")
+    refused = tunedesk("models", "--add", str(data / "notes.gguf"), data_dir=data)
+    assert refused.returncode == 1 and "notes.gguf is not a GGUF file." in refused.stderr
+
+
 def _train_examples(data):
     return len((data / "datasets" / "1" / "train.jsonl").read_text().splitlines())
 
@@ -120,3 +141,6 @@ def test_the_demo_runs_the_whole_workflow(tmp_path, tiny_base):
     assert "[license_agreement_50p.pdf p. 41]" in out  # the governing-law clause
     assert "training, " in out and "Job 1 finished at step 4 of 4." in out
     assert (tmp_path / "home" / "demo" / "jobs" / "1" / "checkpoints" / "step-000004").is_dir()
+    assert "verified: llama.cpp loads it" in out
+    assert (tmp_path / "home" / "demo" / "jobs" / "1" / "exports" / "step-000004-q4_k_m.gguf").is_file()
+    assert "5. Asking it, offline through llama.cpp" in out

@@ -1,0 +1,121 @@
+"""`python -m core.engine.export JOB_DIR STEP QUANT`: one checkpoint of a job to one verified GGUF file.
+
+Phases: merge (the adapter into the base, shard by shard), convert (llama.cpp's converter, f16), quantize
+(llama.cpp's quantizer), verify (the GGUF loads; its tokenizer and greedy predictions agree with the merged
+model; the chat template renders in the sandbox). Progress and the outcome go to stdout as JSON lines:
+    {"type": "phase", "phase": "merge", "done": 1, "total": 2}
+    {"type": "done", "path", "quant", "bytes", "sha256", "agreement", "types", "fallback"}
+    {"type": "error", "message"} | {"type": "cancelled"}
+Everything is written under exports/ with temporary names; only the final GGUF remains, and only when
+verification passed. SIGTERM or SIGINT cancels, leaving nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.engine import checkpoint, gguf
+from core.engine.merge import merge
+from core.errors import Cancelled, KnownError
+
+EXPORTS = "exports"
+NEED_AGREEMENT = {"f16": 0.95}  # quantized files are reported, not held to it: 4 bits do change predictions
+
+
+def export(job_dir: Path, step: int, quant: str) -> dict[str, Any]:
+    gguf.check_quant(quant)
+    job = json.loads((job_dir / "job.json").read_text())
+    base = Path(job["base"])
+    adapter = job_dir / checkpoint.DIR / checkpoint.name(step)
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise KnownError(f"Job {job_dir.name} has no checkpoint at step {step}.")
+    folder = job_dir / EXPORTS
+    folder.mkdir(exist_ok=True)
+    _check_space(base, folder, quant)
+    stem = f"{checkpoint.name(step)}-{quant}"
+    merged, f16 = folder / f"{stem}.merged", folder / f"{stem}.f16.gguf.work"
+    final = folder / f"{stem}.gguf"
+    try:
+        merge(
+            base, adapter, merged, on_progress=lambda done, total: _say("phase", phase="merge", done=done, total=total)
+        )
+        _say("phase", phase="convert", done=0, total=1)
+        gguf.convert(merged, f16)
+        _say("phase", phase="quantize", done=0, total=1)
+        work = final.with_name(final.name + ".work")
+        if quant == "f16":
+            f16.replace(work)
+        else:
+            gguf.quantize(f16, work, quant)
+        _say("phase", phase="verify", done=0, total=1)
+        checked = gguf.verify(work, merged)
+        problems = checked.problems(need_agreement=NEED_AGREEMENT.get(quant, 0.0))
+        if problems:
+            raise KnownError(f"The GGUF export of step {step} failed verification: {'; '.join(problems)}.")
+        types = gguf.tensor_types(work)
+        work.replace(final)
+    finally:
+        shutil.rmtree(merged, ignore_errors=True)
+        shutil.rmtree(merged.with_name(merged.name + ".partial"), ignore_errors=True)
+        for leftover in folder.glob(f"{stem}*.work*"):
+            leftover.unlink()
+    return {
+        "path": str(final),
+        "quant": quant,
+        "bytes": final.stat().st_size,
+        "sha256": _sha256(final),
+        "agreement": round(checked.agreement, 4),
+        "types": dict(types),
+        "fallback": gguf.fallbacks(quant, types),
+    }
+
+
+def _check_space(base: Path, folder: Path, quant: str) -> None:
+    """Merged copy + f16 GGUF + quantized GGUF, at most about three times the base on disk."""
+    size = sum(f.stat().st_size for f in base.glob("*.safetensors"))
+    need = 3 * size if quant != "f16" else 2 * size
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise KnownError(
+            f"Exporting needs about {need / 1e9:.1f} GB free in {folder}, but only {free / 1e9:.1f} GB are free."
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _say(kind: str, **fields: Any) -> None:
+    print(json.dumps({"type": kind} | fields), flush=True)
+
+
+def _cancel(*_: Any) -> None:
+    raise Cancelled()
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _cancel)
+    signal.signal(signal.SIGINT, _cancel)
+    try:
+        _say("done", **export(Path(argv[0]), int(argv[1]), argv[2]))
+    except Cancelled:
+        _say("cancelled")
+        return 1
+    except KnownError as error:
+        _say("error", message=str(error))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

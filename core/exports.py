@@ -1,0 +1,165 @@
+"""GGUF models in the library: exported from a job's checkpoint (by the engine's export process) or
+imported from a file the user has; `tunedesk models` lists both."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import jobs as jobs_
+from core.errors import Cancelled, KnownError
+from core.library import Library
+
+PhaseFn = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass(frozen=True)
+class Model:
+    id: int
+    path: Path
+    quant: str | None
+    bytes: int
+    sha256: str
+    source: str  # export or import
+    job_id: int | None
+    step: int | None
+    details: str | None
+    created: str
+
+
+def export_checkpoint(
+    library: Library,
+    job_id: int,
+    *,
+    step: int | None = None,
+    quant: str = "q4_k_m",
+    on_phase: PhaseFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[Model, dict[str, Any]]:
+    """Export one checkpoint (the best when `step` is None) to a verified GGUF file and record it."""
+    from core.engine.gguf import check_quant
+
+    check_quant(quant)
+    job, _ = jobs_.sync(library, job_id)
+    saved = jobs_.checkpoints(library, job_id)
+    chosen = jobs_.best_checkpoint(saved) if step is None else next((c for c in saved if c.step == step), None)
+    if chosen is None:
+        steps = ", ".join(str(c.step) for c in saved) or "none yet"
+        raise KnownError(f"Job {job_id} has no checkpoint {'' if step is None else step} (checkpoints: {steps}).")
+    outcome = _run_export(job.dir, chosen.step, quant, on_phase, cancel)
+    details = {key: outcome[key] for key in ("agreement", "types", "fallback")}
+    with library.write() as db:
+        db.execute("DELETE FROM models WHERE path = ?", [outcome["path"]])
+        row = {
+            "path": outcome["path"],
+            "quant": quant,
+            "bytes": outcome["bytes"],
+            "sha256": outcome["sha256"],
+            "source": "export",
+            "job_id": job_id,
+            "step": chosen.step,
+            "details": json.dumps(details),
+            "created": _now(),
+        }
+        model_id = int(db.table("models").insert(row).last_pk)  # type: ignore[arg-type]
+    return model(library, model_id), details
+
+
+def _run_export(job_dir: Path, step: int, quant: str, on_phase: PhaseFn | None, cancel) -> dict[str, Any]:
+    with open(job_dir / "export.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "core.engine.export", str(job_dir), str(step), quant],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+    last: dict[str, Any] = {}
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            # llama.cpp's quantizer logs to the same stdout: only our JSON lines count.
+            event = _event(line)
+            if event is None:
+                continue
+            last = event
+            if event["type"] == "phase" and on_phase:
+                on_phase(event["phase"], event["done"], event["total"])
+            if cancel and cancel():
+                process.terminate()
+    except BaseException:
+        process.terminate()
+        process.wait()
+        raise
+    process.wait()
+    if last.get("type") == "done":
+        return last
+    if last.get("type") == "cancelled":
+        raise Cancelled()
+    raise KnownError(last.get("message") or f"The export failed (exit status {process.returncode}; see export.log).")
+
+
+def _event(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and "type" in event else None
+
+
+def import_gguf(library: Library, path: Path) -> Model:
+    """Record a GGUF file the user has (a base model to compare with, say); it is not copied."""
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(4)
+    except OSError as error:
+        raise KnownError(f"{path.name} cannot be read: {error.strerror}.") from None
+    if magic != b"GGUF":
+        raise KnownError(f"{path.name} is not a GGUF file.")
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    with library.write() as db:
+        row = {
+            "path": str(path.resolve()),
+            "quant": None,
+            "bytes": path.stat().st_size,
+            "sha256": digest.hexdigest(),
+            "source": "import",
+            "created": _now(),
+        }
+        existing = db.execute("SELECT id FROM models WHERE path = ?", [row["path"]]).fetchone()
+        if existing:
+            return model(library, existing[0])
+        model_id = int(db.table("models").insert(row).last_pk)  # type: ignore[arg-type]
+    return model(library, model_id)
+
+
+def models(library: Library, *, job_id: int | None = None) -> list[Model]:
+    where, params = ("WHERE job_id = ?", [job_id]) if job_id is not None else ("", [])
+    return [_model(row) for row in library.db.query(f"SELECT * FROM models {where} ORDER BY id", params)]
+
+
+def model(library: Library, model_id: int) -> Model:
+    rows = list(library.db.query("SELECT * FROM models WHERE id = ?", [model_id]))
+    if not rows:
+        raise KnownError(f"No model {model_id} (see `tunedesk models`).")
+    return _model(rows[0])
+
+
+def _model(row: dict[str, Any]) -> Model:
+    return Model(**(row | {"path": Path(row["path"])}))
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

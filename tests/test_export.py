@@ -1,0 +1,130 @@
+"""Export: a real checkpoint merged, converted by llama.cpp's converter, quantized, verified, and loaded by
+llama.cpp; bad inputs refused with one sentence and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from llama_cpp import Llama
+
+from tests.engine_fixtures import raw_examples, run_engine, write_job
+
+
+def trained_job(tmp_path, base, sample_text, name="job"):
+    job_dir = write_job(tmp_path / name, base, raw_examples(sample_text, 8), max_steps=3, save_every=3)
+    result = run_engine(job_dir)
+    assert result.returncode == 0, result.stderr
+    return job_dir
+
+
+def export(job_dir, step, quant):
+    result = run_engine(job_dir, "core.engine.export", str(step), quant)
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return result, events
+
+
+def finished_files(job_dir):
+    return sorted(p.name for p in (job_dir / "exports").iterdir()) if (job_dir / "exports").exists() else []
+
+
+@pytest.mark.parametrize(("size", "quant", "stored_as"), [("tiny", "q8_0", "Q8_0"), ("tiny-k", "q4_k_m", "Q4_K")])
+def test_a_checkpoint_becomes_a_verified_gguf_that_llama_cpp_runs(
+    tmp_path, tiny_base, tiny_k_base, sample_text, size, quant, stored_as
+):
+    base = {"tiny": tiny_base, "tiny-k": tiny_k_base}[size]
+    job_dir = trained_job(tmp_path, base, sample_text)
+    result, events = export(job_dir, 3, quant)
+    assert result.returncode == 0, result.stderr
+    assert [e["phase"] for e in events if e["type"] == "phase"][-3:] == ["convert", "quantize", "verify"]
+    done = events[-1]
+    assert done["type"] == "done"
+    assert done["agreement"] >= 0.9
+    # Every matrix quantized: Q4_K_M keeps a few at Q6_K by design; norms stay F32.
+    assert set(done["types"]) <= {stored_as, "Q6_K", "F32"}
+    assert done["types"][stored_as] >= 4
+    assert done["fallback"] is None
+    assert finished_files(job_dir) == [f"step-000003-{quant}.gguf"]
+
+    llm = Llama(done["path"], n_ctx=256, verbose=False, seed=0)
+    reply = llm.create_chat_completion([{"role": "user", "content": "Who pays?"}], max_tokens=8, temperature=0)
+    assert reply["choices"][0]["message"]["content"] is not None
+    assert llm.metadata["tokenizer.chat_template"].startswith("{%- set ns")
+
+
+def test_k_quant_fallbacks_are_reported(tmp_path, tiny_base, sample_text):
+    job_dir = trained_job(tmp_path, tiny_base, sample_text)
+    result, events = export(job_dir, 3, "q4_k_m")
+    assert result.returncode == 0, result.stderr
+    assert "could not take q4_k_m (their rows are not a multiple of 256)" in events[-1]["fallback"]
+
+
+def test_an_adapter_from_another_base_is_refused_before_merging(tmp_path, tiny_base, tiny_k_base, sample_text):
+    job_dir = trained_job(tmp_path, tiny_base, sample_text)
+    spec = json.loads((job_dir / "job.json").read_text())
+    (job_dir / "job.json").write_text(json.dumps(spec | {"base": str(tiny_k_base)}))
+    result, events = export(job_dir, 3, "q8_0")
+    assert result.returncode == 1
+    assert events[-1]["message"].startswith(f"The adapter in {job_dir}/checkpoints/step-000003 was trained on another")
+    assert finished_files(job_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda base: (base / "tokenizer.model").unlink(), "has no tokenizer"),
+        (lambda base: base.joinpath("model.safetensors").write_bytes(b"\x20" * 40), "is damaged (truncated?)"),
+    ],
+)
+def test_a_broken_base_is_refused(tmp_path, tiny_base, sample_text, damage, message):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base, base)
+    job_dir = trained_job(tmp_path, base, sample_text)
+    damage(base)
+    result, events = export(job_dir, 3, "q8_0")
+    assert result.returncode == 1
+    assert message in events[-1]["message"]
+    assert finished_files(job_dir) == []
+
+
+def test_unknown_quant_and_missing_checkpoint(tmp_path, tiny_base, sample_text):
+    job_dir = trained_job(tmp_path, tiny_base, sample_text)
+    _, events = export(job_dir, 3, "q3_xyz")
+    assert events[-1]["message"] == "Unknown quantization 'q3_xyz'; choose one of q4_k_m, q5_k_m, q8_0, f16."
+    _, events = export(job_dir, 99, "q8_0")
+    assert events[-1]["message"] == f"Job {job_dir.name} has no checkpoint at step 99."
+
+
+def test_a_cancelled_export_leaves_nothing_that_looks_finished(tmp_path, tiny_base, sample_text):
+    job_dir = trained_job(tmp_path, tiny_base, sample_text)
+    command = [sys.executable, "-m", "core.engine.export", str(job_dir), "3", "q8_0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if '"phase": "convert"' in line:
+                break
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        rest = process.stdout.read()
+        assert process.wait(timeout=60) == 1
+    assert '"type": "cancelled"' in rest
+    assert finished_files(job_dir) == []
+
+
+def test_not_enough_disk_is_said_up_front(tmp_path, tiny_base, sample_text):
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("needs unprivileged mount namespaces (unshare -rm) for a small tmpfs")
+    job_dir = trained_job(tmp_path, tiny_base, sample_text)
+    (job_dir / "exports").mkdir()
+    script = (
+        f"mount -t tmpfs -o size=64k tmpfs {job_dir}/exports && "
+        f"{sys.executable} -m core.engine.export {job_dir} 3 q8_0; ls {job_dir}/exports"
+    )
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert "Exporting needs about 0.0 GB free" in result.stdout and "but only 0.0 GB are free" in result.stdout
+    assert result.stdout.rstrip().endswith("}")  # ls printed nothing: no file was written
