@@ -45,9 +45,8 @@ def merge(base: Path, adapter: Path, out: Path, *, on_progress: Callable[[int, i
             tensors = load_file(shard)
             for name, (a, b) in pairs.items():
                 if name in tensors:
-                    weight = tensors[name]
-                    merged = weight.float() + scale * (b.float() @ a.float())
-                    tensors[name] = merged.to(weight.dtype)
+                    # In place, the product in float32: one temporary of the weight's size, not three.
+                    tensors[name] += (scale * (b.float() @ a.float())).to(tensors[name].dtype)
             save_file(tensors, partial / shard.name, metadata={"format": "pt"})
             del tensors
             if on_progress:

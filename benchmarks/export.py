@@ -1,0 +1,161 @@
+"""Export: peak resident memory of merge, convert and quantize against the size of the model's largest
+shard, and the time of our convert + quantize against llama.cpp's converter and quantizer run directly on
+the same merged folder, measured in the same run.
+
+    .venv/bin/python benchmarks/export.py
+
+The model is Mistral-shaped with random weights (hidden 1024, intermediate 2816, 8 layers: 97M parameters,
+bf16, saved in 50 MB shards) with a random rank-16 LoRA adapter on every linear layer. Goals (issue 5):
+merge peak memory above a bare Python + torch process at most 1.3x the largest shard; convert + quantize
+at most 1.1x the time of llama.cpp's own tools.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import save, verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+REPEAT = 3
+
+# Each step runs in its own child, which prints its peak resident memory (its own or its children's).
+PEAK = (
+    "import resource as r; print(max(r.getrusage(r.RUSAGE_SELF).ru_maxrss, r.getrusage(r.RUSAGE_CHILDREN).ru_maxrss))"
+)
+
+
+def child(code: str) -> tuple[float, int]:
+    """Seconds and peak resident KiB of `code` run in a fresh Python (torch imported first in both)."""
+    script = (
+        "import time, torch, safetensors.torch\nstarted = time.perf_counter()\n"
+        f"{code}\nprint(time.perf_counter() - started)\n{PEAK}"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, capture_output=True, text=True)
+    seconds, peak = out.stdout.strip().splitlines()[-2:]
+    return float(seconds), int(peak)
+
+
+def make_model(work: Path) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from core.demo import build
+    from core.library import default_data_dir
+    from core.models import demo_dir
+
+    demo = build(demo_dir(default_data_dir()), on_progress=print)
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=2000,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+    )
+    model = MistralForCausalLM(config).to(torch.bfloat16)
+    base = work / "base"
+    model.save_pretrained(base, max_shard_size="50MB")
+    for name in ("tokenizer.model", "tokenizer_config.json"):
+        (base / name).write_bytes((demo / name).read_bytes())
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    adapted = get_peft_model(model, lora)
+    with torch.no_grad():
+        for name, parameter in adapted.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.01)
+    adapted.save_pretrained(work / "adapter")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        # The model is made in a child: Linux carries a process's peak memory over to the children it
+        # starts, which would hide the peaks measured below.
+        subprocess.run([sys.executable, __file__, "--make", str(work)], check=True)
+        base, adapter = work / "base", work / "adapter"
+        shards = sorted(base.glob("*.safetensors"))
+        largest = max(s.stat().st_size for s in shards)
+        merged = work / "merged"
+        _, bare = child("pass")
+        merge_s, merge_peak = child(
+            f"from core.engine.merge import merge; merge(Path('{base}'), Path('{adapter}'), Path('{merged}'))".replace(
+                "Path(", "__import__('pathlib').Path("
+            )
+        )
+
+        converter = json.loads(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "from core.engine.gguf import converter_dir; import json; print(json.dumps(str(converter_dir())))",
+                ],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        ours_code = (
+            "from pathlib import Path; from core.engine import gguf\n"
+            f"gguf.convert(Path('{merged}'), Path('{work}/ours-f16.gguf'))\n"
+            f"gguf.quantize(Path('{work}/ours-f16.gguf'), Path('{work}/ours-q4.gguf'), 'q4_k_m')"
+        )
+        direct_code = (
+            "import subprocess, sys, ctypes, os, llama_cpp\n"
+            f"subprocess.run([sys.executable, 'convert_hf_to_gguf.py', '{merged}', '--outfile',"
+            f" '{work}/direct-f16.gguf', '--outtype', 'f16'], cwd='{converter}', check=True, capture_output=True)\n"
+            "p = llama_cpp.llama_model_quantize_default_params(); p.ftype = 15; p.nthread = os.cpu_count()\n"
+            f"source, target = b'{work}/direct-f16.gguf', b'{work}/direct-q4.gguf'\n"
+            "code = llama_cpp.llama_model_quantize(source, target, ctypes.byref(p))\n"
+            "assert code == 0"
+        )
+        ours, direct = [], []
+        for _ in range(REPEAT):  # alternated, so that a busy moment hurts both
+            direct.append(child(direct_code))
+            ours.append(child(ours_code))
+    ours_s = statistics.median(s for s, _ in ours)
+    direct_s = statistics.median(s for s, _ in direct)
+    time_ratio = ours_s / direct_s
+    merge_extra = (merge_peak - bare) * 1024
+    memory_ratio = merge_extra / largest
+    numbers = {
+        "parameters": 97_000_000,
+        "shards": len(shards),
+        "largest_shard_bytes": largest,
+        "bare_python_torch_peak_kib": bare,
+        "merge_peak_kib": merge_peak,
+        "merge_seconds": round(merge_s, 2),
+        "merge_extra_over_largest_shard": round(memory_ratio, 2),
+        "convert_quantize_peak_kib": max(p for _, p in ours),
+        "ours_convert_quantize_s": round(ours_s, 2),
+        "direct_convert_quantize_s": round(direct_s, 2),
+        "time_ratio": round(time_ratio, 3),
+    }
+    print(json.dumps(numbers, indent=2))
+    save("export", numbers)
+    verdict("export_memory", f"merge peak {memory_ratio:.2f}x the largest shard", "at most 1.3x", memory_ratio <= 1.3)
+    verdict(
+        "export",
+        f"convert + quantize {time_ratio:.2f}x llama.cpp's tools run directly",
+        "at most 1.1x",
+        time_ratio <= 1.1,
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--make"]:
+        make_model(Path(sys.argv[2]))
+    else:
+        main()
