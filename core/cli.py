@@ -81,10 +81,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _library(args: argparse.Namespace) -> Library:
-    return Library(args.data_dir or default_data_dir())
-
-
 def _add(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -93,7 +89,7 @@ def _add(args: argparse.Namespace) -> int:
     files = collect_files(args.files, recursive=args.recursive)
     refused = 0
     cancel = threading.Event()
-    with _library(args) as library, tqdm(total=len(files), unit="file", disable=None, leave=False) as bar:
+    with cli_train.open_library(args) as library, tqdm(total=len(files), unit="file", disable=None, leave=False) as bar:
 
         def progress(path: Path, done: int, total: int) -> None:
             bar.set_postfix_str(f"{path.name}: page {done} of {total}", refresh=True)
@@ -119,7 +115,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _docs(args: argparse.Namespace) -> int:
-    with _library(args) as library:
+    with cli_train.open_library(args) as library:
         documents = library.documents()
     if args.json:
         keys = ("id", "name", "pages", "chunks", "bytes")
@@ -134,7 +130,7 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 def _rm(args: argparse.Namespace) -> int:
-    with _library(args) as library:
+    with cli_train.open_library(args) as library:
         document = library.remove(args.document)
     print(f"removed {document.name} (id {document.id})")
     return 0
@@ -143,7 +139,7 @@ def _rm(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from core.retrieval import search
 
-    with _library(args) as library:
+    with cli_train.open_library(args) as library:
         document_id = library.document(args.doc).id if args.doc is not None else None
         hits = search(library, args.query, k=args.k, document_id=document_id)
     if args.json:

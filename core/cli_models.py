@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.cli_train import open_library
 from core.errors import KnownError
 from core.extract import format_size
-from core.library import Library, default_data_dir
+from core.library import Library
 
 PHASES = ("merge", "convert", "quantize", "verify")
 
@@ -25,10 +26,6 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     listing.add_argument("--add", type=Path, metavar="FILE", help="import a GGUF file you have (not copied)")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_models)
-
-
-def _library(args: argparse.Namespace) -> Library:
-    return Library(args.data_dir or default_data_dir())
 
 
 def export_with_bars(library: Library, job_id: int, *, step: int | None, quant: str) -> None:
@@ -68,7 +65,7 @@ def _export(args: argparse.Namespace) -> int:
         step = int(args.checkpoint)
     else:
         raise KnownError(f"--checkpoint takes best or a step number, not {args.checkpoint!r}.")
-    with _library(args) as library:
+    with open_library(args) as library:
         export_with_bars(library, jobs.job(library, args.job).id, step=step, quant=args.quant)
     return 0
 
@@ -76,7 +73,7 @@ def _export(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from core.exports import import_gguf, models
 
-    with _library(args) as library:
+    with open_library(args) as library:
         if args.add:
             added = import_gguf(library, args.add)
             print(f"model {added.id}: {added.path} ({format_size(added.bytes)})")

@@ -65,7 +65,8 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     resume.set_defaults(run=_resume)
 
 
-def _library(args: argparse.Namespace) -> Library:
+def open_library(args: argparse.Namespace) -> Library:
+    """The library the command names with --data-dir, else $TUNEDESK_HOME, else the user data dir."""
     return Library(args.data_dir or default_data_dir())
 
 
@@ -80,7 +81,7 @@ def _dataset_build(args: argparse.Namespace) -> int:
         kinds=tuple(kind.strip() for kind in args.kinds.split(",") if kind.strip()),
         seed=args.seed,
     )
-    with _library(args) as library:
+    with open_library(args) as library:
         source = Path(args.qa)
         if args.qa != qa.EXTRACTIVE and source.suffix.lower() in (".jsonl", ".csv", ".json"):
             imported, unmatched = qa.import_pairs(library, source)
@@ -123,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.qlora:
         overrides |= {"qlora": True, "gradient_checkpointing": True}
     config = load_config(args.preset, overrides)
-    with _library(args) as library:
+    with open_library(args) as library:
         base_path = resolve_base(args.base, library.data_dir, on_progress=lambda m: print(m, file=sys.stderr))
         has_dataset = library.db.execute("SELECT count(*) FROM datasets").fetchone()[0] > 0
         if args.dataset is None and not has_dataset:
@@ -227,7 +228,7 @@ def _job_json(library: Library, job: jobs_.Job) -> dict[str, Any]:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    with _library(args) as library:
+    with open_library(args) as library:
         listed = [jobs_.sync(library, j.id)[0] if j.state == jobs_.RUNNING else j for j in jobs_.jobs(library)]
     if args.json:
         keys = ("id", "state", "created", "base", "step", "steps_total")
@@ -241,7 +242,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _job(args: argparse.Namespace) -> int:
-    with _library(args) as library:
+    with open_library(args) as library:
         job, _ = jobs_.sync(library, jobs_.job(library, args.id).id)
         if args.json:
             print(json.dumps(_job_json(library, job), indent=2))
@@ -253,7 +254,7 @@ def _job(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    with _library(args) as library:
+    with open_library(args) as library:
         job = jobs_.cancel_job(library, jobs_.job(library, args.id).id)
         print(f"Stopping job {job.id}: it saves a checkpoint first.")
         deadline = time.monotonic() + 60
@@ -267,7 +268,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    with _library(args) as library:
+    with open_library(args) as library:
         job = jobs_.start_job(library, jobs_.job(library, args.id).id)
         print(f"job {job.id}: resuming from its last checkpoint")
         return 0 if args.detach else follow(library, job.id)

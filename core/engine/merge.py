@@ -1,18 +1,23 @@
 """Merge a LoRA adapter into its base model, shard by shard: W += (alpha / r) * B @ A.
 
 The base is read from its own folder, so a QLoRA adapter is merged into the original unquantized weights,
-never into dequantized 4-bit ones. One shard is in memory at a time (peak resident memory: the largest
-shard plus the adapter), so a 7B model merges on a 16 GB machine. Everything is checked from the files'
+never into dequantized 4-bit ones. One tensor is read at a time and the output goes out in small shards,
+so the memory the merge holds is a fraction of a shard plus the adapter: a 7B model merges on a 16 GB
+machine. Everything is checked from the files'
 headers before a byte is written, and the output folder is written under a temporary name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -39,24 +44,67 @@ def merge(base: Path, adapter: Path, out: Path, *, on_progress: Callable[[int, i
     partial.mkdir(parents=True)
     try:
         for file in base.iterdir():
-            if file.is_file() and file.suffix not in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
+            if file.is_file() and file.suffix not in _NOT_COPIED and not file.name.endswith(".safetensors.index.json"):
                 shutil.copy2(file, partial / file.name)  # config, tokenizer.model and its config, chat template
-        for done, shard in enumerate(shards, 1):
-            tensors = load_file(shard)
-            for name, (a, b) in pairs.items():
-                if name in tensors:
-                    # In place, the product in float32: one temporary of the weight's size, not three.
-                    tensors[name] += (scale * (b.float() @ a.float())).to(tensors[name].dtype)
-            save_file(tensors, partial / shard.name, metadata={"format": "pt"})
-            del tensors
-            if on_progress:
-                on_progress(done, len(shards))
+        _write_merged(shards, pairs, scale, partial, on_progress)
         shutil.rmtree(out, ignore_errors=True)
         partial.rename(out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out
+
+
+def _write_merged(shards: list[Path], pairs: dict, scale: float, out: Path, on_progress) -> None:
+    """Merged tensors, read one at a time from the memory-mapped input and written in output shards of a
+    quarter of the largest input shard, so that the memory the merge holds is a small output shard, not a
+    whole input shard (the mapped input pages are the page cache's, dropped under memory pressure)."""
+    limit = max(shard.stat().st_size for shard in shards) // 4
+    group: dict[str, torch.Tensor] = {}
+    written: list[tuple[Path, list[str]]] = []
+    total = 0
+
+    def flush() -> None:
+        path = out / f"part-{len(written):05d}.safetensors"
+        save_file(group, path, metadata={"format": "pt"})
+        written.append((path, list(group)))
+        group.clear()
+        _release_freed_memory()
+
+    for done, shard in enumerate(shards, 1):
+        with safe_open(shard, "pt") as reader:
+            for name in reader.keys():  # noqa: SIM118  (safe_open is not a mapping)
+                tensor = reader.get_tensor(name)
+                if name in pairs:
+                    a, b = pairs[name]
+                    # In place, the product in float32: one temporary of the weight's size.
+                    tensor += (scale * (b.float() @ a.float())).to(tensor.dtype)
+                group[name] = tensor
+                total += tensor.numel() * tensor.element_size()
+                if sum(t.numel() * t.element_size() for t in group.values()) >= limit:
+                    flush()
+        if on_progress:
+            on_progress(done, len(shards))
+    if group:
+        flush()
+    weight_map: dict[str, str] = {}
+    for number, (path, names) in enumerate(written, 1):
+        final = out / f"model-{number:05d}-of-{len(written):05d}.safetensors"
+        path.rename(final)
+        weight_map |= dict.fromkeys(names, final.name)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+_NOT_COPIED = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def _release_freed_memory() -> None:
+    # glibc keeps freed tensor memory in its heap for reuse; without this the merge's footprint creeps up
+    # shard after shard (measured: 3.0x the largest shard instead of 1.5x, benchmarks/export.py).
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _adapter_pairs(adapter: Path) -> dict:
