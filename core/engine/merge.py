@@ -56,10 +56,10 @@ def merge(base: Path, adapter: Path, out: Path, *, on_progress: Callable[[int, i
 
 
 def _write_merged(shards: list[Path], pairs: dict, scale: float, out: Path, on_progress) -> None:
-    """Merged tensors, read one at a time from the memory-mapped input and written in output shards of a
-    quarter of the largest input shard, so that the memory the merge holds is a small output shard, not a
+    """Merged tensors, read one at a time from the memory-mapped input and written in output shards of an
+    eighth of the largest input shard, so that the memory the merge holds is a small output shard, not a
     whole input shard (the mapped input pages are the page cache's, dropped under memory pressure)."""
-    limit = max(shard.stat().st_size for shard in shards) // 4
+    limit = max(shard.stat().st_size for shard in shards) // 8
     group: dict[str, torch.Tensor] = {}
     written: list[tuple[Path, list[str]]] = []
     total = 0
@@ -77,8 +77,9 @@ def _write_merged(shards: list[Path], pairs: dict, scale: float, out: Path, on_p
                 tensor = reader.get_tensor(name)
                 if name in pairs:
                     a, b = pairs[name]
-                    # In place, the product in float32: one temporary of the weight's size.
-                    tensor += (scale * (b.float() @ a.float())).to(tensor.dtype)
+                    # Not in place: the tensor is a view of the mapped file, and writing to it would turn the
+                    # file's pages into private memory that lives as long as the mapping (the whole shard).
+                    tensor = tensor + (scale * (b.float() @ a.float())).to(tensor.dtype)
                 group[name] = tensor
                 total += tensor.numel() * tensor.element_size()
                 if sum(t.numel() * t.element_size() for t in group.values()) >= limit:
