@@ -31,6 +31,7 @@ def test_overrides_win_over_the_preset():
         ({"epochs": "two"}, "epochs"),
         ({"qlora": 1}, "qlora"),
         ({"seq_len": 4}, "seq_len"),
+        ({"dtype": "float8"}, "dtype"),
     ],
 )
 def test_bad_settings_are_refused_by_name(overrides, named):

@@ -45,6 +45,13 @@ def test_a_job_runs_to_the_end_with_events_and_checkpoints(job):
     assert any("lora_A" in name for name in adapter)
 
 
+def test_lora_trains_in_bfloat16_on_the_cpu_too(tmp_path, tiny_base, sample_text):
+    job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 8), max_steps=3, dtype="bfloat16")
+    assert run_engine(job_dir).returncode == 0
+    events = read_events(job_dir / "events.jsonl")[0]
+    assert events[0]["config"]["dtype"] == "bfloat16" and events[-1]["type"] == "done"
+
+
 def test_the_same_seed_gives_the_same_losses(tmp_path, tiny_base, sample_text):
     runs = []
     for name in ("a", "b"):

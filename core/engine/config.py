@@ -43,6 +43,7 @@ class TrainConfig:
     )
     eval_every: int = 50
     save_every: int = 100
+    dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16
     qlora: bool = False  # 4-bit NF4 base weights (bitsandbytes); on CUDA
     gradient_checkpointing: bool = False
 
@@ -116,6 +117,7 @@ def _check_ranges(config: TrainConfig) -> None:
         ("lora_alpha", math.isfinite(config.lora_alpha) and config.lora_alpha > 0, "a positive number"),
         ("lora_dropout", 0 <= config.lora_dropout < 1, "between 0 and 1"),
         ("target_modules", bool(config.target_modules), "at least one module name"),
+        ("dtype", config.dtype in ("auto", "float32", "bfloat16"), "auto, float32 or bfloat16"),
         ("eval_every", config.eval_every >= 1, "at least 1"),
         ("save_every", config.save_every >= 1, "at least 1"),
     ]

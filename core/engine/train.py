@@ -108,7 +108,8 @@ def load_model(base: Path, config: TrainConfig, device: str) -> tuple[Any, Any]:
     check_base_folder(base)
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)
     options: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False, "attn_implementation": "sdpa"}
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    auto = "bfloat16" if device == "cuda" else "float32"
+    dtype = getattr(torch, auto if config.dtype == "auto" else config.dtype)
     if config.qlora:
         from transformers import BitsAndBytesConfig
 
