@@ -165,10 +165,9 @@ DEMO_QUESTIONS = ("Which state's law governs the agreement?", "When can Vyera te
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llama_cpp import Llama
-
     from core import exports, jobs, qa
-    from core.datasets import SYSTEM, build_dataset
+    from core.chat import ask
+    from core.datasets import build_dataset
     from core.engine.config import load_config, parse_override
     from core.ingest import add_documents
     from core.models import resolve_base
@@ -211,15 +210,13 @@ def _demo(args: argparse.Namespace) -> int:
         print("\n4. Exporting the best checkpoint to GGUF (merge, llama.cpp's converter and quantizer, verify)")
         cli_models.export_with_bars(library, job.id, step=None, quant="q4_k_m")
         exported = exports.models(library, job_id=job.id)[-1]
-        question = DEMO_QUESTIONS[0]
-        print(f"\n5. Asking it, offline through llama.cpp, with the best passage in the prompt: {question}")
-        (hit,) = search(library, question, k=1)
-        prompt = f"Passages:\n[{hit.citation}]\n{hit.text}\n\nQuestion: {question}"
-        llm = Llama(str(exported.path), n_ctx=2048, verbose=False, seed=0)
-        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
-        reply = llm.create_chat_completion(messages, max_tokens=60, temperature=0)  # type: ignore[arg-type]
-        answer = reply["choices"][0]["message"]["content"] or ""  # type: ignore[index]
-        print(textwrap.fill(answer.strip() or "(no answer)", 100, initial_indent="   ", subsequent_indent="   "))
+        print("\n5. Asking it, offline through llama.cpp, with the best passages in the prompt")
+        for question in DEMO_QUESTIONS:
+            answer = ask(library, question, exported.path, max_tokens=60)
+            print(f"   {question}")
+            print(textwrap.fill(answer.text or "(no answer)", 100, initial_indent="     ", subsequent_indent="     "))
+            cited = "; ".join(f"{c.document} p. {c.pages[0]}" for c in answer.citations)
+            print(f"     cited: {cited}" if answer.supported else "     unsupported: no citation backed by a passage")
         print("   (the demo model is 3.4M parameters: it has learned the contract's words, not yet sense)")
     return 0
 

@@ -99,9 +99,10 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
             others = [p for p in passages[side] if p["chunk_id"] != pair["chunk_id"]]
             shown = [pair, *rng.sample(others, min(settings.distractors, len(others)))]
             rng.shuffle(shown)
-            context = "\n\n".join(f"[{p['document']} p. {p['page']}]\n{p['text']}" for p in _unique(shown))
-            question = f"Passages:\n{context}\n\nQuestion: {pair['question']}"
-            split[side].append(_chat(question, f"“{pair['answer']}” {citation}", pair))
+            context = [(f"{p['document']} p. {p['page']}", p["text"]) for p in _unique(shown)]
+            split[side].append(
+                _chat(grounded_prompt(context, pair["question"]), f"“{pair['answer']}” {citation}", pair)
+            )
 
     if not split["train"]:
         raise KnownError("These settings give no training examples; add documents or choose other example kinds.")
@@ -118,6 +119,13 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
         _write_files(folder, {"train.jsonl": split["train"], "val.jsonl": split["val"], "held_out.jsonl": held_out})
         db.execute("UPDATE datasets SET dir = ? WHERE id = ?", [str(folder), dataset_id])
     return Dataset(dataset_id, folder, len(split["train"]), len(split["val"]), len(held_out))
+
+
+def grounded_prompt(passages: list[tuple[str, str]], question: str) -> str:
+    """The user turn of a grounded example, at training and at chat time alike: (citation, text) passages,
+    then the question."""
+    context = "\n\n".join(f"[{label}]\n{text}" for label, text in passages)
+    return f"Passages:\n{context}\n\nQuestion: {question}"
 
 
 def dataset(library: Library, dataset_id: int | None = None) -> Dataset:

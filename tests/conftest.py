@@ -62,3 +62,18 @@ def sample_text() -> str:
     from core.demo import CORPUS
 
     return CORPUS.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, tiny_base, sample_text) -> Path:
+    """The tiny model after three LoRA steps, exported to a verified q8_0 GGUF by the real engine."""
+    import json
+
+    from tests.engine_fixtures import raw_examples, run_engine, write_job
+
+    job_dir = write_job(tmp_path_factory.mktemp("gguf") / "job", tiny_base, raw_examples(sample_text, 8), max_steps=3)
+    assert run_engine(job_dir).returncode == 0
+    result = run_engine(job_dir, "core.engine.export", "3", "q8_0")
+    done = json.loads(result.stdout.strip().splitlines()[-1])
+    assert done["type"] == "done", result.stdout
+    return Path(done["path"])

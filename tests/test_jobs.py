@@ -144,3 +144,4 @@ def test_the_demo_runs_the_whole_workflow(tmp_path, tiny_base):
     assert "verified: llama.cpp loads it" in out
     assert (tmp_path / "home" / "demo" / "jobs" / "1" / "exports" / "step-000004-q4_k_m.gguf").is_file()
     assert "5. Asking it, offline through llama.cpp" in out
+    assert out.count("unsupported: no citation backed by a passage") + out.count("cited: ") == 2

@@ -1,0 +1,96 @@
+"""Grounded answers: citations kept only when a retrieved passage backs them, real llama.cpp inference on
+the tiny exported model in a worker process, and a broken model file that fails alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.chat import NOT_IN_DOCUMENTS, ask, check_citations, generate
+from core.errors import KnownError
+from core.ingest import add_documents
+from core.retrieval import search
+from tests.conftest import SAMPLE
+from tests.test_cli import tunedesk
+
+NAME = "license_agreement_50p.pdf"
+QUESTION = "Which state's law governs the agreement?"
+
+
+@pytest.fixture
+def sample_library(library):
+    list(add_documents(library, [SAMPLE]))
+    return library
+
+
+def test_a_quoted_citation_of_a_retrieved_page_is_kept(sample_library):
+    hits = search(sample_library, QUESTION, k=3)
+    answer = f"“governed by and construed in accordance with the laws of the State of New York” [{NAME} p. 41]"
+    citations, supported = check_citations(sample_library, answer, hits)
+    assert supported
+    (citation,) = citations
+    assert (citation.document, citation.pages) == (NAME, [41])
+    assert citation.chunk_id in {h.chunk_id for h in hits}
+    assert citation.quote.startswith("governed by")
+
+
+def test_whitespace_and_case_do_not_matter_in_a_quote(sample_library):
+    hits = search(sample_library, QUESTION, k=3)
+    answer = f'"GOVERNED   BY and construed\nin accordance with the laws" [{NAME} p. 41]'
+    assert check_citations(sample_library, answer, hits)[1]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        f"“the laws of the State of New York” [{NAME} p. 999]",  # a page no passage was on
+        "“the laws of the State of New York” [other.pdf p. 41]",  # a document that was not retrieved
+        f"“the laws of the State of Delaware apply” [{NAME} p. 41]",  # words that are not on the page
+        "New York law governs.",  # no citation at all
+    ],
+)
+def test_citations_the_passages_do_not_back_are_dropped(sample_library, answer):
+    hits = search(sample_library, QUESTION, k=3)
+    citations, supported = check_citations(sample_library, answer, hits)
+    assert not supported
+    assert citations == []
+
+
+def test_an_empty_library_does_not_say(library, tiny_gguf):
+    answer = ask(library, QUESTION, tiny_gguf)
+    assert (answer.text, answer.supported, answer.citations) == (NOT_IN_DOCUMENTS, False, [])
+
+
+def test_ask_runs_llama_cpp_on_the_exported_model(sample_library, tiny_gguf):
+    streamed = []
+    answer = ask(sample_library, QUESTION, tiny_gguf, max_tokens=12, on_token=streamed.append)
+    assert answer.model == tiny_gguf.name
+    assert "".join(streamed).strip() == answer.text
+    assert answer.tokens_per_s > 0
+    # The tiny model writes contract-like words, not citations: whatever it writes is unsupported.
+    assert answer.supported is bool(answer.citations)
+
+
+@pytest.mark.parametrize(
+    ("content", "name"),
+    [(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64, "truncated.gguf"), (b"NOTAGGUF" * 8, "bad-magic.gguf")],
+)
+def test_a_broken_model_fails_alone_with_one_sentence(tmp_path, content, name):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(KnownError, match=rf"The model {name} failed"):
+        generate(path, [{"role": "user", "content": "hi"}], max_tokens=4)
+
+
+def test_ask_from_the_command_line(tmp_path, tiny_gguf):
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    assert tunedesk("models", "--add", str(tiny_gguf), data_dir=data).returncode == 0
+    result = tunedesk("ask", QUESTION, "--json", data_dir=data)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert set(shown) >= {"answer", "supported", "citations", "model", "tokens_per_s"}
+    assert shown["model"] == tiny_gguf.name
+    unknown = tunedesk("ask", QUESTION, "--model", "9", data_dir=data)
+    assert unknown.returncode == 1 and "No model 9" in unknown.stderr
