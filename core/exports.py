@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 from core import jobs as jobs_
 from core.errors import Cancelled, KnownError
 from core.library import Library
+from core.runners.local import ENGINE_ENV
 
 PhaseFn = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -80,6 +82,7 @@ def _run_export(job_dir: Path, step: int, quant: str, on_phase: PhaseFn | None, 
             stderr=log,
             stdin=subprocess.DEVNULL,
             text=True,
+            env=ENGINE_ENV | dict(os.environ),
         )
     last: dict[str, Any] = {}
     try:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from core.engine.events import CANCEL_FILE, TERMINAL, EventLog, read_events
 
+# The engine reads models from folders the app resolved: it never needs the network (RELIABILITY.md, 2).
+ENGINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 RUNNER_FILE = "runner.json"  # the supervisor's and the engine's pids
 LOG_FILE = "engine.log"
 
@@ -35,6 +37,7 @@ def start(job_dir: Path) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             check=True,
+            env=ENGINE_ENV | dict(os.environ),
         )
 
 
