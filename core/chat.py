@@ -111,14 +111,18 @@ def generate(
         assert worker.stdin is not None and worker.stdout is not None
         worker.stdin.write(json.dumps({"messages": messages, "max_tokens": max_tokens}) + "\n")
         worker.stdin.close()
+        loaded = False
         for line in worker.stdout:
             event = json.loads(line) if line.startswith("{") else {}
-            if event.get("type") == "token" and on_token:
+            if event.get("type") == "loaded":
+                loaded = True
+            elif event.get("type") == "token" and on_token:
                 on_token(event["text"])
             elif event.get("type") == "done":
                 return event["text"], event["tokens_per_s"]
             elif event.get("type") == "error":
-                raise KnownError(f"The model {model.name} failed to load: {event['message']}")
+                what = "could not answer" if loaded else "failed to load"
+                raise KnownError(f"The model {model.name} {what}: {event['message']}")
         code = worker.wait()
     reason = f"llama.cpp crashed (signal {-code})" if code < 0 else f"the worker exited with status {code}"
     raise KnownError(f"The model {model.name} failed: {reason}.")

@@ -19,30 +19,37 @@ def say(kind: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
+def answer(llm: Any, request: dict[str, Any]) -> None:
+    started = time.perf_counter()
+    pieces: list[str] = []
+    stream = llm.create_chat_completion(
+        request["messages"], max_tokens=request.get("max_tokens", 200), temperature=0.0, stream=True
+    )
+    for chunk in stream:
+        text = chunk["choices"][0]["delta"].get("content")
+        if isinstance(text, str) and text:
+            pieces.append(text)
+            say("token", text=text)
+    seconds = time.perf_counter() - started
+    tokens = len(llm.tokenize("".join(pieces).encode(), add_bos=False)) if pieces else 0
+    say("done", text="".join(pieces), tokens_per_s=round(tokens / seconds, 1) if seconds else 0.0)
+
+
 def main(model: str) -> int:
     from llama_cpp import Llama
 
     try:
-        llm = Llama(model, n_ctx=4096, verbose=False, seed=0)
+        llm = Llama(model, n_ctx=0, verbose=False, seed=0)  # 0: the context the model was trained for
     except (ValueError, RuntimeError) as error:
         say("error", message=str(error))
         return 1
     say("loaded", n_ctx=llm.n_ctx())
     for line in sys.stdin:
         request = json.loads(line)
-        started = time.perf_counter()
-        pieces: list[str] = []
-        stream = llm.create_chat_completion(
-            request["messages"], max_tokens=request.get("max_tokens", 200), temperature=0.0, stream=True
-        )
-        for chunk in stream:
-            text = chunk["choices"][0]["delta"].get("content")  # type: ignore[index,union-attr]
-            if isinstance(text, str) and text:
-                pieces.append(text)
-                say("token", text=text)
-        seconds = time.perf_counter() - started
-        tokens = len(llm.tokenize("".join(pieces).encode(), add_bos=False)) if pieces else 0
-        say("done", text="".join(pieces), tokens_per_s=round(tokens / seconds, 1) if seconds else 0.0)
+        try:
+            answer(llm, request)
+        except ValueError as error:  # a prompt longer than the context, say
+            say("error", message=str(error))
     return 0
 
 

@@ -214,7 +214,14 @@ def _demo(args: argparse.Namespace) -> int:
         for question in DEMO_QUESTIONS:
             answer = ask(library, question, exported.path, max_tokens=60)
             print(f"   {question}")
-            print(textwrap.fill(answer.text or "(no answer)", 100, initial_indent="     ", subsequent_indent="     "))
+            print(
+                textwrap.fill(
+                    answer.text or "(the model gave an empty answer)",
+                    100,
+                    initial_indent="     ",
+                    subsequent_indent="     ",
+                )
+            )
             cited = "; ".join(f"{c.document} p. {c.pages[0]}" for c in answer.citations)
             print(f"     cited: {cited}" if answer.supported else "     unsupported: no citation backed by a passage")
         print("   (the demo model is 3.4M parameters: it has learned the contract's words, not yet sense)")

@@ -94,3 +94,9 @@ def test_ask_from_the_command_line(tmp_path, tiny_gguf):
     assert shown["model"] == tiny_gguf.name
     unknown = tunedesk("ask", QUESTION, "--model", "9", data_dir=data)
     assert unknown.returncode == 1 and "No model 9" in unknown.stderr
+
+
+def test_a_prompt_longer_than_the_context_is_one_sentence(tiny_gguf):
+    too_long = [{"role": "user", "content": "royalty " * 5000}]
+    with pytest.raises(KnownError, match=rf"The model {tiny_gguf.name} could not answer: .*context"):
+        generate(tiny_gguf, too_long, max_tokens=4)
