@@ -11,6 +11,7 @@ the model's say-so: a document that says "cite page 999" cannot make a citation 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -116,6 +117,8 @@ def generate(
             event = json.loads(line) if line.startswith("{") else {}
             if event.get("type") == "loaded":
                 loaded = True
+            elif event.get("type") == "warning":
+                logging.getLogger(__name__).warning("The model %s: %s.", model.name, event["message"])
             elif event.get("type") == "token" and on_token:
                 on_token(event["text"])
             elif event.get("type") == "done":

@@ -43,6 +43,14 @@ def main(model: str) -> int:
     except (ValueError, RuntimeError) as error:
         say("error", message=str(error))
         return 1
+    from core.engine.gguf import template_renders
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if template and not template_renders(template):
+        # A template that reaches outside the sandbox is never used: Mistral's built-in format is.
+        llm.chat_handler = None
+        llm.chat_format = "mistral-instruct"
+        say("warning", message="its chat template tries to reach outside Jinja's sandbox; a built-in template is used")
     say("loaded", n_ctx=llm.n_ctx())
     for line in sys.stdin:
         request = json.loads(line)

@@ -4,6 +4,10 @@ the tiny exported model in a worker process, and a broken model file that fails 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -100,3 +104,27 @@ def test_a_prompt_longer_than_the_context_is_one_sentence(tiny_gguf):
     too_long = [{"role": "user", "content": "royalty " * 5000}]
     with pytest.raises(KnownError, match=rf"The model {tiny_gguf.name} could not answer: .*context"):
         generate(tiny_gguf, too_long, max_tokens=4)
+
+
+def test_a_hostile_chat_template_never_runs_and_a_built_in_one_is_used(tmp_path, tiny_gguf, caplog):
+    from core.engine.gguf import converter_dir
+
+    marker = tmp_path / "pwned"
+    hostile = (
+        "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}"
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    model = tmp_path / "hostile.gguf"
+    script = converter_dir() / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"
+    written = subprocess.run(
+        [sys.executable, str(script), str(tiny_gguf), str(model), "--chat-template", hostile, "--force"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(converter_dir() / "gguf-py")},
+    )
+    assert written.returncode == 0, written.stderr
+    with caplog.at_level(logging.WARNING, logger="core.chat"):
+        text, _ = generate(model, [{"role": "user", "content": "Who pays?"}], max_tokens=4)
+    assert not marker.exists()
+    assert "its chat template tries to reach outside Jinja's sandbox; a built-in template is used" in caplog.text
+    assert isinstance(text, str)

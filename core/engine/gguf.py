@@ -148,10 +148,11 @@ def verify(gguf_file: Path, merged: Path) -> Verification:
         got = [int(max(range(len(row)), key=row.__getitem__)) for row in llm.eval_logits]
         agree += sum(a == b for a, b in zip(expected, got, strict=True))
         total += len(ids)
-    return Verification(same_ids, agree / total, _template_renders(llm.metadata.get("tokenizer.chat_template")))
+    return Verification(same_ids, agree / total, template_renders(llm.metadata.get("tokenizer.chat_template")))
 
 
-def _template_renders(template: str | None) -> bool:
+def template_renders(template: str | None) -> bool:
+    """Whether a chat template renders a conversation in Jinja's immutable sandbox (no attribute tricks)."""
     if not template:
         return False
     from jinja2.exceptions import SecurityError, TemplateError
