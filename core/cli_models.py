@@ -22,14 +22,6 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--quant", default="q4_k_m", help="q4_k_m (default), q5_k_m, q8_0 or f16")
     export.set_defaults(run=_export)
 
-    ask = commands.add_parser("ask", parents=[common], help="one answer from the documents, with cited pages")
-    ask.add_argument("question", metavar="QUESTION")
-    ask.add_argument(
-        "--model", default=None, help="a model id (see `tunedesk models`) or a GGUF file (default: newest)"
-    )
-    ask.add_argument("--json", action="store_true")
-    ask.set_defaults(run=_ask)
-
     listing = commands.add_parser("models", parents=[common], help="exported and imported GGUF models")
     listing.add_argument("--add", type=Path, metavar="FILE", help="import a GGUF file you have (not copied)")
     listing.add_argument("--json", action="store_true")
@@ -97,49 +89,4 @@ def _models(args: argparse.Namespace) -> int:
     for m in listed:
         origin = f"job {m.job_id} step {m.step}" if m.source == "export" else "imported"
         print(f"{m.id:>4}  {m.path.name}  {m.quant or '?'}  {format_size(m.bytes)}  {origin}")
-    return 0
-
-
-def _ask(args: argparse.Namespace) -> int:
-    import sys
-
-    from core.chat import ask
-    from core.exports import models
-
-    with open_library(args) as library:
-        if args.model and not args.model.isdigit():
-            path = Path(args.model)
-        else:
-            known = models(library)
-            chosen = [m for m in known if args.model is None or m.id == int(args.model)]
-            if not chosen:
-                raise KnownError(
-                    f"No model {args.model} (see `tunedesk models`)."
-                    if args.model
-                    else "There is no model yet; `tunedesk export JOB` makes one, `tunedesk models --add` adds one."
-                )
-            path = chosen[-1].path
-        stream = None if args.json else (lambda text: print(text, end="", flush=True))
-        answer = ask(library, args.question, path, on_token=stream)
-    if args.json:
-        citations = [
-            {"document": c.document, "pages": c.pages, "chunk_id": c.chunk_id, "quote": c.quote}
-            for c in answer.citations
-        ]
-        result = {
-            "answer": answer.text,
-            "supported": answer.supported,
-            "citations": citations,
-            "model": answer.model,
-            "tokens_per_s": answer.tokens_per_s,
-        }
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-        return 0
-    if not answer.citations and answer.text == "The documents do not say.":
-        print(answer.text)
-    print()
-    for citation in answer.citations:
-        print(f"  cited: {citation.document} p. {', '.join(map(str, citation.pages))} (chunk {citation.chunk_id})")
-    if not answer.supported:
-        print("  unsupported: the answer cites no page of the passages it was given", file=sys.stderr)
     return 0

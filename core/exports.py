@@ -6,18 +6,15 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core import jobs as jobs_
-from core.errors import Cancelled, KnownError
+from core.errors import KnownError
 from core.library import Library
-from core.runners.local import ENGINE_ENV
+from core.runners.local import run_tool
 
 PhaseFn = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -75,48 +72,14 @@ def export_checkpoint(
 
 
 def _run_export(job_dir: Path, step: int, quant: str, on_phase: PhaseFn | None, cancel) -> dict[str, Any]:
-    with open(job_dir / "export.log", "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "core.engine.export", str(job_dir), str(step), quant],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=ENGINE_ENV | dict(os.environ),
-        )
-    last: dict[str, Any] = {}
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            # llama.cpp's quantizer logs to the same stdout: only our JSON lines count.
-            event = _event(line)
-            if event is None:
-                continue
-            last = event
-            if event["type"] == "phase" and on_phase:
-                on_phase(event["phase"], event["done"], event["total"])
-            if cancel and cancel():
-                process.terminate()
-    except BaseException:
-        process.terminate()
-        process.wait()
-        raise
-    process.wait()
-    if last.get("type") == "done":
-        return last
-    if last.get("type") == "cancelled":
-        raise Cancelled()
-    raise KnownError(last.get("message") or f"The export failed (exit status {process.returncode}; see export.log).")
+    def event(event: dict[str, Any]) -> None:
+        if event["type"] == "phase" and on_phase:
+            on_phase(event["phase"], event["done"], event["total"])
 
-
-def _event(line: str) -> dict[str, Any] | None:
-    if not line.startswith("{"):
-        return None
-    try:
-        event = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return event if isinstance(event, dict) and "type" in event else None
+    args = [str(job_dir), str(step), quant]
+    return run_tool(
+        "core.engine.export", args, job_dir / "export.log", on_event=event, cancel=cancel, what="The export"
+    )
 
 
 def import_gguf(library: Library, path: Path) -> Model:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,11 @@ def _apply(db: Any, job_id: int, event: dict[str, Any]) -> None:
     elif kind == "checkpoint":
         row = {"job_id": job_id, "step": event["step"], "path": event["path"], "val_loss": event.get("val_loss")}
         db.table("checkpoints").upsert(row, pk=("job_id", "step"))
+    elif kind == "score":
+        db.execute(
+            "UPDATE checkpoints SET answer_score = ? WHERE job_id = ? AND step = ?",
+            [event["answer_score"], job_id, event["step"]],
+        )
     elif kind in ENDED:
         db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ?", [ENDED[kind], event.get("message"), job_id])
 
@@ -156,12 +162,18 @@ def checkpoints(library: Library, job_id: int) -> list[Checkpoint]:
 
 
 def best_checkpoint(saved: list[Checkpoint]) -> Checkpoint | None:
-    """The best by answer score where checkpoints were scored, else by validation loss, else the last."""
-    for key in ("answer_score", "val_loss"):
-        rated = [c for c in saved if getattr(c, key) is not None]
-        if rated:
-            sign = -1 if key == "answer_score" else 1
-            return min(rated, key=lambda c: (sign * getattr(c, key), -c.step))
+    """The best by answer score where checkpoints were scored (ties: the lower validation loss), else by
+    validation loss, else the last."""
+
+    def val_loss(c: Checkpoint) -> float:
+        return math.inf if c.val_loss is None else c.val_loss
+
+    scored = [c for c in saved if c.answer_score is not None]
+    if scored:
+        return min(scored, key=lambda c: (-(c.answer_score or 0.0), val_loss(c), -c.step))
+    rated = [c for c in saved if c.val_loss is not None]
+    if rated:
+        return min(rated, key=lambda c: (val_loss(c), -c.step))
     return saved[-1] if saved else None
 
 

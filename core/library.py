@@ -141,6 +141,39 @@ def m003_models(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m004_conversations(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            model TEXT NOT NULL,           -- the GGUF file's name when the conversation began
+            title TEXT NOT NULL,           -- its first question
+            created TEXT NOT NULL
+        );
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,            -- user or assistant
+            content TEXT NOT NULL,
+            supported INTEGER,             -- an answer: 1 when every citation was backed
+            created TEXT NOT NULL
+        );
+        CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+        -- No foreign key to chunks: a citation outlives the document's removal, and says so.
+        CREATE TABLE citations (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            document TEXT NOT NULL,
+            page_first INTEGER NOT NULL,
+            page_last INTEGER NOT NULL,
+            chunk_id INTEGER NOT NULL,
+            quote TEXT
+        );
+        CREATE INDEX citations_by_message ON citations(message_id);
+        """
+    )
+
+
 class LibraryError(KnownError):
     """The library itself cannot be used (busy, full, read-only, damaged): no other file would fare better."""
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 
+from core import RESOURCES
+from core.citations import Passage
 from core.library import Library
 
 # A question's function words match nearly every chunk: they add nothing to BM25 but cost time.
@@ -20,29 +23,8 @@ _WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
-class Hit:
-    chunk_id: int
-    document_id: int
-    document: str
-    page_first: int
-    page_last: int
-    text: str
-    score: float  # BM25; higher is better
-
-    @property
-    def pages(self) -> list[int]:
-        return list(range(self.page_first, self.page_last + 1))
-
-    @property
-    def citation(self) -> str:
-        return citation(self.document, self.page_first, self.page_last)
-
-
-def citation(document: str, page_first: int, page_last: int) -> str:
-    """'contract.pdf p. 37', or 'contract.pdf pp. 37-38' for a passage across pages."""
-    if page_first == page_last:
-        return f"{document} p. {page_first}"
-    return f"{document} pp. {page_first}-{page_last}"
+class Hit(Passage):
+    score: float  # higher is better: BM25, or the fused reciprocal ranks of BM25 rankings
 
 
 def query_words(query: str) -> list[str]:
@@ -63,16 +45,53 @@ def match_expression(words: list[str]) -> str:
 COMMON_SHARE = 0.1
 
 
+# How deep each ranking goes before two are fused: the fused top k rarely comes from further down.
+FUSION_DEPTH = 20
+
+
 def search(library: Library, query: str, *, k: int = 5, document_id: int | None = None) -> list[Hit]:
-    """The `k` chunks that best match `query`, best first; only in one document if `document_id` is given."""
+    """The `k` chunks that best match `query`, best first; only in one document if `document_id` is given.
+
+    People ask in plain words ("can the licence be transferred?") and contracts answer in their own
+    ("shall not be transferrable"): where resources/retrieval/contract_terms.txt knows a question word, a
+    second ranking searches for the contract's words too, and the two rankings are fused by reciprocal rank,
+    so that neither the literal words nor the expansion can push the other's best passages out."""
     words = query_words(query)
     if not words or k <= 0:
         return []
     rare = _rare_words(library, words)
-    hits = _ranked(library, match_expression(rare), k, document_id)
-    if len(hits) < k and len(rare) < len(words):
-        hits = _ranked(library, match_expression(words), k, document_id)
-    return hits
+    expansion = [term for word in words for term in contract_terms().get(word, ())]
+    depth = FUSION_DEPTH if expansion else k
+    literal = _ranked(library, match_expression(rare), depth, document_id)
+    if len(literal) < depth and len(rare) < len(words):
+        literal = _ranked(library, match_expression(words), depth, document_id)
+    if not expansion:
+        return literal
+    expanded = _ranked(library, match_expression(list(dict.fromkeys(rare + expansion))), depth, document_id)
+    return _fused([literal, expanded], k)
+
+
+@cache
+def contract_terms() -> dict[str, tuple[str, ...]]:
+    """Question word -> the words and phrases contracts use for it."""
+    terms = {}
+    for line in (RESOURCES / "retrieval" / "contract_terms.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            word, _, alternatives = line.partition(":")
+            terms[word.strip()] = tuple(term.strip() for term in alternatives.split(","))
+    return terms
+
+
+def _fused(rankings: list[list[Hit]], k: int) -> list[Hit]:
+    # Reciprocal rank fusion (Cormack et al., 2009), with its usual constant 60.
+    scores: dict[int, float] = {}
+    hits: dict[int, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1 / (60 + rank)
+            hits.setdefault(hit.chunk_id, hit)
+    best = sorted(scores, key=scores.__getitem__, reverse=True)[:k]
+    return [replace(hits[chunk], score=scores[chunk]) for chunk in best]
 
 
 def _rare_words(library: Library, words: list[str]) -> list[str]:

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.citations import citation
 from core.ingest import add_documents
-from core.retrieval import citation, match_expression, query_words, search
+from core.retrieval import match_expression, query_words, search
 from tests.conftest import SAMPLE, make_pdf
 
 

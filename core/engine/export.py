@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from core.engine import checkpoint, gguf
+from core.engine import checkpoint, gguf, tool
 from core.engine.merge import merge
-from core.errors import Cancelled, KnownError
+from core.errors import KnownError
 
 EXPORTS = "exports"
 NEED_AGREEMENT = {"f16": 0.95}  # quantized files are reported, not held to it: 4 bits do change predictions
@@ -42,18 +41,16 @@ def export(job_dir: Path, step: int, quant: str) -> dict[str, Any]:
     merged, f16 = folder / f"{stem}.merged", folder / f"{stem}.f16.gguf.work"
     final = folder / f"{stem}.gguf"
     try:
-        merge(
-            base, adapter, merged, on_progress=lambda done, total: _say("phase", phase="merge", done=done, total=total)
-        )
-        _say("phase", phase="convert", done=0, total=1)
+        merge(base, adapter, merged, on_progress=lambda done, total: _phase("merge", done, total))
+        _phase("convert", 0, 1)
         gguf.convert(merged, f16)
-        _say("phase", phase="quantize", done=0, total=1)
+        _phase("quantize", 0, 1)
         work = final.with_name(final.name + ".work")
         if quant == "f16":
             f16.replace(work)
         else:
             gguf.quantize(f16, work, quant)
-        _say("phase", phase="verify", done=0, total=1)
+        _phase("verify", 0, 1)
         checked = gguf.verify(work, merged)
         problems = checked.problems(need_agreement=NEED_AGREEMENT.get(quant, 0.0))
         if problems:
@@ -95,27 +92,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _say(kind: str, **fields: Any) -> None:
-    print(json.dumps({"type": kind} | fields), flush=True)
-
-
-def _cancel(*_: Any) -> None:
-    raise Cancelled()
-
-
-def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGTERM, _cancel)
-    signal.signal(signal.SIGINT, _cancel)
-    try:
-        _say("done", **export(Path(argv[0]), int(argv[1]), argv[2]))
-    except Cancelled:
-        _say("cancelled")
-        return 1
-    except KnownError as error:
-        _say("error", message=str(error))
-        return 1
-    return 0
+def _phase(name: str, done: int, total: int) -> None:
+    tool.say("phase", phase=name, done=done, total=total)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(tool.main(lambda: export(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])))

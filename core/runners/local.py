@@ -15,9 +15,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from core.engine.events import CANCEL_FILE, TERMINAL, EventLog, read_events
+from core.errors import Cancelled, KnownError
 
 # The engine reads models from folders the app resolved: it never needs the network (RELIABILITY.md, 2).
 ENGINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -39,6 +42,60 @@ def start(job_dir: Path) -> None:
             check=True,
             env=ENGINE_ENV | dict(os.environ),
         )
+
+
+def run_tool(
+    module: str,
+    args: list[str],
+    log: Path,
+    *,
+    on_event: Callable[[dict[str, Any]], None],
+    cancel: Callable[[], bool] | None,
+    what: str,
+) -> dict[str, Any]:
+    """Run one of the engine's foreground tools (core/engine/tool.py) to its end: its JSON lines go to
+    `on_event`, its stderr to `log`; returns its done event, raises Cancelled or one sentence."""
+    with open(log, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=ENGINE_ENV | dict(os.environ),
+        )
+    last: dict[str, Any] = {}
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            # llama.cpp's tools log to the same stdout: only our JSON lines count.
+            event = _json_event(line)
+            if event is None:
+                continue
+            last = event
+            on_event(event)
+            if cancel and cancel():
+                process.terminate()
+    except BaseException:
+        process.terminate()
+        process.wait()
+        raise
+    process.wait()
+    if last.get("type") == "done":
+        return last
+    if last.get("type") == "cancelled":
+        raise Cancelled()
+    raise KnownError(last.get("message") or f"{what} failed (exit status {process.returncode}; see {log.name}).")
+
+
+def _json_event(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and "type" in event else None
 
 
 def is_alive(job_dir: Path) -> bool:

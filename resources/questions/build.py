@@ -5,7 +5,7 @@
 
 Each line: a question for one CUAD clause category, the expected answer (CUAD's short answer where it gives
 one, else the clause's first sentence), and the expected pages: the pages of the sample PDF whose text holds
-the annotated clause. Where CUAD's short answer is only yes or no, the clause's first sentence is the
+a part of the annotated clause. Where CUAD's short answer is only yes or no, the clause's first sentence is the
 expected answer.
 """
 
@@ -59,8 +59,10 @@ def main() -> None:
     for category, question in QUESTIONS.items():
         clauses = ast.literal_eval(annotations.get(category) or "[]")
         expected: set[int] = set()
-        for clause in clauses:
-            probe = normalized(clause.split("<omitted>")[0])[:80]
+        # CUAD elides the middle of a long clause: each kept part counts, since the part that answers the
+        # question ("(c) at any time ... for any reason") may sit pages after the clause's lead-in.
+        for part in (part for clause in clauses for part in clause.split("<omitted>")):
+            probe = normalized(part)[:80]
             expected |= {number for number, page in enumerate(pages, 1) if probe and probe in page}
         if not expected:
             continue

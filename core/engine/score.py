@@ -1,0 +1,120 @@
+"""`python -m core.engine.score JOB_DIR`: score every checkpoint of a job by the answers it gives.
+
+The app writes eval/questions.jsonl (core/evaluation.py): each question with its expected answer and pages,
+the prompt as chat will send it (the retrieved passages included) and the text of the passages' pages, so
+that the engine never touches the library. For each checkpoint the adapter is applied to the base model and
+every question answered by greedy decoding, in batches; the answers go to eval/step-NNNNNN.jsonl and a
+`score` event to events.jsonl. Progress and the outcome go to stdout as JSON lines:
+    {"type": "progress", "step", "done", "total"}
+    {"type": "score", "step", "answer_score", "cited_right", "mean_words"}
+    {"type": "done"} | {"type": "error", "message"} | {"type": "cancelled"}
+SIGTERM or SIGINT cancels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.citations import Passage, check_citations
+from core.engine import checkpoint, tool
+from core.engine.events import EventLog
+from core.errors import KnownError
+from core.scoring import AnswerScore, answer_row, score_answer, summary
+
+QUESTIONS = Path("eval") / "questions.jsonl"
+BATCH = 8
+MAX_NEW_TOKENS = 96  # the answers asked for are a sentence or two
+
+
+def score_job(job_dir: Path) -> dict[str, Any]:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from core.engine.config import config_from
+    from core.engine.train import load_model
+
+    items = _read_items(job_dir / QUESTIONS)
+    saved = checkpoint.complete(job_dir)
+    if not saved:
+        raise KnownError(f"Job {job_dir.name} has no checkpoint to score yet.")
+    job = json.loads((job_dir / "job.json").read_text())
+    config = dataclasses.replace(config_from(job["config"]), gradient_checkpointing=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer, model = load_model(Path(job["base"]), config, device)
+    model.eval()
+    events = EventLog(job_dir)
+    for path in saved:
+        step = int(path.name.removeprefix("step-"))
+        set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+        answers: list[str] = []
+        for start in range(0, len(items), BATCH):
+            answers += generate(model, tokenizer, [item["messages"] for item in items[start : start + BATCH]], device)
+            tool.say("progress", step=step, done=len(answers), total=len(items))
+        scored = [_score(item, answer) for item, answer in zip(items, answers, strict=True)]
+        _write_answers(job_dir / QUESTIONS.parent / f"{path.name}.jsonl", items, answers, scored)
+        figures = summary(scored)
+        events.write("score", step=step, **figures)
+        tool.say("score", step=step, **figures)
+    return {}
+
+
+def generate(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], device: str) -> list[str]:
+    """Greedy answers to a batch of chat prompts, rendered and tokenized as in training (data.py)."""
+    import torch
+
+    prompts = [
+        tokenizer.encode(
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False,
+        )
+        for messages in conversations
+    ]
+    width = max(len(ids) for ids in prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # Padded on the left, so that every prompt ends where its answer begins.
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+    with torch.no_grad():
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            max_new_tokens=MAX_NEW_TOKENS,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output]
+
+
+def _score(item: dict[str, Any], answer: str) -> AnswerScore:
+    passages = [Passage(**passage) for passage in item["passages"]]
+    pages = {(document_id, page): text for document_id, page, text in item["page_texts"]}
+    citations, _ = check_citations(answer, passages, lambda document_id, page: pages.get((document_id, page), ""))
+    cited = [(c.document, c.pages) for c in citations]
+    return score_answer(answer, cited, item["answer"], item["pages"], item.get("document"))
+
+
+def _read_items(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise KnownError(f"There are no questions to score with at {path}.")
+    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not items:
+        raise KnownError(f"{path.name} holds no questions.")
+    return items
+
+
+def _write_answers(path: Path, items: list[dict[str, Any]], answers: list[str], scored: list[AnswerScore]) -> None:
+    rows = [
+        answer_row(item["question"], item["answer"], answer, s)
+        for item, answer, s in zip(items, answers, scored, strict=True)
+    ]
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(tool.main(lambda: score_job(Path(sys.argv[1]))))

@@ -1,0 +1,109 @@
+"""Answer quality: the scoring rules, question sets, checkpoints scored by the real engine (greedy answers
+of the tiny model with each adapter applied), the best checkpoint chosen by score, and models compared
+through llama.cpp."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.errors import KnownError
+from core.evaluation import load_questions
+from core.jobs import Checkpoint, best_checkpoint
+from core.scoring import correctness, normalized_words, score_answer
+from tests.test_cli import tunedesk
+from tests.test_jobs import FAST, data, job_json  # noqa: F401  (the `data` fixture)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected", "value"),
+    [
+        ("Payment is due within thirty (30) days of the invoice.", "30 days", 1.0),
+        ("within 30 days", "thirty (30) days", 1.0),
+        ("one hundred eighty (180) days' written notice", "180 days", 1.0),
+        ("The laws of the State of New York.", "New York", 1.0),
+        ("Delaware", "New York", 0.0),
+        ("", "New York", 0.0),
+    ],
+)
+def test_correctness_after_normalization(answer, expected, value):
+    assert correctness(answer, expected) == value
+
+
+def test_partial_answers_score_their_token_f1():
+    # All 3 answer words are expected (precision 1), 3 of the 5 expected words are answered (recall 0.6).
+    assert correctness("York state law", "the State of New York law") == pytest.approx(2 * 0.6 / 1.6)
+    assert normalized_words("USD 1,000,000.") == ["usd", "1000000"]
+
+
+def test_a_citation_hits_only_an_expected_page_of_the_expected_document():
+    expected = ("New York", [41], "contract.pdf")
+    assert score_answer("New York", [("contract.pdf", [41])], *expected).cited_right
+    assert not score_answer("New York", [("contract.pdf", [40])], *expected).cited_right
+    assert not score_answer("New York", [("other.pdf", [41])], *expected).cited_right
+    assert score_answer("New York [contract.pdf p. 41]", [("contract.pdf", [41])], *expected).value == 1.0
+
+
+def test_question_sets_in_jsonl_and_csv(tmp_path):
+    jsonl = tmp_path / "q.jsonl"
+    jsonl.write_text('{"question": "Who pays?", "answer": "Vyera", "pages": [21, 22]}\n\n')
+    csv = tmp_path / "q.csv"
+    csv.write_text("question,answer,page,document\nWho pays?,Vyera,21;22,contract.pdf\n")
+    (from_jsonl,), (from_csv,) = load_questions(jsonl), load_questions(csv)
+    assert from_jsonl.pages == from_csv.pages == (21, 22)
+    assert from_csv.document == "contract.pdf"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question,answer,page\nWho pays?,Vyera,twenty\n")
+    with pytest.raises(KnownError, match=r"bad.csv row 1: pages must be page numbers, not \['twenty'\]"):
+        load_questions(bad)
+    with pytest.raises(KnownError, match=r"missing\.jsonl cannot be read"):
+        load_questions(tmp_path / "missing.jsonl")
+
+
+def test_the_best_checkpoint_is_the_best_scoring_with_ties_to_the_lower_validation_loss(tmp_path):
+    saved = [
+        Checkpoint(2, tmp_path, val_loss=3.0, answer_score=0.5),
+        Checkpoint(4, tmp_path, val_loss=2.0, answer_score=0.5),
+        Checkpoint(6, tmp_path, val_loss=1.0, answer_score=0.25),
+    ]
+    assert best_checkpoint(saved).step == 4
+    unscored = [Checkpoint(c.step, c.path, c.val_loss, None) for c in saved]
+    assert best_checkpoint(unscored).step == 6
+
+
+def test_eval_scores_every_checkpoint_and_chooses_the_best_by_score(data, tmp_path, tiny_base):  # noqa: F811
+    trained = tunedesk(
+        "train", "--base", str(tiny_base), "--max-steps", "6", *FAST, "--set", "save_every=2", data_dir=data
+    )
+    assert trained.returncode == 0, trained.stderr
+    scored = tunedesk("eval", "1", "--json", data_dir=data)
+    assert scored.returncode == 0, scored.stderr
+    rows = json.loads(scored.stdout)["rows"]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    assert all(set(r) >= {"model", "step", "answer_score", "citation_hit", "mean_words"} for r in rows)
+    assert [c["answer_score"] for c in job_json(data)["checkpoints"]] == [r["answer_score"] for r in rows]
+
+    # A question set whose expected answers are what step 2 said (where it differs from the last step):
+    # step 2 must then score best, though it is neither the last nor the lowest validation loss.
+    answers = {
+        step: [
+            json.loads(line)
+            for line in (data / "jobs" / "1" / "eval" / f"step-{step:06d}.jsonl").read_text().splitlines()
+        ]
+        for step in (2, 6)
+    }
+    differing = [
+        a for a, last in zip(answers[2], answers[6], strict=True) if a["answer"] and a["answer"] != last["answer"]
+    ]
+    assert differing, "the checkpoints answered alike; the test needs answers that differ"
+    questions = tmp_path / "step2.jsonl"
+    questions.write_text(
+        "".join(json.dumps({"question": a["question"], "answer": a["answer"], "pages": [1]}) + "\n" for a in differing)
+    )
+    rescored = tunedesk("eval", "1", "--questions", str(questions), "--json", data_dir=data)
+    assert rescored.returncode == 0, rescored.stderr
+    assert json.loads(rescored.stdout)["best_step"] == 2
+    assert job_json(data)["best_step"] == 2
+    table = tunedesk("eval", "1", "--questions", str(questions), data_dir=data)
+    assert "best: step 2" in table.stdout
