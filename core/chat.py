@@ -268,9 +268,12 @@ def messages(library: Library, conversation_id: int) -> list[dict[str, Any]]:
     if not rows and not library.db.execute("SELECT 1 FROM conversations WHERE id = ?", [conversation_id]).fetchone():
         raise KnownError(f"No conversation {conversation_id} (see `tunedesk chat --list`).")
     for row in rows:
+        # document_id and chunk_text are None once the cited document has been removed.
         row["citations"] = list(
             library.db.query(
-                "SELECT document, page_first, page_last, chunk_id, quote FROM citations WHERE message_id = ?",
+                """SELECT c.document, c.page_first, c.page_last, c.chunk_id, c.quote, k.document_id,
+                    k.text AS chunk_text
+                FROM citations c LEFT JOIN chunks k ON k.id = c.chunk_id WHERE c.message_id = ?""",
                 [row["id"]],
             )
         )

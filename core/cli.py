@@ -25,8 +25,9 @@ from core.library import Library, default_data_dir
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
-        _parser().print_help()
-        return 2
+        from desktop.app import main as desktop
+
+        return desktop(args.data_dir)
     try:
         return args.run(args)
     except KnownError as error:
@@ -38,13 +39,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunedesk", description="Your documents, a fine-tuned LLM, offline.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--data-dir",
         type=Path,
         default=None,
         help="the library's folder (default: $TUNEDESK_HOME or the user data dir)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="tunedesk",
+        description="Your documents, a fine-tuned LLM, offline. Without a command: the desktop app.",
+        parents=[common],
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -170,6 +175,7 @@ def _demo(args: argparse.Namespace) -> int:
     from core.chat import ask
     from core.datasets import build_dataset
     from core.engine.config import load_config, parse_override
+    from core.evaluation import evaluate_job, load_questions
     from core.ingest import add_documents
     from core.models import resolve_base
     from core.retrieval import search
@@ -208,10 +214,24 @@ def _demo(args: argparse.Namespace) -> int:
         if cli_train.follow(library, job.id) != 0:
             return 1
 
-        print("\n4. Exporting the best checkpoint to GGUF (merge, llama.cpp's converter and quantizer, verify)")
+        questions = load_questions(RESOURCES / "questions" / "license_agreement_50p.jsonl")
+        print(f"\n4. Scoring every checkpoint on {len(questions)} questions about the contract (CUAD's annotations)")
+        progress = cli_chat.progress_bar()
+        try:
+            rows = evaluate_job(library, job.id, questions, on_progress=progress)
+        finally:
+            progress(None, 0, 0)
+        for row in rows:
+            score, cited = row["answer_score"], row["citation_hit"]
+            print(f"   step {row['step']:>5}  answer score {score:.3f}  cited right {cited:.0%}")
+        best = jobs.best_checkpoint(jobs.checkpoints(library, job.id))
+        assert best is not None
+        print(f"   best: step {best.step}, by answer score (ties: the lower validation loss)")
+
+        print("\n5. Exporting the best checkpoint to GGUF (merge, llama.cpp's converter and quantizer, verify)")
         cli_models.export_with_bars(library, job.id, step=None, quant="q4_k_m")
         exported = exports.models(library, job_id=job.id)[-1]
-        print("\n5. Asking it, offline through llama.cpp, with the best passages in the prompt")
+        print("\n6. Asking it, offline through llama.cpp, with the best passages in the prompt")
         for question in DEMO_QUESTIONS:
             answer = ask(library, question, exported.path, max_tokens=60)
             print(f"   {question}")

@@ -120,7 +120,7 @@ def _eval(args: argparse.Namespace) -> int:
         raise KnownError("Name a job to score its checkpoints, or --models to compare models (not both).")
     with open_library(args) as library:
         questions = evaluation.load_questions(args.questions) if args.questions else None
-        progress = _progress_bar()
+        progress = progress_bar()
         try:
             if args.job:
                 job_id = jobs.job(library, args.job).id
@@ -151,7 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar():
+def progress_bar():
     """A tqdm bar per phase ("step 50", "model.gguf + retrieval"); called with None to close the last."""
     from tqdm import tqdm
 

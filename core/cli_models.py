@@ -24,6 +24,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
     listing = commands.add_parser("models", parents=[common], help="exported and imported GGUF models")
     listing.add_argument("--add", type=Path, metavar="FILE", help="import a GGUF file you have (not copied)")
+    listing.add_argument("--rm", type=int, metavar="ID", help="forget a model (an exported file is deleted)")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_models)
 
@@ -71,9 +72,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from core.exports import import_gguf, models
+    from core.exports import delete_model, import_gguf, models
 
     with open_library(args) as library:
+        if args.rm is not None:
+            gone = delete_model(library, args.rm)
+            print(f"model {gone.id} removed" + (f"; {gone.path} deleted" if gone.source == "export" else ""))
+            return 0
         if args.add:
             added = import_gguf(library, args.add)
             print(f"model {added.id}: {added.path} ({format_size(added.bytes)})")

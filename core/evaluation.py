@@ -19,7 +19,6 @@ from typing import Any
 from core import jobs as jobs_
 from core.chat import PASSAGES, Worker, grounded_messages
 from core.datasets import SYSTEM
-from core.engine.score import QUESTIONS
 from core.errors import KnownError
 from core.library import Library
 from core.retrieval import search
@@ -27,6 +26,7 @@ from core.runners.local import run_tool
 from core.scoring import answer_row, score_answer, summary
 
 ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
+QUESTIONS = Path("eval") / "questions.jsonl"  # in the job directory; the answers go beside it
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ def evaluate_job(
         raise KnownError(
             f"Job {job_id}'s dataset held out no Q&A pairs to score with; give a question set with --questions."
         )
-    _write_items(library, job.dir / QUESTIONS, questions)
+    items = job.dir / QUESTIONS
+    _write_items(library, items, questions)
     rows: list[dict[str, Any]] = []
 
     def event(event: dict[str, Any]) -> None:
@@ -107,7 +108,8 @@ def evaluate_job(
         elif event["type"] == "score":
             rows.append(_row(f"job {job_id}", event["step"], event))
 
-    run_tool("core.engine.score", [str(job.dir)], job.dir / "score.log", on_event=event, cancel=cancel, what="Scoring")
+    args = [str(job.dir), str(items)]
+    run_tool("core.engine.score", args, job.dir / "score.log", on_event=event, cancel=cancel, what="Scoring")
     jobs_.sync(library, job_id)
     return rows
 

@@ -111,6 +111,16 @@ def import_gguf(library: Library, path: Path) -> Model:
     return model(library, model_id)
 
 
+def delete_model(library: Library, model_id: int) -> Model:
+    """Forget a model; an exported file (Tunedesk's own) is deleted with it, an imported one is left."""
+    gone = model(library, model_id)
+    with library.write() as db:
+        db.execute("DELETE FROM models WHERE id = ?", [model_id])
+    if gone.source == "export":
+        gone.path.unlink(missing_ok=True)
+    return gone
+
+
 def models(library: Library, *, job_id: int | None = None) -> list[Model]:
     where, params = ("WHERE job_id = ?", [job_id]) if job_id is not None else ("", [])
     return [_model(row) for row in library.db.query(f"SELECT * FROM models {where} ORDER BY id", params)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import os
 import sqlite3
@@ -24,6 +25,7 @@ from core.chunking import Chunk, page_starts
 from core.errors import KnownError
 
 DATABASE = "library.db"
+LOCK = "library.lock"  # held while the schema is migrated
 migrations = Migrations("tunedesk")
 
 
@@ -251,16 +253,22 @@ class Library:
                 f"The library at {self.data_dir} was written by a newer version of Tunedesk "
                 f"(schema {unknown[-1]}); update Tunedesk to open it."
             )
-        pending = migrations.pending(self.db)
-        if not pending:
+        if not migrations.pending(self.db):
             return
-        if applied:
-            # A migration that goes wrong must not cost the user their library.
-            backup = self.data_dir / f"{DATABASE}.before-{pending[0].name}"
-            backup.unlink(missing_ok=True)
-            self.db.execute("VACUUM INTO ?", [str(backup)])
-        migrations.apply(self.db)
-        self.db.execute(f"PRAGMA user_version = {len(applied) + len(pending)}")
+        # Two openers of one library (the app's threads, the CLI beside it) must not both migrate it: a
+        # migration's script commits as it goes, so only a lock held across it keeps the second one out.
+        with open(self.data_dir / LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            applied, pending = migrations.applied(self.db), migrations.pending(self.db)
+            if not pending:  # the other opener did it while this one waited
+                return
+            if applied:
+                # A migration that goes wrong must not cost the user their library.
+                backup = self.data_dir / f"{DATABASE}.before-{pending[0].name}"
+                backup.unlink(missing_ok=True)
+                self.db.execute("VACUUM INTO ?", [str(backup)])
+            migrations.apply(self.db)
+            self.db.execute(f"PRAGMA user_version = {len(applied) + len(pending)}")
 
     # -- documents --------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from core import RESOURCES
 from core.library import Library
 
 SAMPLE = RESOURCES / "samples" / "license_agreement_50p.pdf"
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the desktop tests run without a display
 
 
 def make_pdf(path: Path, pages: list[str]) -> Path:

@@ -71,6 +71,9 @@ def test_export_records_the_gguf_in_the_library(data, tiny_base):
     (data / "notes.gguf").write_text("not a model")
     refused = tunedesk("models", "--add", str(data / "notes.gguf"), data_dir=data)
     assert refused.returncode == 1 and "notes.gguf is not a GGUF file." in refused.stderr
+    removed = tunedesk("models", "--rm", "1", data_dir=data)
+    assert removed.returncode == 0 and not path.exists()  # an exported file is Tunedesk's own
+    assert json.loads(tunedesk("models", "--json", data_dir=data).stdout)["models"] == []
 
 
 def _train_examples(data):
@@ -143,5 +146,6 @@ def test_the_demo_runs_the_whole_workflow(tmp_path, tiny_base):
     assert (tmp_path / "home" / "demo" / "jobs" / "1" / "checkpoints" / "step-000004").is_dir()
     assert "verified: llama.cpp loads it" in out
     assert (tmp_path / "home" / "demo" / "jobs" / "1" / "exports" / "step-000004-q4_k_m.gguf").is_file()
-    assert "5. Asking it, offline through llama.cpp" in out
+    assert "step     4  answer score " in out and "best: step 4, by answer score" in out
+    assert "6. Asking it, offline through llama.cpp" in out
     assert out.count("unsupported: no citation backed by a passage") + out.count("cited: ") == 2

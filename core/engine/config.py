@@ -16,6 +16,7 @@ from typing import Any
 from core.errors import KnownError
 
 PRESETS = Path(__file__).parent / "presets"
+PRESET_NAMES = ("quick", "balanced", "thorough")  # presets/*.toml, smallest first
 DEFAULT_PRESET = "quick"
 
 

@@ -1,10 +1,11 @@
-"""`python -m core.engine.score JOB_DIR`: score every checkpoint of a job by the answers it gives.
+"""`python -m core.engine.score JOB_DIR QUESTIONS`: score every checkpoint of a job by the answers it gives.
 
-The app writes eval/questions.jsonl (core/evaluation.py): each question with its expected answer and pages,
-the prompt as chat will send it (the retrieved passages included) and the text of the passages' pages, so
-that the engine never touches the library. For each checkpoint the adapter is applied to the base model and
-every question answered by greedy decoding, in batches; the answers go to eval/step-NNNNNN.jsonl and a
-`score` event to events.jsonl. Progress and the outcome go to stdout as JSON lines:
+The app writes QUESTIONS (core/evaluation.py: JOB_DIR/eval/questions.jsonl): each question with its
+expected answer and pages, the prompt as chat will send it (the retrieved passages included) and the text
+of the passages' pages, so that the engine never touches the library. For each checkpoint the adapter is
+applied to the base model and every question answered by greedy decoding, in batches; the answers go to
+step-NNNNNN.jsonl beside QUESTIONS and a `score` event to events.jsonl. Progress and the outcome go to
+stdout as JSON lines:
     {"type": "progress", "step", "done", "total"}
     {"type": "score", "step", "answer_score", "cited_right", "mean_words"}
     {"type": "done"} | {"type": "error", "message"} | {"type": "cancelled"}
@@ -25,12 +26,11 @@ from core.engine.events import EventLog
 from core.errors import KnownError
 from core.scoring import AnswerScore, answer_row, score_answer, summary
 
-QUESTIONS = Path("eval") / "questions.jsonl"
 BATCH = 8
 MAX_NEW_TOKENS = 96  # the answers asked for are a sentence or two
 
 
-def score_job(job_dir: Path) -> dict[str, Any]:
+def score_job(job_dir: Path, questions: Path) -> dict[str, Any]:
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -38,7 +38,7 @@ def score_job(job_dir: Path) -> dict[str, Any]:
     from core.engine.config import config_from
     from core.engine.train import load_model
 
-    items = _read_items(job_dir / QUESTIONS)
+    items = _read_items(questions)
     saved = checkpoint.complete(job_dir)
     if not saved:
         raise KnownError(f"Job {job_dir.name} has no checkpoint to score yet.")
@@ -56,7 +56,7 @@ def score_job(job_dir: Path) -> dict[str, Any]:
             answers += generate(model, tokenizer, [item["messages"] for item in items[start : start + BATCH]], device)
             tool.say("progress", step=step, done=len(answers), total=len(items))
         scored = [_score(item, answer) for item, answer in zip(items, answers, strict=True)]
-        _write_answers(job_dir / QUESTIONS.parent / f"{path.name}.jsonl", items, answers, scored)
+        _write_answers(questions.with_name(f"{path.name}.jsonl"), items, answers, scored)
         figures = summary(scored)
         events.write("score", step=step, **figures)
         tool.say("score", step=step, **figures)
@@ -117,4 +117,4 @@ def _write_answers(path: Path, items: list[dict[str, Any]], answers: list[str], 
 
 
 if __name__ == "__main__":
-    sys.exit(tool.main(lambda: score_job(Path(sys.argv[1]))))
+    sys.exit(tool.main(lambda: score_job(Path(sys.argv[1]), Path(sys.argv[2]))))

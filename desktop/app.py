@@ -1,0 +1,32 @@
+"""`tunedesk` with no arguments: the desktop app. Imports only what the first window needs: no torch, no
+llama.cpp (those run in the engine and chat worker processes)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from core.library import default_data_dir
+
+
+def main(data_dir: Path | None = None) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.window import MainWindow
+
+    data_dir = data_dir or default_data_dir()
+    _log_to(data_dir / "tunedesk.log")
+    app = QApplication.instance() or QApplication(sys.argv)
+    app.setApplicationName("Tunedesk")
+    window = MainWindow(data_dir)
+    window.show()
+    return app.exec()
+
+
+def _log_to(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)

@@ -1,0 +1,175 @@
+"""The dataset: chunk size, overlap, validation share, where the Q&A pairs come from, which example kinds;
+build it (with progress and cancel), then a preview of the examples it made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTextBrowser,
+    QVBoxLayout,
+)
+
+from core import qa
+from core.chunking import DEFAULT_SIZE
+from core.datasets import DatasetSettings, build_dataset
+from core.errors import Cancelled
+from core.exports import models
+from core.library import Library
+from desktop.tasks import Task
+from desktop.view import View
+
+KINDS = {"raw": "Raw chunks (the documents' language)", "qa": "Q&A pairs", "grounded": "Grounded Q&A (RAFT)"}
+PREVIEW = 4
+
+
+class DatasetView(View):
+    def __init__(self, main) -> None:
+        super().__init__(main)
+        self.chunk_size = QSpinBox(minimum=64, maximum=8192, singleStep=64, value=DEFAULT_SIZE, suffix=" characters")
+        self.overlap = QSpinBox(minimum=0, maximum=4096, singleStep=16, value=0, suffix=" characters")
+        self.val_share = QDoubleSpinBox(minimum=0.0, maximum=0.5, singleStep=0.05, value=0.1, decimals=2)
+        self.source = QComboBox()
+        self.source.addItem("Extractive: sentences of the documents", qa.EXTRACTIVE)
+        self.source.addItem("Import a file of pairs (JSONL or CSV)…", "import")
+        self.kinds = {kind: QCheckBox(label) for kind, label in KINDS.items()}
+        for kind in DatasetSettings().kinds:
+            self.kinds[kind].setChecked(True)
+        kinds = QHBoxLayout()
+        for box in self.kinds.values():
+            kinds.addWidget(box)
+        form = QFormLayout()
+        form.addRow("Chunk size", self.chunk_size)
+        form.addRow("Overlap", self.overlap)
+        form.addRow("Validation share (of pages)", self.val_share)
+        form.addRow("Q&A pairs from", self.source)
+        form.addRow("Example kinds", kinds)
+
+        self.build_button = QPushButton("Build dataset")
+        self.build_button.clicked.connect(self.build)
+        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.cancel_button.clicked.connect(self._cancel)
+        self.progress = QProgressBar(visible=False)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.build_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.progress, 1)
+        self.preview = QTextBrowser()
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(QLabel("Preview of the training examples"))
+        layout.addWidget(self.preview, 1)
+        self.task: Task | None = None
+
+    def refresh(self) -> None:
+        def work(library: Library, task) -> list[Any]:
+            return [m for m in models(library) if m.path.is_file()]
+
+        self.main.tasks.start(work, self._show_models)
+
+    def _show_models(self, gguf_models: list[Any]) -> None:
+        chosen = self.source.currentData()
+        while self.source.count() > 2:
+            self.source.removeItem(2)
+        for model in gguf_models:
+            self.source.addItem(f"A local model: {model.path.name}", str(model.path))
+        index = self.source.findData(chosen)
+        self.source.setCurrentIndex(max(index, 0))
+
+    def build(self) -> None:
+        source = self.source.currentData()
+        pairs_file = None
+        if source == "import":
+            name, _ = QFileDialog.getOpenFileName(self, "Q&A pairs", "", "Pairs (*.jsonl *.csv)")
+            if not name:
+                return
+            pairs_file = Path(name)
+        settings = DatasetSettings(
+            chunk_size=self.chunk_size.value(),
+            overlap=self.overlap.value(),
+            val_share=round(self.val_share.value(), 2),
+            kinds=tuple(kind for kind, box in self.kinds.items() if box.isChecked()),
+        )
+
+        def work(library: Library, task) -> dict[str, Any]:
+            if pairs_file:
+                added, _ = qa.import_pairs(library, pairs_file)
+                made = f"{added} Q&A pairs imported from {pairs_file.name}"
+            else:
+                count = qa.generate(
+                    library,
+                    source=source,
+                    on_progress=lambda done, total: task.report((done, total)),
+                    cancel=task.is_cancelled,
+                )
+                made = f"{count} Q&A pairs ({'extractive' if source == qa.EXTRACTIVE else Path(source).name})"
+            if task.is_cancelled():
+                raise Cancelled()
+            dataset = build_dataset(library, settings)
+            lines = (dataset.dir / "train.jsonl").read_text(encoding="utf-8").splitlines()
+            return {"dataset": dataset, "made": made, "examples": [json.loads(line) for line in lines[:PREVIEW]]}
+
+        self._busy(True)
+        self.task = self.main.tasks.start(
+            work, self._built, on_progress=self._progress, on_failed=self._failed, on_cancelled=self._cancelled
+        )
+
+    def _cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def _cancelled(self) -> None:
+        self._busy(False)
+        self.status.setText("Cancelled; the earlier dataset is kept.")
+
+    def _busy(self, busy: bool) -> None:
+        self.build_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.progress.setVisible(busy)
+        self.progress.setRange(0, 0)
+        if busy:
+            self.status.setText("Making Q&A pairs…")
+        else:
+            self.task = None
+
+    def _progress(self, report: tuple[int, int]) -> None:
+        done, total = report
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    def _failed(self, sentence: str) -> None:
+        self._busy(False)
+        self.status.setText("")
+        self.main.show_error(sentence)
+
+    def _built(self, built: dict[str, Any]) -> None:
+        self._busy(False)
+        dataset = built["dataset"]
+        self.status.setText(
+            f"Dataset {dataset.id}: {built['made']}; {dataset.train_examples} training and {dataset.val_examples} "
+            f"validation examples, {dataset.held_out} questions held out for scoring."
+        )
+        self.preview.setPlainText("\n\n".join(_example_text(example) for example in built["examples"]))
+
+
+def _example_text(example: dict[str, Any]) -> str:
+    if example.get("kind") == "raw":
+        return f"— raw, {example['document']} pp. {example['pages'][0]}-{example['pages'][1]}\n{example['text']}"
+    turns = [f"{m['role']}: {m['content']}" for m in example["messages"] if m["role"] != "system"]
+    return "— chat\n" + "\n".join(turns)

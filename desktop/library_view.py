@@ -1,0 +1,202 @@
+"""The library: drop files or folders (or pick them), watch each one's progress, then its pages and chunks
+or the reason it was refused; remove a document; search, and open a hit at its page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.extract import format_size
+from core.ingest import add_documents, collect_files
+from core.library import Library
+from core.retrieval import search
+from desktop.view import View
+
+COLUMNS = ("Document", "Pages", "Chunks", "Size", "Status")
+
+
+class LibraryView(View):
+    def __init__(self, main) -> None:
+        super().__init__(main)
+        self.setAcceptDrops(True)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.cellDoubleClicked.connect(self._open_row)
+        self.rows: dict[str, int] = {}  # file path or document id -> table row
+
+        add = QPushButton("Add files…")
+        add.clicked.connect(self._pick_files)
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.clicked.connect(self._remove_selected)
+        hint = QLabel("Drop PDF, DOCX, TXT or Markdown files, or folders, anywhere here.")
+        hint.setStyleSheet("color: gray")
+        buttons = QHBoxLayout()
+        buttons.addWidget(add)
+        buttons.addWidget(self.remove_button)
+        buttons.addWidget(hint, 1)
+
+        self.query = QLineEdit(placeholderText="Search the documents: a question or a few words")
+        self.query.returnPressed.connect(self._search)
+        self.hits = QListWidget()
+        self.hits.setWordWrap(True)
+        self.hits.itemActivated.connect(self._open_hit)
+        search_box = QWidget()
+        search_layout = QVBoxLayout(search_box)
+        search_layout.setContentsMargins(0, 0, 0, 0)
+        search_layout.addWidget(self.query)
+        search_layout.addWidget(self.hits)
+
+        documents = QWidget()
+        documents_layout = QVBoxLayout(documents)
+        documents_layout.setContentsMargins(0, 0, 0, 0)
+        documents_layout.addLayout(buttons)
+        documents_layout.addWidget(self.table)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(documents)
+        split.addWidget(search_box)
+        split.setSizes([420, 300])
+        QVBoxLayout(self).addWidget(split)
+
+    # -- showing the library --------------------------------------------------------------------------
+    def refresh(self) -> None:
+        self.main.tasks.start(lambda library, task: library.documents(), self._show_documents)
+
+    def reset(self) -> None:
+        self.table.setRowCount(0)
+        self.rows.clear()
+        self.hits.clear()
+
+    def _show_documents(self, documents: list[Any]) -> None:
+        # Files still being added, and refused ones with their reason, stay listed below the documents.
+        pending = {
+            key: self.table.item(row, 4).text()
+            for key, row in self.rows.items()
+            if not key.isdigit() and self.table.item(row, 4).text() not in ("added", "already there")
+        }
+        self.table.setRowCount(0)
+        self.rows = {}
+        for document in documents:
+            self._set_row(str(document.id), document.name, document, "in the library")
+        for key, status in pending.items():
+            self._set_row(key, Path(key).name, None, status)
+
+    def _set_row(self, key: str, name: str, document: Any, status: str) -> None:
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = self.table.rowCount()
+            self.table.insertRow(row)
+        values = [name, "", "", "", status]
+        if document is not None:
+            values[1:4] = [str(document.pages), str(document.chunks), format_size(document.bytes)]
+        for column, value in enumerate(values):
+            item = QTableWidgetItem(value)
+            item.setData(Qt.ItemDataRole.UserRole, document.id if document is not None else None)
+            self.table.setItem(row, column, item)
+
+    # -- adding ---------------------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.add_paths(paths)
+
+    def _pick_files(self) -> None:
+        names, _ = QFileDialog.getOpenFileNames(
+            self, "Add documents", "", "Documents (*.pdf *.docx *.txt *.md *.markdown);;All files (*)"
+        )
+        if names:
+            self.add_paths([Path(name) for name in names])
+
+    def add_paths(self, paths: list[Path]) -> None:
+        def work(library: Library, task) -> None:
+            files = collect_files(paths, recursive=True)
+            task.report(("queued", files))
+            progress = lambda path, done, total: task.report(("progress", path, done, total))  # noqa: E731
+            for outcome in add_documents(library, files, on_progress=progress, cancel=task.cancel_event):
+                task.report(("outcome", outcome))
+
+        self.main.tasks.start(work, lambda _: self.refresh(), on_progress=self._on_add_progress)
+
+    def _on_add_progress(self, report: tuple) -> None:
+        kind = report[0]
+        if kind == "queued":
+            for path in report[1]:
+                self._set_row(str(path), path.name, None, "waiting")
+        elif kind == "progress":
+            _, path, done, total = report
+            self._set_row(str(path), path.name, None, f"reading: page {done} of {total}")
+        else:
+            outcome = report[1]
+            reason = f"refused: {outcome.reason}" if outcome.status == "refused" else outcome.status
+            self._set_row(str(outcome.path), outcome.path.name, None, reason)
+            if outcome.document is not None:
+                self.refresh()  # the document's own row, with its pages and chunks, replaces the file's
+
+    def refused(self) -> dict[str, str]:
+        """File name -> the sentence it was refused with (what the table shows)."""
+        return {
+            self.table.item(row, 0).text(): self.table.item(row, 4).text().removeprefix("refused: ")
+            for row in range(self.table.rowCount())
+            if self.table.item(row, 4).text().startswith("refused: ")
+        }
+
+    # -- removing, searching, opening -----------------------------------------------------------------
+    def _remove_selected(self) -> None:
+        ids = {
+            self.table.item(index.row(), 0).data(Qt.ItemDataRole.UserRole)
+            for index in self.table.selectionModel().selectedRows()
+        } - {None}
+        if ids:
+            self.main.tasks.start(lambda library, task: [library.remove(i) for i in ids], lambda _: self.refresh())
+
+    def _search(self) -> None:
+        query = self.query.text().strip()
+        if query:
+            self.main.tasks.start(lambda library, task: search(library, query, k=10), self._show_hits)
+
+    def _show_hits(self, hits: list[Any]) -> None:
+        self.hits.clear()
+        if not hits:
+            self.hits.addItem("Nothing in the documents matches.")
+        for hit in hits:
+            item = QListWidgetItem(f"[{hit.citation}]  {' '.join(hit.text.split())[:300]}")
+            item.setData(Qt.ItemDataRole.UserRole, hit)
+            self.hits.addItem(item)
+
+    def _open_hit(self, item: QListWidgetItem) -> None:
+        hit = item.data(Qt.ItemDataRole.UserRole)
+        if hit is not None:
+            self.main.open_document(hit.document_id, hit.page_first, hit.text)
+
+    def _open_row(self, row: int, _column: int) -> None:
+        document_id = self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
+        if document_id is not None:
+            self.main.open_document(document_id, 1)

@@ -1,0 +1,75 @@
+"""Training and validation loss by step (QtCharts), with each checkpoint marked and labelled with its
+answer score once it has one."""
+
+from __future__ import annotations
+
+from PySide6.QtCharts import QChart, QChartView, QLineSeries, QScatterSeries, QValueAxis
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QColor, QPainter
+
+
+class LossChart(QChartView):
+    def __init__(self) -> None:
+        chart = QChart()
+        chart.setTitle("Loss by step")
+        chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
+        super().__init__(chart)
+        self.setRenderHint(QPainter.RenderHint.Antialiasing)
+        self.train = QLineSeries(name="training loss")
+        self.val = QLineSeries(name="validation loss")
+        self.checkpoints = QScatterSeries(name="checkpoints")
+        self.checkpoints.setMarkerSize(11)
+        self.checkpoints.setColor(QColor("#d9822b"))
+        self.checkpoints.setPointLabelsVisible(True)
+        self.checkpoints.setPointLabelsClipping(False)
+        self.x = QValueAxis(titleText="step", labelFormat="%d")
+        self.y = QValueAxis(titleText="loss", labelFormat="%.2f")
+        chart.addAxis(self.x, Qt.AlignmentFlag.AlignBottom)
+        chart.addAxis(self.y, Qt.AlignmentFlag.AlignLeft)
+        for series in (self.train, self.val, self.checkpoints):
+            chart.addSeries(series)
+            series.attachAxis(self.x)
+            series.attachAxis(self.y)
+        self.labels: dict[int, str] = {}  # checkpoint step -> its label
+        self.clear()
+
+    def clear(self) -> None:
+        for series in (self.train, self.val, self.checkpoints):
+            series.clear()
+        self.labels.clear()
+        self.steps_total = 1
+        self.x.setRange(0, 1)
+        self.y.setRange(0, 1)
+
+    def set_steps_total(self, steps: int) -> None:
+        self.steps_total = max(steps, 1)
+        self.x.setRange(0, self.steps_total)
+
+    def add_loss(self, step: int, train: float | None = None, val: float | None = None) -> None:
+        if train is not None:
+            self.train.append(QPointF(step, train))
+        if val is not None:
+            self.val.append(QPointF(step, val))
+        self._fit()
+
+    def mark_checkpoint(self, step: int, val_loss: float | None, score: float | None = None) -> None:
+        """A checkpoint at its validation loss (or the last training loss), labelled with its score."""
+        last_train = self.train.at(self.train.count() - 1).y() if self.train.count() else 0.0
+        y = val_loss if val_loss is not None else last_train
+        self.labels[step] = f"step {step}" + (f" · score {score:.2f}" if score is not None else "")
+        points = {int(p.x()): p.y() for p in self.checkpoints.points()} | {step: y}
+        self.checkpoints.replace([QPointF(s, v) for s, v in sorted(points.items())])
+        for index, s in enumerate(sorted(points)):
+            self.checkpoints.setPointConfiguration(
+                index, {QScatterSeries.PointConfiguration.LabelFormat: self.labels.get(s, f"step {s}")}
+            )
+        self._fit()
+
+    def _fit(self) -> None:
+        values = [p.y() for series in (self.train, self.val) for p in series.points()]
+        if values:
+            low, high = min(values), max(values)
+            margin = max((high - low) * 0.1, 0.05)
+            self.y.setRange(max(low - margin, 0), high + margin)
+        last = max((p.x() for p in self.train.points()), default=0)
+        self.x.setRange(0, max(self.steps_total, last, 1))

@@ -1,0 +1,238 @@
+"""Models: a job's checkpoints with validation loss and answer score, the best marked; score them, export
+one to GGUF (a progress bar per phase); the GGUF models exported or imported; delete one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from core import evaluation, exports, jobs
+from core.extract import format_size
+from core.library import Library
+from desktop.tasks import Task
+from desktop.view import View
+
+PHASES = ("merge", "convert", "quantize", "verify")
+QUANTS = ("q4_k_m", "q5_k_m", "q8_0", "f16")
+
+
+def _table(headers: tuple[str, ...]) -> QTableWidget:
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().hide()
+    return table
+
+
+def _fill(table: QTableWidget, rows: list[list[str]]) -> None:
+    table.setRowCount(len(rows))
+    for r, values in enumerate(rows):
+        for c, value in enumerate(values):
+            table.setItem(r, c, QTableWidgetItem(value))
+
+
+class ModelsView(View):
+    def __init__(self, main) -> None:
+        super().__init__(main)
+        self.job = QComboBox()
+        self.job.currentIndexChanged.connect(lambda _: self._load_checkpoints())
+        self.checkpoints = _table(("Step", "Validation loss", "Answer score", ""))
+        self.score_button = QPushButton("Score answers…")
+        self.score_button.setToolTip("Score every checkpoint on the held-out questions, or on a question set file")
+        self.score_button.clicked.connect(self.score)
+        self.quant = QComboBox()
+        self.quant.addItems(QUANTS)
+        self.export_button = QPushButton("Export to GGUF")
+        self.export_button.clicked.connect(self.export)
+        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.cancel_button.clicked.connect(self._cancel)
+        self.progress = QProgressBar(visible=False)
+        self.phase = QLabel()
+        job_row = QHBoxLayout()
+        job_row.addWidget(QLabel("Job"))
+        job_row.addWidget(self.job, 1)
+        actions = QHBoxLayout()
+        for widget in (self.score_button, self.quant, self.export_button, self.cancel_button):
+            actions.addWidget(widget)
+        actions.addWidget(self.phase)
+        actions.addWidget(self.progress, 1)
+
+        self.models = _table(("Id", "File", "Quantization", "Size", "From"))
+        import_button = QPushButton("Import GGUF…")
+        import_button.clicked.connect(self.import_model)
+        delete_button = QPushButton("Delete")
+        delete_button.clicked.connect(self.delete_model)
+        model_actions = QHBoxLayout()
+        model_actions.addWidget(import_button)
+        model_actions.addWidget(delete_button)
+        model_actions.addStretch(1)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(job_row)
+        layout.addWidget(self.checkpoints, 1)
+        layout.addLayout(actions)
+        layout.addWidget(QLabel("GGUF models (chat with them in Chat)"))
+        layout.addWidget(self.models, 1)
+        layout.addLayout(model_actions)
+        self.task: Task | None = None
+        self.model_ids: list[int] = []
+
+    # -- loading --------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        def work(library: Library, task) -> dict[str, Any]:
+            return {"jobs": jobs.jobs(library), "models": exports.models(library)}
+
+        self.main.tasks.start(work, self._show)
+
+    def reset(self) -> None:
+        self.job.clear()
+        self.checkpoints.setRowCount(0)
+        self.models.setRowCount(0)
+
+    def _show(self, loaded: dict[str, Any]) -> None:
+        chosen = self.job.currentData()
+        self.job.blockSignals(True)
+        self.job.clear()
+        for job in reversed(loaded["jobs"]):
+            self.job.addItem(f"Job {job.id}: {job.base}, {job.state}, step {job.step}", job.id)
+        self.job.setCurrentIndex(max(self.job.findData(chosen), 0))
+        self.job.blockSignals(False)
+        self._load_checkpoints()
+        self.model_ids = [m.id for m in loaded["models"]]
+        _fill(
+            self.models,
+            [[str(m.id), m.path.name, m.quant or "?", format_size(m.bytes), _origin(m)] for m in loaded["models"]],
+        )
+
+    def _load_checkpoints(self) -> None:
+        job_id = self.job.currentData()
+        if job_id is None:
+            self.checkpoints.setRowCount(0)
+            return
+
+        def work(library: Library, task) -> tuple[list[jobs.Checkpoint], jobs.Checkpoint | None]:
+            jobs.sync(library, job_id)
+            saved = jobs.checkpoints(library, job_id)
+            return saved, jobs.best_checkpoint(saved)
+
+        self.main.tasks.start(work, self._show_checkpoints)
+
+    def _show_checkpoints(self, loaded: tuple[list[jobs.Checkpoint], jobs.Checkpoint | None]) -> None:
+        saved, best = loaded
+        basis = "answer score" if best is not None and best.answer_score is not None else "validation loss"
+        _fill(
+            self.checkpoints,
+            [
+                [
+                    str(c.step),
+                    _number(c.val_loss, ".4f"),
+                    _number(c.answer_score, ".3f"),
+                    f"★ best (by {basis})" if best is not None and c.step == best.step else "",
+                ]
+                for c in saved
+            ],
+        )
+
+    # -- scoring and exporting ------------------------------------------------------------------------
+    def score(self) -> None:
+        job_id = self.job.currentData()
+        if job_id is None:
+            return
+        name, _ = QFileDialog.getOpenFileName(
+            self, "Question set (cancel: the dataset's held-out questions)", "", "Questions (*.jsonl *.csv)"
+        )
+
+        def work(library: Library, task) -> Any:
+            questions = evaluation.load_questions(Path(name)) if name else None
+            progress = lambda what, done, total: task.report((what, done, total))  # noqa: E731
+            return evaluation.evaluate_job(library, job_id, questions, on_progress=progress, cancel=task.is_cancelled)
+
+        self._run(work, "scoring")
+
+    def export(self) -> None:
+        job_id, quant = self.job.currentData(), self.quant.currentText()
+        if job_id is None:
+            return
+
+        def work(library: Library, task) -> Any:
+            phase = lambda name, done, total: task.report((name, done, total))  # noqa: E731
+            return exports.export_checkpoint(library, job_id, quant=quant, on_phase=phase, cancel=task.is_cancelled)
+
+        self._run(work, "exporting")
+
+    def _run(self, work, doing: str) -> None:
+        self._busy(True, doing)
+        self.task = self.main.tasks.start(
+            work, self._finished, on_progress=self._progress, on_failed=self._failed, on_cancelled=self._idle
+        )
+
+    def _cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def _finished(self, _result: Any) -> None:
+        self._idle()
+        self.refresh()
+
+    def _failed(self, sentence: str) -> None:
+        self._idle()
+        self.main.show_error(sentence)
+
+    def _idle(self) -> None:
+        self._busy(False)
+
+    def _busy(self, busy: bool, doing: str = "") -> None:
+        for button in (self.score_button, self.export_button):
+            button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.progress.setVisible(busy)
+        self.progress.setRange(0, 0)
+        self.phase.setText(doing)
+        if not busy:
+            self.task = None
+
+    def _progress(self, report: tuple[str, int, int]) -> None:
+        what, done, total = report
+        self.phase.setText(what)
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _changed(self, _result: Any) -> None:
+        self.refresh()
+
+    # -- models ---------------------------------------------------------------------------------------
+    def import_model(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", "", "GGUF (*.gguf)")
+        if name:
+            self.main.tasks.start(lambda library, task: exports.import_gguf(library, Path(name)), self._changed)
+
+    def delete_model(self) -> None:
+        rows = self.models.selectionModel().selectedRows()
+        if rows:
+            model_id = self.model_ids[rows[0].row()]
+            self.main.tasks.start(lambda library, task: exports.delete_model(library, model_id), self._changed)
+
+
+def _origin(model: exports.Model) -> str:
+    return f"job {model.job_id}, step {model.step}" if model.source == "export" else f"imported ({model.path.parent})"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)

@@ -1,0 +1,98 @@
+"""Work off the GUI thread. A Task opens its own Library (a Library belongs to one thread), runs a core
+function, and hands back its progress and its result as signals, which Qt delivers on the GUI thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from core.errors import Cancelled, KnownError
+from core.library import Library
+
+log = logging.getLogger("tunedesk")
+
+
+def sentence(error: BaseException) -> str:
+    """The one sentence a user sees; a bug's traceback goes to the log."""
+    if isinstance(error, KnownError):
+        return str(error)
+    log.error("unexpected error", exc_info=error)
+    return f"Something went wrong ({type(error).__name__}: {error}); the details are in the log."
+
+
+class Task(QThread):
+    progress = Signal(object)
+    succeeded = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, data_dir: Path, work: Callable[[Library, Task], Any], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.data_dir, self.work = data_dir, work
+        self.cancel_event = threading.Event()
+
+    def report(self, value: Any) -> None:
+        """Called by the work, from this thread or the threads it starts."""
+        self.progress.emit(value)
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def is_cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def run(self) -> None:
+        try:
+            with Library(self.data_dir) as library:
+                result = self.work(library, self)
+        except Cancelled:
+            self.cancelled.emit()
+        except Exception as error:  # every failure reaches the window as one sentence
+            self.failed.emit(sentence(error))
+        else:
+            self.succeeded.emit(result)
+
+
+class Tasks(QObject):
+    """The window's running tasks: keeps each alive until it ends; errors go to `on_error`."""
+
+    def __init__(self, data_dir: Path, on_error: Callable[[str], None], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.data_dir, self.on_error = data_dir, on_error
+        self.running: set[Task] = set()
+
+    def start(
+        self,
+        work: Callable[[Library, Task], Any],
+        on_done: Callable[[Any], None] | None = None,
+        *,
+        on_progress: Callable[[Any], None] | None = None,
+        on_failed: Callable[[str], None] | None = None,
+        on_cancelled: Callable[[], None] | None = None,
+    ) -> Task:
+        task = Task(self.data_dir, work, self)
+        if on_done:
+            task.succeeded.connect(on_done)
+        if on_progress:
+            task.progress.connect(on_progress)
+        task.failed.connect(on_failed or self.on_error)
+        if on_cancelled:
+            task.cancelled.connect(on_cancelled)
+        self.running.add(task)
+        task.finished.connect(lambda: self._ended(task))
+        task.start()
+        return task
+
+    def wait(self, timeout_ms: int = 30_000) -> None:
+        for task in list(self.running):
+            task.cancel()
+            task.wait(timeout_ms)
+
+    def _ended(self, task: Task) -> None:
+        self.running.discard(task)
+        task.deleteLater()

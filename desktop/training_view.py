@@ -1,0 +1,241 @@
+"""Training: base model, where to run, preset and advanced settings; start, cancel, resume; a live chart of
+the loss with step, tokens/s and ETA. The job runs in the engine process: closing the window leaves it
+running, and reopening the view reattaches to it."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from typing import Any
+
+from PySide6.QtCore import QThread, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from core import jobs
+from core.datasets import dataset
+from core.engine.config import PRESET_NAMES, load_config
+from core.library import Library
+from core.models import DEMO, resolve_base
+from desktop.loss_chart import LossChart
+from desktop.view import View
+
+POLL_S = 0.5
+# The demo model is small: it learns a LoRA adapter at a higher rate than the presets' (as `tunedesk demo`).
+DEMO_LR = 1e-3
+
+
+class JobWatcher(QThread):
+    """Follows one job from its own thread: first what the library holds of it, then its new events."""
+
+    history = Signal(object)  # {"job", "losses", "checkpoints"}
+    events = Signal(object)  # (job, [event, ...])
+
+    def __init__(self, data_dir, job_id: int, parent=None) -> None:
+        super().__init__(parent)
+        self.data_dir, self.job_id = data_dir, job_id
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with Library(self.data_dir) as library:
+            job, _ = jobs.sync(library, self.job_id)
+            self.history.emit(
+                {"job": job, "losses": jobs.losses(library, job.id), "checkpoints": jobs.checkpoints(library, job.id)}
+            )
+            while job.state == jobs.RUNNING and not self.stopped.wait(POLL_S):
+                job, new = jobs.sync(library, self.job_id)
+                if new or job.state != jobs.RUNNING:
+                    self.events.emit((job, new))
+
+
+class TrainingView(View):
+    def __init__(self, main) -> None:
+        super().__init__(main)
+        self.base = QComboBox(editable=True)
+        self.base.addItem(DEMO)
+        self.base.setToolTip("demo, a model folder (safetensors), or a Hugging Face id such as org/name")
+        browse = QPushButton("Folder…")
+        browse.clicked.connect(self._pick_base)
+        base_row = QHBoxLayout()
+        base_row.addWidget(self.base, 1)
+        base_row.addWidget(browse)
+        self.host = QComboBox()
+        self.host.addItem("This computer", "local")
+        self.preset = QComboBox()
+        self.preset.addItems(PRESET_NAMES)
+        self.advanced = QGroupBox("Advanced settings (instead of the preset's)", checkable=True, checked=False)
+        self.max_steps = QSpinBox(minimum=0, maximum=1_000_000, specialValueText="as the epochs take")
+        self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=0.1, singleStep=0.0001, value=0.0002)
+        self.seq_len = QSpinBox(minimum=64, maximum=32768, singleStep=256, value=1024)
+        self.rank = QSpinBox(minimum=1, maximum=256, value=16)
+        advanced = QFormLayout(self.advanced)
+        advanced.addRow("Steps", self.max_steps)
+        advanced.addRow("Learning rate", self.lr)
+        advanced.addRow("Sequence length (tokens)", self.seq_len)
+        advanced.addRow("LoRA rank", self.rank)
+        form = QFormLayout()
+        form.addRow("Base model", base_row)
+        form.addRow("Run on", self.host)
+        form.addRow("Preset", self.preset)
+
+        self.start_button = QPushButton("Start training")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.resume_button = QPushButton("Resume", enabled=False)
+        self.resume_button.clicked.connect(self.resume)
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.cancel_button, self.resume_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        self.status = QLabel("No training job yet.")
+        self.status.setWordWrap(True)
+        self.chart = LossChart()
+
+        top = QHBoxLayout()
+        top.addLayout(form, 1)
+        top.addWidget(self.advanced, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.chart, 1)
+        self.job: jobs.Job | None = None
+        self.watcher: JobWatcher | None = None
+        self.last_step: dict[str, Any] = {}
+
+    # -- the job shown ---------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        if self.watcher is None:
+            self.main.tasks.start(lambda library, task: jobs.jobs(library)[-1:], self._show_latest)
+
+    def _show_latest(self, latest: list[jobs.Job]) -> None:
+        if latest and self.watcher is None:
+            self.watch(latest[0].id)
+
+    def watch(self, job_id: int) -> None:
+        self.stop()
+        self.chart.clear()
+        self.last_step = {}
+        self.watcher = JobWatcher(self.main.data_dir, job_id, self)
+        self.watcher.history.connect(self._history)
+        self.watcher.events.connect(self._events)
+        self.watcher.start()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stopped.set()
+            self.watcher.wait()
+            self.watcher = None
+
+    def reset(self) -> None:
+        self.stop()
+        self.job = None
+        self.chart.clear()
+        self.status.setText("No training job yet.")
+        self._buttons()
+
+    def _history(self, history: dict[str, Any]) -> None:
+        self.job = history["job"]
+        if self.job.steps_total:
+            self.chart.set_steps_total(self.job.steps_total)
+        for row in history["losses"]:
+            self.chart.add_loss(row["step"], row["train_loss"], row["val_loss"])
+        for saved in history["checkpoints"]:
+            self.chart.mark_checkpoint(saved.step, saved.val_loss, saved.answer_score)
+        self._show_status()
+
+    def _events(self, update: tuple[jobs.Job, list[dict[str, Any]]]) -> None:
+        self.job, new = update
+        for event in new:
+            kind = event["type"]
+            if kind == "start":
+                self.chart.set_steps_total(event["steps_total"])
+            elif kind == "step":
+                self.chart.add_loss(event["step"], train=event["loss"])
+                self.last_step = event
+            elif kind == "eval":
+                self.chart.add_loss(event["step"], val=event["val_loss"])
+            elif kind == "checkpoint":
+                self.chart.mark_checkpoint(event["step"], event.get("val_loss"))
+            elif kind == "score":
+                self.chart.mark_checkpoint(event["step"], None, event["answer_score"])
+            elif kind == "progress":
+                self.status.setText(event["message"])
+        self._show_status()
+        if self.job.state != jobs.RUNNING:
+            self.watcher = None
+
+    def _show_status(self) -> None:
+        job = self.job
+        assert job is not None
+        text = f"Job {job.id} ({job.base}): {job.state}, step {job.step} of {job.steps_total or '?'}"
+        if job.state == jobs.RUNNING and self.last_step:
+            eta = datetime.timedelta(seconds=round(self.last_step["eta_s"]))
+            text += f", {self.last_step['tokens_per_s']:,.0f} tokens/s, {eta} to go"
+        if job.message:
+            text += f". {job.message}"
+        self.status.setText(text)
+        self._buttons()
+
+    def _buttons(self) -> None:
+        running = self.job is not None and self.job.state == jobs.RUNNING
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.resume_button.setEnabled(self.job is not None and self.job.state in ("failed", "cancelled"))
+
+    # -- start, cancel, resume -------------------------------------------------------------------------
+    def _pick_base(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Base model folder (safetensors)")
+        if folder:
+            self.base.setCurrentText(folder)
+
+    def settings(self) -> dict[str, Any]:
+        overrides: dict[str, Any] = {"lr": DEMO_LR} if self.base.currentText().strip() == DEMO else {}
+        if self.advanced.isChecked():
+            overrides |= {"lr": self.lr.value(), "seq_len": self.seq_len.value(), "lora_rank": self.rank.value()}
+            if self.max_steps.value():
+                overrides["max_steps"] = self.max_steps.value()
+        return overrides
+
+    def start(self) -> None:
+        spec, preset, overrides = self.base.currentText().strip(), self.preset.currentText(), self.settings()
+        data_dir = self.main.data_dir
+
+        def work(library: Library, task) -> int:
+            config = load_config(preset, overrides)
+            base_path = resolve_base(spec, data_dir, on_progress=task.report)
+            job = jobs.create_job(library, base=spec, base_path=base_path, config=config, dataset=dataset(library))
+            jobs.start_job(library, job.id)
+            return job.id
+
+        self.start_button.setEnabled(False)
+        self.status.setText("Starting…")
+        self.main.tasks.start(work, self.watch, on_progress=self.status.setText, on_failed=self._failed_to_start)
+
+    def _failed_to_start(self, sentence: str) -> None:
+        self.status.setText("")
+        self._buttons()
+        self.main.show_error(sentence)
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            job_id = self.job.id
+            self.cancel_button.setEnabled(False)
+            self.status.setText(f"Job {job_id}: stopping after a checkpoint…")
+            self.main.tasks.start(lambda library, task: jobs.cancel_job(library, job_id))
+
+    def resume(self) -> None:
+        if self.job is not None:
+            job_id = self.job.id
+            self.main.tasks.start(lambda library, task: jobs.start_job(library, job_id).id, self.watch)

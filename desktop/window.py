@@ -1,0 +1,131 @@
+"""The main window: a list of views on the left, the chosen view on the right, and a banner that shows
+the one sentence of the latest error (its details go to the log)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.tasks import Tasks
+
+log = logging.getLogger("tunedesk")
+
+
+class ErrorBanner(QFrame):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("errorBanner")
+        self.setStyleSheet("#errorBanner { background: #fde8e8; border-bottom: 1px solid #e0a0a0; }")
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton(text="×", autoRaise=True)
+        close.clicked.connect(self.hide)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(12, 6, 6, 6)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(close)
+        self.hide()
+
+    def show_text(self, text: str) -> None:
+        self.label.setText(text)
+        self.show()
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__()
+        from desktop.chat_view import ChatView
+        from desktop.dataset_view import DatasetView
+        from desktop.document_view import DocumentView
+        from desktop.library_view import LibraryView
+        from desktop.models_view import ModelsView
+        from desktop.settings_view import SettingsView
+        from desktop.training_view import TrainingView
+
+        self.setWindowTitle("Tunedesk")
+        self.resize(1180, 760)
+        self.data_dir = data_dir
+        self.banner = ErrorBanner()
+        self.tasks = Tasks(data_dir, self.show_error, self)
+        self.views = {
+            "Library": LibraryView(self),
+            "Document": DocumentView(self),
+            "Dataset": DatasetView(self),
+            "Training": TrainingView(self),
+            "Models": ModelsView(self),
+            "Chat": ChatView(self),
+            "Settings": SettingsView(self),
+        }
+        self.nav = QListWidget()
+        self.nav.addItems(list(self.views))
+        self.nav.setFixedWidth(140)
+        self.stack = QStackedWidget()
+        for view in self.views.values():
+            self.stack.addWidget(view)
+        self.nav.currentRowChanged.connect(self._show_view)
+
+        body = QHBoxLayout()
+        body.setContentsMargins(0, 0, 0, 0)
+        body.addWidget(self.nav)
+        body.addWidget(self.stack, 1)
+        central = QWidget()
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        outer.addWidget(self.banner)
+        outer.addLayout(body, 1)
+        self.setCentralWidget(central)
+        self.nav.setCurrentRow(0)
+
+    def view(self, name: str):
+        return self.views[name]
+
+    def show_view(self, name: str) -> None:
+        self.nav.setCurrentRow(list(self.views).index(name))
+
+    def show_error(self, text: str) -> None:
+        log.warning("%s", text)
+        self.banner.show_text(text)
+
+    def open_document(self, document_id: int, page: int, passage: str = "") -> None:
+        """Show a document at a page, the passage highlighted (a search hit, a citation)."""
+        self.views["Document"].open(document_id, page, passage)
+        self.show_view("Document")
+
+    def set_data_dir(self, data_dir: Path) -> None:
+        self.shutdown()
+        self.data_dir = data_dir
+        self.tasks = Tasks(data_dir, self.show_error, self)
+        for view in self.views.values():
+            view.reset()
+        self.views[self.nav.currentItem().text()].refresh()
+
+    def shutdown(self) -> None:
+        """Stop what belongs to the window (chat worker, job watcher, tasks); a training job runs on."""
+        for view in self.views.values():
+            view.stop()
+        self.tasks.wait()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def _show_view(self, row: int) -> None:
+        self.stack.setCurrentIndex(row)
+        view = self.stack.widget(row)
+        view.refresh()

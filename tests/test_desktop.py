@@ -1,0 +1,175 @@
+"""The desktop app, offscreen (pytest-qt): files dropped on the library, a training run from the training
+view with the chart filling in, an answer streaming into the chat and a citation opening its page; and the
+GUI thread never blocked for more than 100 ms while it happens."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
+from PySide6.QtGui import QDropEvent
+
+from core import qa
+from core.datasets import build_dataset
+from core.exports import import_gguf
+from core.ingest import add_documents
+from core.library import Library
+from desktop.window import MainWindow
+from tests.conftest import SAMPLE
+
+pytestmark = pytest.mark.gui
+BLOCKED_MS = 100
+
+
+class GuiThreadWatch:
+    """A 10 ms timer on the GUI thread: the longest gap between its ticks is the longest the thread was busy.
+    It runs from the test's first step to its last: fixtures (which set up libraries on this thread) are
+    not the app's doing."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.longest_ms = 0.0
+        self.timer = QTimer(interval=10)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self.longest_ms = max(self.longest_ms, (now - self.last) * 1000)
+        self.last = now
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """The main window on a library in tmp_path/data; ask for it after the fixtures that fill the library."""
+    main = MainWindow(tmp_path / "data")
+    qtbot.addWidget(main)
+    main.show()
+    watch = GuiThreadWatch()
+    yield main
+    watch.timer.stop()
+    main.shutdown()
+    assert watch.longest_ms < BLOCKED_MS, f"the GUI thread was blocked for {watch.longest_ms:.0f} ms"
+
+
+def drop(widget, paths) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
+    widget.dropEvent(event)
+
+
+def rows(table) -> list[list[str]]:
+    return [[table.item(r, c).text() for c in range(table.columnCount())] for r in range(table.rowCount())]
+
+
+def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path):
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    view = window.view("Library")
+    drop(view, [SAMPLE, empty])
+    qtbot.waitUntil(lambda: "empty.pdf" in view.refused(), timeout=60_000)
+    qtbot.waitUntil(lambda: any(r[0] == SAMPLE.name and r[1] == "50" for r in rows(view.table)), timeout=60_000)
+    assert view.refused()["empty.pdf"] == "empty.pdf is empty (0 bytes)."
+    with Library(tmp_path / "data") as library:
+        assert [d.name for d in library.documents()] == [SAMPLE.name]
+
+    view.query.setText("Which state's law governs the agreement?")
+    view._search()
+    qtbot.waitUntil(lambda: view.hits.count() > 0, timeout=10_000)
+    assert view.hits.item(0).text().startswith(f"[{SAMPLE.name} p. 41]")
+    view._open_hit(view.hits.item(0))
+    document = window.view("Document")
+    qtbot.waitUntil(lambda: document.highlighted_page() == 41, timeout=20_000)
+    assert window.stack.currentWidget() is document
+
+
+@pytest.fixture
+def library_with_dataset(tmp_path):
+    with Library(tmp_path / "data") as library:
+        list(add_documents(library, [SAMPLE]))
+        qa.generate(library)
+        build_dataset(library)
+
+
+def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, qtbot, window):
+    view = window.view("Training")
+    window.show_view("Training")
+    view.base.setCurrentText(str(tiny_base))
+    view.advanced.setChecked(True)
+    view.max_steps.setValue(4)
+    view.seq_len.setValue(2048)
+    view.rank.setValue(4)
+    view.start()
+    qtbot.waitUntil(lambda: view.job is not None and view.job.state == "done", timeout=240_000)
+    assert [int(p.x()) for p in view.chart.train.points()] == [1, 2, 3, 4]
+    assert [int(p.x()) for p in view.chart.checkpoints.points()] == [4]
+    assert view.status.text().startswith(f"Job 1 ({tiny_base}): done, step 4 of 4")
+    assert view.start_button.isEnabled() and not view.cancel_button.isEnabled()
+
+    # Reopening the view (a new window) reattaches to the job and shows its history.
+    again = MainWindow(window.data_dir)
+    qtbot.addWidget(again)
+    again.show_view("Training")
+    qtbot.waitUntil(lambda: again.view("Training").chart.train.count() == 4, timeout=10_000)
+    again.shutdown()
+
+
+@pytest.fixture
+def chat_library(tmp_path, tiny_gguf):
+    """The sample contract, the tiny model, and a kept answer that cites page 41 (as chat keeps one)."""
+    with Library(tmp_path / "data") as library:
+        list(add_documents(library, [SAMPLE]))
+        import_gguf(library, tiny_gguf)
+        governing_law = "SELECT id, document_id FROM chunks WHERE text LIKE '%14.2 Governing Law%'"
+        chunk_id, document_id = library.db.execute(governing_law).fetchone()
+        with library.write() as db:
+            conversation = db.table("conversations").insert({"model": "m", "title": "law?", "created": "now"}).last_pk
+            for role, content in (("user", "law?"), ("assistant", "“the laws of the State of New York”")):
+                row = {"conversation_id": conversation, "role": role, "content": content, "created": "now"}
+                message = db.table("messages").insert(row | {"supported": role == "assistant"}).last_pk
+            citation = {"message_id": message, "document": SAMPLE.name, "page_first": 41, "page_last": 41}
+            quote = "the laws of the State of New York"
+            db.table("citations").insert(citation | {"chunk_id": chunk_id, "quote": quote})
+    return document_id
+
+
+def test_an_answer_streams_in_and_a_citation_opens_its_page(chat_library, qtbot, window):
+    view = window.view("Chat")
+    window.show_view("Chat")
+    qtbot.waitUntil(lambda: view.model.count() == 1, timeout=10_000)
+    tokens = []
+    view.question.setText("Which state's law governs the agreement?")
+    view.ask()
+    view.session.token.connect(tokens.append)  # before the first token: the worker is still loading the model
+    qtbot.waitUntil(lambda: view.ask_button.isEnabled(), timeout=60_000)
+    assert "You: Which state's law governs the agreement?" in view.transcript.toPlainText()
+    assert tokens, "no token streamed"
+
+    # The kept answer's citation is a link; a click opens the document at its page.
+    view.refresh()
+    qtbot.waitUntil(lambda: view.conversations.count() == 2, timeout=10_000)
+    item = next(view.conversations.item(i) for i in range(2) if view.conversations.item(i).text().startswith("law?"))
+    view._open_conversation(item)
+    qtbot.waitUntil(lambda: f"[{SAMPLE.name} p. 41]" in view.transcript.toPlainText(), timeout=10_000)
+    (href,) = re.findall(r'href="(cite:[^"]+)"', view.transcript.toHtml())
+    assert href.startswith(f"cite:{chat_library}/41")
+    view.transcript.anchorClicked.emit(QUrl(href))  # what a click on the link does
+    document = window.view("Document")
+    qtbot.waitUntil(lambda: document.highlighted_page() == 41, timeout=20_000)
+    assert document.title.text().endswith("page 41 of 50")
+
+
+def test_no_torch_in_the_app_process():
+    import subprocess
+    import sys
+
+    heavy = "('torch', 'transformers', 'llama_cpp')"
+    code = f"import json, sys, desktop.window; print(json.dumps([m for m in sys.modules if m.startswith({heavy})]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
