@@ -11,7 +11,7 @@ export PIP_CACHE_DIR ?= $(CACHE)/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # The one pin, read from pyproject.toml.
 LLAMA_CPP_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
-LINTED := core tests benchmarks
+LINTED := core desktop tests benchmarks
 # llama.cpp's GGUF converter (convert_hf_to_gguf.py, conversion/, gguf-py/) from the sdist of the pinned
 # llama-cpp-python, so that converter and runtime are one llama.cpp version; core/engine/gguf.py finds it here.
 SDISTS := $(CACHE)/sdist

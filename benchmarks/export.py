@@ -66,8 +66,8 @@ def make_model(work: Path) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import MistralConfig, MistralForCausalLM
 
+    from core import default_data_dir
     from core.demo import build
-    from core.library import default_data_dir
     from core.models import demo_dir
 
     demo = build(demo_dir(default_data_dir()), on_progress=print)

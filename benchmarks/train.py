@@ -110,8 +110,8 @@ def build_dataset(work: Path) -> Path:
 
 
 def model_folder(work: Path, model: str, layers: int | None) -> Path:
+    from core import default_data_dir
     from core.demo import build
-    from core.library import default_data_dir
     from core.models import demo_dir
 
     demo = build(demo_dir(default_data_dir()), on_progress=print)

@@ -15,19 +15,18 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import RESOURCES, cli_chat, cli_models, cli_train
+from core import RESOURCES, cli_chat, cli_models, cli_train, default_data_dir
 from core.chunking import DEFAULT_SIZE
 from core.errors import Cancelled, KnownError
 from core.extract import format_size
-from core.library import Library, default_data_dir
+from core.library import Library
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
-        from desktop.app import main as desktop
-
-        return desktop(args.data_dir)
+        _parser().print_help()
+        return 2
     try:
         return args.run(args)
     except KnownError as error:
@@ -49,7 +48,6 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunedesk",
         description="Your documents, a fine-tuned LLM, offline. Without a command: the desktop app.",
-        parents=[common],
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 

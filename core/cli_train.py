@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core import default_data_dir
 from core import jobs as jobs_
 from core.chunking import DEFAULT_SIZE
 from core.errors import KnownError
-from core.library import Library, default_data_dir
+from core.library import Library
 
 FOLLOW_INTERVAL_S = 0.5
 

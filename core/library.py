@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
@@ -192,10 +191,6 @@ class Document:
     title: str | None
     source: str
     added: str
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("TUNEDESK_HOME") or platformdirs.user_data_dir("tunedesk", appauthor=False))
 
 
 class Library:

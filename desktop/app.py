@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from core.library import default_data_dir
+from core import default_data_dir
 
 
 def main(data_dir: Path | None = None) -> int:

@@ -7,12 +7,14 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
 from core.errors import Cancelled, KnownError
-from core.library import Library
+
+if TYPE_CHECKING:
+    from core.library import Library
 
 log = logging.getLogger("tunedesk")
 
@@ -47,6 +49,8 @@ class Task(QThread):
         return self.cancel_event.is_set()
 
     def run(self) -> None:
+        from core.library import Library  # here, off the GUI thread: sqlite-utils takes 0.1 s to import
+
         try:
             with Library(self.data_dir) as library:
                 result = self.work(library, self)

@@ -3,8 +3,10 @@ the one sentence of the latest error (its details go to the log)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.tasks import Tasks
+from desktop.view import View
 
 log = logging.getLogger("tunedesk")
 
@@ -46,37 +49,35 @@ class ErrorBanner(QFrame):
         self.show()
 
 
+# Each view is built (and its module imported) the first time it is shown: the window paints before
+# QtCharts, QtPdf or the library's SQLite layer are loaded (benchmarks/startup.py).
+VIEWS = {
+    "Library": "desktop.library_view:LibraryView",
+    "Document": "desktop.document_view:DocumentView",
+    "Dataset": "desktop.dataset_view:DatasetView",
+    "Training": "desktop.training_view:TrainingView",
+    "Models": "desktop.models_view:ModelsView",
+    "Chat": "desktop.chat_view:ChatView",
+    "Settings": "desktop.settings_view:SettingsView",
+}
+
+
 class MainWindow(QMainWindow):
     def __init__(self, data_dir: Path) -> None:
         super().__init__()
-        from desktop.chat_view import ChatView
-        from desktop.dataset_view import DatasetView
-        from desktop.document_view import DocumentView
-        from desktop.library_view import LibraryView
-        from desktop.models_view import ModelsView
-        from desktop.settings_view import SettingsView
-        from desktop.training_view import TrainingView
-
         self.setWindowTitle("Tunedesk")
         self.resize(1180, 760)
         self.data_dir = data_dir
         self.banner = ErrorBanner()
         self.tasks = Tasks(data_dir, self.show_error, self)
-        self.views = {
-            "Library": LibraryView(self),
-            "Document": DocumentView(self),
-            "Dataset": DatasetView(self),
-            "Training": TrainingView(self),
-            "Models": ModelsView(self),
-            "Chat": ChatView(self),
-            "Settings": SettingsView(self),
-        }
+        self.views: dict[str, View] = {}
         self.nav = QListWidget()
-        self.nav.addItems(list(self.views))
+        self.nav.addItems(list(VIEWS))
         self.nav.setFixedWidth(140)
+        self.nav.setSpacing(3)
         self.stack = QStackedWidget()
-        for view in self.views.values():
-            self.stack.addWidget(view)
+        for _ in VIEWS:
+            self.stack.addWidget(QWidget())  # a placeholder until the view is first shown
         self.nav.currentRowChanged.connect(self._show_view)
 
         body = QHBoxLayout()
@@ -92,11 +93,21 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.nav.setCurrentRow(0)
 
-    def view(self, name: str):
+    def view(self, name: str) -> Any:
+        """The view called `name`, built now if it has not been shown yet."""
+        if name not in self.views:
+            module, _, cls = VIEWS[name].partition(":")
+            view = getattr(importlib.import_module(module), cls)(self)
+            self.views[name] = view
+            index = list(VIEWS).index(name)
+            placeholder = self.stack.widget(index)
+            self.stack.insertWidget(index, view)
+            self.stack.removeWidget(placeholder)
+            placeholder.deleteLater()
         return self.views[name]
 
     def show_view(self, name: str) -> None:
-        self.nav.setCurrentRow(list(self.views).index(name))
+        self.nav.setCurrentRow(list(VIEWS).index(name))
 
     def show_error(self, text: str) -> None:
         log.warning("%s", text)
@@ -104,7 +115,7 @@ class MainWindow(QMainWindow):
 
     def open_document(self, document_id: int, page: int, passage: str = "") -> None:
         """Show a document at a page, the passage highlighted (a search hit, a citation)."""
-        self.views["Document"].open(document_id, page, passage)
+        self.view("Document").open(document_id, page, passage)
         self.show_view("Document")
 
     def set_data_dir(self, data_dir: Path) -> None:
@@ -113,7 +124,7 @@ class MainWindow(QMainWindow):
         self.tasks = Tasks(data_dir, self.show_error, self)
         for view in self.views.values():
             view.reset()
-        self.views[self.nav.currentItem().text()].refresh()
+        self.view(self.nav.currentItem().text()).refresh()
 
     def shutdown(self) -> None:
         """Stop what belongs to the window (chat worker, job watcher, tasks); a training job runs on."""
@@ -126,6 +137,6 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def _show_view(self, row: int) -> None:
-        self.stack.setCurrentIndex(row)
-        view = self.stack.widget(row)
+        view = self.view(list(VIEWS)[row])
+        self.stack.setCurrentWidget(view)
         view.refresh()

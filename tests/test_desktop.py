@@ -173,3 +173,24 @@ def test_no_torch_in_the_app_process():
     code = f"import json, sys, desktop.window; print(json.dumps([m for m in sys.modules if m.startswith({heavy})]))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_tunedesk_without_a_command_opens_the_window(tmp_path):
+    import os
+    import subprocess
+
+    from tests.test_cli import TUNEDESK
+
+    data = tmp_path / "data"
+    env = os.environ | {"QT_QPA_PLATFORM": "offscreen"}
+    with subprocess.Popen([str(TUNEDESK), "--data-dir", str(data)], env=env, stderr=subprocess.PIPE) as app:
+        try:
+            # The library view loads the library as soon as the window is up.
+            deadline = time.monotonic() + 30
+            while not (data / "library.db").exists() and time.monotonic() < deadline:
+                assert app.poll() is None, app.stderr.read() if app.stderr else ""
+                time.sleep(0.1)
+            assert (data / "library.db").exists()
+            assert (data / "tunedesk.log").exists()
+        finally:
+            app.terminate()
