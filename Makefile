@@ -20,7 +20,7 @@ CONVERTER := $(VENV)/share/tunedesk/llama.cpp-$(LLAMA_CPP_VERSION)
 # would pull a multi-GB CUDA build. On a CUDA machine: make TORCH=torch.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench screenshots clean
 
 demo: $(VENV)/.installed
 	$(BIN)/tunedesk demo
@@ -32,6 +32,9 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+
+screenshots: $(VENV)/.installed
+	$(BIN)/python docs/make_screenshots.py
 
 bench: $(VENV)/.installed
 	@for bench in benchmarks/*.py; do echo "== $$bench"; $(BIN)/python $$bench || exit 1; done

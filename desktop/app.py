@@ -4,6 +4,7 @@ llama.cpp (those run in the engine and chat worker processes)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,14 +12,22 @@ from core import default_data_dir
 
 
 def main(data_dir: Path | None = None) -> int:
+    """The window on the library in `data_dir`, else $TUNEDESK_HOME, else the folder chosen in Settings,
+    else the platform's user data folder."""
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
+    from desktop.settings_view import DATA_DIR_SETTING
     from desktop.window import MainWindow
 
-    data_dir = data_dir or default_data_dir()
-    _log_to(data_dir / "tunedesk.log")
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Tunedesk")
+    app.setOrganizationName("Tunedesk")
+    chosen = QSettings().value(DATA_DIR_SETTING)
+    if data_dir is None and not os.environ.get("TUNEDESK_HOME") and chosen:
+        data_dir = Path(str(chosen))
+    data_dir = data_dir or default_data_dir()
+    _log_to(data_dir / "tunedesk.log")
     window = MainWindow(data_dir)
     window.show()
     return app.exec()

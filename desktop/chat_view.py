@@ -8,7 +8,7 @@ import queue
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QThread, QUrl, Signal
+from PySide6.QtCore import Qt, QThread, QUrl, Signal
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import (
     QComboBox,
@@ -107,6 +107,8 @@ class ChatView(View):
         new = QPushButton("New conversation")
         new.clicked.connect(self.new_conversation)
         self.conversations = QListWidget()
+        self.conversations.setWordWrap(True)
+        self.conversations.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.conversations.itemActivated.connect(self._open_conversation)
         left = QWidget()
         left_layout = QVBoxLayout(left)

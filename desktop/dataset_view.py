@@ -31,8 +31,9 @@ from core.library import Library
 from desktop.tasks import Task
 from desktop.view import View
 
-KINDS = {"raw": "Raw chunks (the documents' language)", "qa": "Q&A pairs", "grounded": "Grounded Q&A (RAFT)"}
-PREVIEW = 4
+# "&&": a single "&" in a Qt label marks a keyboard shortcut.
+KINDS = {"raw": "Raw chunks (the documents' language)", "qa": "Q&&A pairs", "grounded": "Grounded Q&&A (RAFT)"}
+PREVIEW = 2  # examples of each kind
 
 
 class DatasetView(View):
@@ -51,10 +52,11 @@ class DatasetView(View):
         for box in self.kinds.values():
             kinds.addWidget(box)
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         form.addRow("Chunk size", self.chunk_size)
         form.addRow("Overlap", self.overlap)
         form.addRow("Validation share (of pages)", self.val_share)
-        form.addRow("Q&A pairs from", self.source)
+        form.addRow("Q&&A pairs from", self.source)
         form.addRow("Example kinds", kinds)
 
         self.build_button = QPushButton("Build dataset")
@@ -122,8 +124,7 @@ class DatasetView(View):
             if task.is_cancelled():
                 raise Cancelled()
             dataset = build_dataset(library, settings)
-            lines = (dataset.dir / "train.jsonl").read_text(encoding="utf-8").splitlines()
-            return {"dataset": dataset, "made": made, "examples": [json.loads(line) for line in lines[:PREVIEW]]}
+            return {"dataset": dataset, "made": made, "examples": _preview(dataset.dir / "train.jsonl")}
 
         self._busy(True)
         self.task = self.main.tasks.start(
@@ -168,8 +169,28 @@ class DatasetView(View):
         self.preview.setPlainText("\n\n".join(_example_text(example) for example in built["examples"]))
 
 
+def _preview(path: Path) -> list[dict[str, Any]]:
+    """The first examples of each kind (a grounded example is a chat whose prompt holds passages)."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            example = json.loads(line)
+            kind = _kind(example)
+            if len(seen.setdefault(kind, [])) < PREVIEW:
+                seen[kind].append(example)
+    return [example for examples in seen.values() for example in examples]
+
+
+def _kind(example: dict[str, Any]) -> str:
+    if example["kind"] == "raw":
+        return "raw"
+    return "grounded Q&A" if example["messages"][1]["content"].startswith("Passages:") else "Q&A"
+
+
 def _example_text(example: dict[str, Any]) -> str:
-    if example.get("kind") == "raw":
-        return f"— raw, {example['document']} pp. {example['pages'][0]}-{example['pages'][1]}\n{example['text']}"
+    first, last = example["pages"][0], example["pages"][-1]
+    where = f"{example['document']} " + (f"p. {first}" if first == last else f"pp. {first}-{last}")
+    if example["kind"] == "raw":
+        return f"— raw text, {where}\n{example['text']}"
     turns = [f"{m['role']}: {m['content']}" for m in example["messages"] if m["role"] != "system"]
-    return "— chat\n" + "\n".join(turns)
+    return f"— {_kind(example)}, {where}\n" + "\n".join(turns)

@@ -56,7 +56,7 @@ class ModelsView(View):
         self.checkpoints = _table(("Step", "Validation loss", "Answer score", ""))
         self.score_button = QPushButton("Score answers…")
         self.score_button.setToolTip("Score every checkpoint on the held-out questions, or on a question set file")
-        self.score_button.clicked.connect(self.score)
+        self.score_button.clicked.connect(self._pick_questions)
         self.quant = QComboBox()
         self.quant.addItems(QUANTS)
         self.export_button = QPushButton("Export to GGUF")
@@ -151,16 +151,20 @@ class ModelsView(View):
         )
 
     # -- scoring and exporting ------------------------------------------------------------------------
-    def score(self) -> None:
-        job_id = self.job.currentData()
-        if job_id is None:
-            return
+    def _pick_questions(self) -> None:
         name, _ = QFileDialog.getOpenFileName(
             self, "Question set (cancel: the dataset's held-out questions)", "", "Questions (*.jsonl *.csv)"
         )
+        self.score(Path(name) if name else None)
+
+    def score(self, questions_file: Path | None = None) -> None:
+        """Score the chosen job's checkpoints on a question set (default: its held-out questions)."""
+        job_id = self.job.currentData()
+        if job_id is None:
+            return
 
         def work(library: Library, task) -> Any:
-            questions = evaluation.load_questions(Path(name)) if name else None
+            questions = evaluation.load_questions(questions_file) if questions_file else None
             progress = lambda what, done, total: task.report((what, done, total))  # noqa: E731
             return evaluation.evaluate_job(library, job_id, questions, on_progress=progress, cancel=task.is_cancelled)
 

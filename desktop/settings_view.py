@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
 
 from desktop.view import View
+
+DATA_DIR_SETTING = "data_dir"
 
 
 class SettingsView(View):
@@ -50,4 +53,5 @@ class SettingsView(View):
     def _apply(self) -> None:
         folder = Path(self.data_dir.text()).expanduser()
         if folder != self.main.data_dir:
+            QSettings().setValue(DATA_DIR_SETTING, str(folder))  # the next start opens it too
             self.main.set_data_dir(folder)

@@ -1,0 +1,123 @@
+"""The screenshots in docs/images/: the real app, offscreen, driven through the whole workflow on the
+sample contract (add, search, open a page, build a dataset, train the demo model, score, export, chat).
+
+    make screenshots        # about 5 minutes on 2 cores; the demo model is taken from the usual data dir
+                            # when `make demo` has built it, else built here (100 s)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from core import RESOURCES, default_data_dir  # noqa: E402
+from desktop.window import MainWindow  # noqa: E402
+
+IMAGES = Path(__file__).resolve().parent / "images"
+SAMPLE = RESOURCES / "samples" / "license_agreement_50p.pdf"
+QUESTIONS = RESOURCES / "questions" / "license_agreement_50p.jsonl"
+
+
+def wait_until(app: QApplication, condition, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the app did not get there in time")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def settle(app: QApplication, seconds: float = 0.5) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def shoot(app: QApplication, window: MainWindow, name: str) -> None:
+    settle(app)
+    window.grab().save(str(IMAGES / f"{name}.png"))
+    print(f"docs/images/{name}.png")
+
+
+def main() -> None:
+    IMAGES.mkdir(exist_ok=True)
+    app = QApplication([])
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        demo = default_data_dir() / "models" / "demo"
+        if (demo / "config.json").is_file():
+            shutil.copytree(demo, data / "models" / "demo")
+        bad = Path(tmp) / "scanned.pdf"
+        bad.write_bytes(b"%PDF-1.4 not really a PDF")
+        window = MainWindow(data)
+        window.show()
+
+        library = window.view("Library")
+        library.add_paths([SAMPLE, bad])
+        wait_until(app, lambda: any(library.table.item(r, 1).text() == "50" for r in range(library.table.rowCount())))
+        wait_until(app, lambda: "scanned.pdf" in library.refused())
+        library.query.setText("Which state's law governs the agreement?")
+        library._search()
+        wait_until(app, lambda: library.hits.count() > 0)
+        shoot(app, window, "library")
+
+        library._open_hit(library.hits.item(0))
+        document = window.view("Document")
+        wait_until(app, lambda: document.highlighted_page() is not None)
+        shoot(app, window, "document")
+
+        window.show_view("Dataset")
+        dataset = window.view("Dataset")
+        dataset.build()
+        wait_until(app, lambda: dataset.status.text().startswith("Dataset 1"))
+        shoot(app, window, "dataset")
+
+        window.show_view("Training")
+        training = window.view("Training")
+        training.advanced.setChecked(True)
+        training.max_steps.setValue(60)
+        training.lr.setValue(0.001)
+        training.rank.setValue(8)
+        training.start()
+        wait_until(app, lambda: training.job is not None and training.job.state != "running", timeout=900)
+        shoot(app, window, "training")
+
+        window.show_view("Models")
+        models = window.view("Models")
+        wait_until(app, lambda: models.checkpoints.rowCount() > 0)
+        models.score(QUESTIONS)
+        wait_until(app, lambda: models.task is None, timeout=900)
+        models.export()
+        wait_until(app, lambda: models.task is None, timeout=900)
+        wait_until(app, lambda: models.models.rowCount() > 0)
+        shoot(app, window, "models")
+
+        window.show_view("Chat")
+        chat = window.view("Chat")
+        wait_until(app, lambda: chat.model.count() > 0)
+        for question in ("Which state's law governs the agreement?", "When can Vyera terminate the agreement?"):
+            chat.question.setText(question)
+            chat.ask()
+            wait_until(app, lambda: chat.ask_button.isEnabled(), timeout=300)
+        shoot(app, window, "chat")
+
+        window.show_view("Settings")
+        shoot(app, window, "settings")
+        window.close()
+    # Python's exit-time collection of Qt objects after the application can crash PySide; the work is done.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
