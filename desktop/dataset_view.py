@@ -61,9 +61,11 @@ class DatasetView(View):
 
         self.build_button = QPushButton("Build dataset")
         self.build_button.clicked.connect(self.build)
-        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self._cancel)
-        self.progress = QProgressBar(visible=False)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
         self.status = QLabel()
         self.status.setWordWrap(True)
         buttons = QHBoxLayout()

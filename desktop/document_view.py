@@ -40,9 +40,11 @@ class DocumentView(View):
         self.loaded_id: int | None = None
         self.page = 1
         self.passage = ""
-        self.previous = QPushButton("◀ Page", enabled=False)
+        self.previous = QPushButton("◀ Page")
+        self.previous.setEnabled(False)
         self.previous.clicked.connect(lambda: self._turn(-1))
-        self.next = QPushButton("Page ▶", enabled=False)
+        self.next = QPushButton("Page ▶")
+        self.next.setEnabled(False)
         self.next.clicked.connect(lambda: self._turn(1))
         header = QHBoxLayout()
         header.addWidget(self.title, 1)

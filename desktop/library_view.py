@@ -100,9 +100,9 @@ class LibraryView(View):
     def _show_documents(self, documents: list[dict[str, Any]]) -> None:
         # Files still being added, and refused ones with their reason, stay listed below the documents.
         pending = {
-            key: self.table.item(row, 4).text()
+            key: self._text(row, 4)
             for key, row in self.rows.items()
-            if not key.isdigit() and self.table.item(row, 4).text() not in ("added", "already there")
+            if not key.isdigit() and self._text(row, 4) not in ("added", "already there")
         }
         self.table.setRowCount(0)
         self.rows = {}
@@ -123,6 +123,14 @@ class LibraryView(View):
             item = QTableWidgetItem(value)
             item.setData(Qt.ItemDataRole.UserRole, document["id"] if document is not None else None)
             self.table.setItem(row, column, item)
+
+    def _text(self, row: int, column: int) -> str:
+        item = self.table.item(row, column)
+        return item.text() if item else ""
+
+    def _document_id(self, row: int) -> int | None:
+        item = self.table.item(row, 0)
+        return item.data(Qt.ItemDataRole.UserRole) if item else None
 
     # -- adding ---------------------------------------------------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -172,17 +180,15 @@ class LibraryView(View):
     def refused(self) -> dict[str, str]:
         """File name -> the sentence it was refused with (what the table shows)."""
         return {
-            self.table.item(row, 0).text(): self.table.item(row, 4).text().removeprefix("refused: ")
+            self._text(row, 0): self._text(row, 4).removeprefix("refused: ")
             for row in range(self.table.rowCount())
-            if self.table.item(row, 4).text().startswith("refused: ")
+            if self._text(row, 4).startswith("refused: ")
         }
 
     # -- removing, searching, opening -----------------------------------------------------------------
     def _remove_selected(self) -> None:
-        ids = {
-            self.table.item(index.row(), 0).data(Qt.ItemDataRole.UserRole)
-            for index in self.table.selectionModel().selectedRows()
-        } - {None}
+        rows = self.table.selectionModel().selectedRows()
+        ids = {i for i in (self._document_id(index.row()) for index in rows) if i is not None}
         if ids:
             self.main.tasks.start(lambda library, task: [library.remove(i) for i in ids], lambda _: self.refresh())
 
@@ -212,6 +218,6 @@ class LibraryView(View):
             self.main.open_document(hit.document_id, hit.page_first, hit.text)
 
     def _open_row(self, row: int, _column: int) -> None:
-        document_id = self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
+        document_id = self._document_id(row)
         if document_id is not None:
             self.main.open_document(document_id, 1)

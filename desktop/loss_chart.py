@@ -15,21 +15,28 @@ class LossChart(QChartView):
         chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
         super().__init__(chart)
         self.setRenderHint(QPainter.RenderHint.Antialiasing)
-        self.train = QLineSeries(name="training loss")
-        self.val = QLineSeries(name="validation loss")
-        self.checkpoints = QScatterSeries(name="checkpoints")
+        self.train, self.val, self.checkpoints = QLineSeries(), QLineSeries(), QScatterSeries()
+        for series, name in (
+            (self.train, "training loss"),
+            (self.val, "validation loss"),
+            (self.checkpoints, "checkpoints"),
+        ):
+            series.setName(name)
         self.checkpoints.setMarkerSize(11)
         self.checkpoints.setColor(QColor("#d9822b"))
         self.checkpoints.setPointLabelsVisible(True)
         self.checkpoints.setPointLabelsClipping(False)
-        self.x = QValueAxis(titleText="step", labelFormat="%d")
-        self.y = QValueAxis(titleText="loss", labelFormat="%.2f")
-        chart.addAxis(self.x, Qt.AlignmentFlag.AlignBottom)
-        chart.addAxis(self.y, Qt.AlignmentFlag.AlignLeft)
+        self.step_axis, self.loss_axis = QValueAxis(), QValueAxis()
+        self.step_axis.setTitleText("step")
+        self.step_axis.setLabelFormat("%d")
+        self.loss_axis.setTitleText("loss")
+        self.loss_axis.setLabelFormat("%.2f")
+        chart.addAxis(self.step_axis, Qt.AlignmentFlag.AlignBottom)
+        chart.addAxis(self.loss_axis, Qt.AlignmentFlag.AlignLeft)
         for series in (self.train, self.val, self.checkpoints):
             chart.addSeries(series)
-            series.attachAxis(self.x)
-            series.attachAxis(self.y)
+            series.attachAxis(self.step_axis)
+            series.attachAxis(self.loss_axis)
         self.labels: dict[int, str] = {}  # checkpoint step -> its label
         self.clear()
 
@@ -38,12 +45,12 @@ class LossChart(QChartView):
             series.clear()
         self.labels.clear()
         self.steps_total = 1
-        self.x.setRange(0, 1)
-        self.y.setRange(0, 1)
+        self.step_axis.setRange(0, 10)
+        self.loss_axis.setRange(0, 1)
 
     def set_steps_total(self, steps: int) -> None:
         self.steps_total = max(steps, 1)
-        self.x.setRange(0, self.steps_total)
+        self.step_axis.setRange(0, self.steps_total)
 
     def add_loss(self, step: int, train: float | None = None, val: float | None = None) -> None:
         if train is not None:
@@ -70,6 +77,6 @@ class LossChart(QChartView):
         if values:
             low, high = min(values), max(values)
             margin = max((high - low) * 0.1, 0.05)
-            self.y.setRange(max(low - margin, 0), high + margin)
+            self.loss_axis.setRange(max(low - margin, 0), high + margin)
         last = max((p.x() for p in self.train.points()), default=0)
-        self.x.setRange(0, max(self.steps_total, last, 1))
+        self.step_axis.setRange(0, max(self.steps_total, last, 1))

@@ -74,7 +74,8 @@ class TrainingView(View):
         self.preset = QComboBox()
         self.preset.addItems(PRESET_NAMES)
         self.advanced = QGroupBox("Advanced settings (instead of the preset's)", checkable=True, checked=False)
-        self.max_steps = QSpinBox(minimum=0, maximum=1_000_000, specialValueText="as the epochs take")
+        self.max_steps = QSpinBox(minimum=0, maximum=1_000_000)
+        self.max_steps.setSpecialValueText("as the epochs take")
         self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=0.1, singleStep=0.0001, value=0.0002)
         self.seq_len = QSpinBox(minimum=64, maximum=32768, singleStep=256, value=1024)
         self.rank = QSpinBox(minimum=1, maximum=256, value=16)
@@ -90,9 +91,11 @@ class TrainingView(View):
 
         self.start_button = QPushButton("Start training")
         self.start_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel", enabled=False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
-        self.resume_button = QPushButton("Resume", enabled=False)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setEnabled(False)
         self.resume_button.clicked.connect(self.resume)
         buttons = QHBoxLayout()
         for button in (self.start_button, self.cancel_button, self.resume_button):

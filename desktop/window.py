@@ -36,7 +36,9 @@ class ErrorBanner(QFrame):
         self.label = QLabel()
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        close = QToolButton(text="×", autoRaise=True)
+        close = QToolButton()
+        close.setText("×")
+        close.setAutoRaise(True)
         close.clicked.connect(self.hide)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(12, 6, 6, 6)
@@ -101,6 +103,7 @@ class MainWindow(QMainWindow):
             self.views[name] = view
             index = list(VIEWS).index(name)
             placeholder = self.stack.widget(index)
+            assert placeholder is not None
             self.stack.insertWidget(index, view)
             self.stack.removeWidget(placeholder)
             placeholder.deleteLater()
