@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import RESOURCES, cli_chat, cli_models, cli_train, default_data_dir
+from core import RESOURCES, cli_chat, cli_hosts, cli_models, cli_train, default_data_dir
 from core.chunking import DEFAULT_SIZE
 from core.errors import Cancelled, KnownError
 from core.extract import format_size
@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_train.add_commands(commands, common)
     cli_models.add_commands(commands, common)
     cli_chat.add_commands(commands, common)
+    cli_hosts.add_commands(commands, common)
 
     demo = commands.add_parser("demo", parents=[common], help="try Tunedesk on the sample contract")
     demo.add_argument("--base", default="demo", help="the model to fine-tune (default: the built-in demo model)")

@@ -44,6 +44,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument("--epochs", type=float, default=None, help="passes over the training examples")
     train.add_argument("--qlora", action="store_true", help="4-bit base weights (QLoRA; needs CUDA)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting of the preset")
+    train.add_argument("--host", default=None, help="a remote host (see `tunedesk hosts`; default: this machine)")
     train.add_argument("--detach", action="store_true", help="print the job id and return; the job goes on")
     train.set_defaults(run=_train)
 
@@ -136,9 +137,18 @@ def _train(args: argparse.Namespace) -> int:
             chosen = build_dataset(library, DatasetSettings())
         else:
             chosen = dataset(library, args.dataset)
-        job = jobs_.create_job(library, base=args.base, base_path=base_path, config=config, dataset=chosen)
-        jobs_.start_job(library, job.id)
-        print(f"job {job.id}: training {args.base} on dataset {chosen.id} ({chosen.train_examples} examples)")
+        host = jobs_.LOCAL
+        if args.host:
+            from core.hosts import host as known_host
+            from core.runners import ssh
+
+            host = known_host(library, args.host).name
+            # Trusted, reachable and able to run the job, before a job exists: nothing is uploaded otherwise.
+            ssh.preflight(ssh.Remote.to(known_host(library, host), library.data_dir))
+        job = jobs_.create_job(library, base=args.base, base_path=base_path, config=config, dataset=chosen, host=host)
+        where = "" if host == jobs_.LOCAL else f" on {host}"
+        print(f"job {job.id}: training {args.base}{where} on dataset {chosen.id} ({chosen.train_examples} examples)")
+        jobs_.start_job(library, job.id, on_progress=lambda message: print(f"  {message}", file=sys.stderr))
         if args.detach:
             return 0
         return follow(library, job.id)

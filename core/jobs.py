@@ -12,19 +12,22 @@ import datetime
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import hosts
 from core.datasets import Dataset
 from core.engine.config import TrainConfig
 from core.engine.events import FILE as EVENTS_FILE
-from core.engine.events import read_events
+from core.engine.events import EventLog, read_events
 from core.errors import KnownError
 from core.library import Library
-from core.runners import local
+from core.runners import local, ssh
 
 RUNNING = "running"
+LOCAL = "local"
 ENDED = {"done": "done", "error": "failed", "cancelled": "cancelled"}
 
 
@@ -51,7 +54,7 @@ class Checkpoint:
 
 
 def create_job(
-    library: Library, *, base: str, base_path: Path, config: TrainConfig, dataset: Dataset, host: str = "local"
+    library: Library, *, base: str, base_path: Path, config: TrainConfig, dataset: Dataset, host: str = LOCAL
 ) -> Job:
     """A new job directory with its settings and a copy of the dataset, recorded in the library.
 
@@ -75,16 +78,20 @@ def create_job(
     return job(library, job_id)
 
 
-def start_job(library: Library, job_id: int) -> Job:
-    """Start (or, after a failure or a cancel, resume from its last checkpoint) the job's engine."""
+def start_job(library: Library, job_id: int, on_progress: Callable[[str], None] = lambda message: None) -> Job:
+    """Start (or, after a failure or a cancel, resume from its last checkpoint) the job's engine, on this
+    machine or on its remote host."""
     current, _ = sync(library, job_id)
-    if current.state == RUNNING and local.is_alive(current.dir):
+    if current.state == RUNNING and _alive(library, current):
         raise KnownError(f"Job {job_id} is already running.")
     if current.state == "done":
         raise KnownError(f"Job {job_id} has finished; there is nothing to resume.")
+    if current.host == LOCAL:
+        local.start(current.dir)
+    else:
+        ssh.start(_remote(library, current), current.dir, on_progress)
     with library.write() as db:
         db.execute("UPDATE jobs SET state = ?, message = NULL WHERE id = ?", [RUNNING, job_id])
-    local.start(current.dir)
     return job(library, job_id)
 
 
@@ -92,7 +99,10 @@ def cancel_job(library: Library, job_id: int) -> Job:
     current, _ = sync(library, job_id)
     if current.state != RUNNING:
         raise KnownError(f"Job {job_id} is not running (it is {current.state}).")
-    local.cancel(current.dir)
+    if current.host == LOCAL:
+        local.cancel(current.dir)
+    else:
+        ssh.cancel(_remote(library, current), current.dir)
     return current
 
 
@@ -102,8 +112,14 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
     A job whose engine is gone without a final event is marked failed: it will never finish.
     """
     current = job(library, job_id)
+    lost = None
+    if current.host != LOCAL and (current.dir / ssh.REMOTE_FILE).exists() and not ssh.wiped(current.dir):
+        try:
+            _remote_sync(library, current)
+        except KnownError as error:  # the host is out of reach: the job goes on there; look again later
+            lost = f"{error} The job goes on there; Tunedesk reconnects when it can."
     events, offset = read_events(current.dir / EVENTS_FILE, _offset(library, job_id))
-    alive = current.state != RUNNING or local.is_alive(current.dir)
+    alive = current.state != RUNNING or lost is not None or _alive(library, current)
     if not alive:  # the engine may have written its last words after the read above
         more, offset = read_events(current.dir / EVENTS_FILE, offset)
         events += more
@@ -111,12 +127,38 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
         for event in events:
             _apply(db, job_id, event)
         db.execute("UPDATE jobs SET events_offset = ? WHERE id = ?", [offset, job_id])
+        if current.state == RUNNING and job(library, job_id).state == RUNNING:
+            db.execute("UPDATE jobs SET message = ? WHERE id = ?", [lost, job_id])
         if not alive and job(library, job_id).state == RUNNING:
             db.execute(
                 "UPDATE jobs SET state = 'failed', message = ? WHERE id = ?",
                 ["The engine stopped without a word (its supervisor was killed).", job_id],
             )
     return job(library, job_id), events
+
+
+def _alive(library: Library, current: Job) -> bool:
+    if current.host == LOCAL:
+        return local.is_alive(current.dir)
+    if not (current.dir / ssh.REMOTE_FILE).exists():
+        return False
+    return not ssh.ended(current.dir) and ssh.is_alive(_remote(library, current), current.dir)
+
+
+def _remote_sync(library: Library, current: Job) -> None:
+    """Bring a remote job's events and checkpoints home; once it has ended there, wipe it there."""
+    remote = _remote(library, current)
+    if ssh.pull(remote, current.dir) or not ssh.is_alive(remote, current.dir):
+        ssh.pull(remote, current.dir)  # what it wrote last
+        left = ssh.wipe(remote, current.dir)
+        if left:
+            EventLog(current.dir).write("warning", message=f"Not everything was deleted on the host: {left}.")
+        else:
+            EventLog(current.dir).write("wiped", host=current.host)
+
+
+def _remote(library: Library, current: Job) -> ssh.Remote:
+    return ssh.Remote.to(hosts.host(library, current.host), library.data_dir)
 
 
 def _apply(db: Any, job_id: int, event: dict[str, Any]) -> None:
@@ -142,6 +184,8 @@ def _apply(db: Any, job_id: int, event: dict[str, Any]) -> None:
         )
     elif kind in ENDED:
         db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ?", [ENDED[kind], event.get("message"), job_id])
+    elif kind == "warning":
+        db.execute("UPDATE jobs SET message = ? WHERE id = ?", [event["message"], job_id])
 
 
 def jobs(library: Library) -> list[Job]:

@@ -175,6 +175,25 @@ def m004_conversations(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m005_hosts(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE hosts (
+            name TEXT PRIMARY KEY,
+            user TEXT NOT NULL,
+            address TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            key TEXT,                      -- a private key file; NULL: the SSH agent and ~/.ssh's keys
+            python TEXT NOT NULL,          -- the Python the engine runs with there
+            workdir TEXT NOT NULL,         -- where jobs run there (wiped when they end) and the engine's code
+            price_per_hour REAL,           -- USD, for the cost of a job
+            added TEXT NOT NULL
+        );
+        """
+    )
+
+
 class LibraryError(KnownError):
     """The library itself cannot be used (busy, full, read-only, damaged): no other file would fare better."""
 

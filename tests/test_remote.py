@@ -1,0 +1,165 @@
+"""Remote hosts against a real sshd on 127.0.0.1 (tests/sshd.py): host keys verified (unknown refused with
+nothing sent, changed refused loudly), wrong key, nothing listening; and a whole tiny job run there through
+SSH, its events and checkpoints brought home and its remote directory wiped after success, cancel and a
+dropped connection."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests import sshd
+from tests.conftest import SAMPLE
+from tests.engine_fixtures import wait_for
+from tests.test_cli import tunedesk
+from tests.test_jobs import FAST, job_json
+
+pytestmark = pytest.mark.skipif(not sshd.available(), reason="needs OpenSSH's sshd and ssh-keygen")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    running = sshd.Sshd(tmp_path_factory.mktemp("sshd"))
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def data(tmp_path):
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    assert tunedesk("dataset", "build", "--kinds", "raw,qa,grounded", data_dir=data).returncode == 0
+    return data
+
+
+def add_host(data, server, tmp_path, name="box", *, key=None, port=None, address="127.0.0.1"):
+    workdir = tmp_path / "remote"
+    target = f"{server.user}@{address}:{port or server.port}"
+    key = key or server.client_key
+    args = ["hosts", "add", name, target, "--key", str(key), "--python", sys.executable, "--dir", str(workdir)]
+    added = tunedesk(*args, data_dir=data)
+    assert added.returncode == 0, added.stderr
+    return workdir
+
+
+def trust(data, server, name="box"):
+    trusted = tunedesk("hosts", "trust", name, "--fingerprint", server.fingerprint, data_dir=data)
+    assert trusted.returncode == 0, trusted.stderr
+    return trusted
+
+
+def remote_jobs(workdir):
+    folder = workdir / "jobs"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_hosts_are_added_listed_and_removed(tmp_path, server):
+    data = tmp_path / "data"
+    add_host(data, server, tmp_path, "a10g")
+    listed = json.loads(tunedesk("hosts", "list", "--json", data_dir=data).stdout)["hosts"]
+    assert [(h["name"], h["address"], h["port"]) for h in listed] == [("a10g", "127.0.0.1", server.port)]
+    again = tunedesk("hosts", "add", "a10g", "root@10.0.0.1", data_dir=data)
+    assert again.returncode == 1 and "There is a host a10g already" in again.stderr
+    bad = tunedesk("hosts", "add", "x", "10.0.0.1", data_dir=data)
+    assert bad.returncode == 1 and "'10.0.0.1' is not user@host or user@host:port." in bad.stderr
+    assert tunedesk("hosts", "rm", "a10g", data_dir=data).returncode == 0
+    assert json.loads(tunedesk("hosts", "list", "--json", data_dir=data).stdout)["hosts"] == []
+
+
+def test_an_unknown_host_is_refused_before_anything_is_sent(data, server, tmp_path):
+    workdir = add_host(data, server, tmp_path)
+    refused = tunedesk("train", "--host", "box", "--max-steps", "2", *FAST, data_dir=data)
+    assert refused.returncode == 1
+    assert f"The host box ({server.user}@127.0.0.1:{server.port}) is not trusted yet" in refused.stderr
+    assert not workdir.exists()  # no byte of the user's data went there
+    assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}
+
+
+def test_trust_takes_only_the_fingerprint_the_host_offers(data, server, tmp_path):
+    add_host(data, server, tmp_path)
+    wrong = tunedesk("hosts", "trust", "box", "--fingerprint", "SHA256:" + "A" * 43, data_dir=data)
+    assert wrong.returncode == 1 and f"offers the key {server.fingerprint}, not SHA256:AAA" in wrong.stderr
+    assert trust(data, server).stdout.strip() == f"host box: trusted ({server.fingerprint})"
+    checked = tunedesk("hosts", "check", "box", data_dir=data)
+    assert checked.returncode == 0, checked.stderr
+    assert f"host box: Python {sys.version_info.major}.{sys.version_info.minor}" in checked.stdout
+    assert f"engine: {sys.executable}" in checked.stdout  # this Python imports the engine: no venv needed
+
+
+def test_a_changed_host_key_is_refused_loudly(data, server, tmp_path):
+    add_host(data, server, tmp_path)
+    trust(data, server)
+    server.restart(host_key=server.other_host_key)
+    try:
+        refused = tunedesk("hosts", "check", "box", data_dir=data)
+        assert refused.returncode == 1
+        assert "The host key of box (" in refused.stderr and "has CHANGED since you trusted it" in refused.stderr
+        assert sshd.fingerprint(server.other_host_key.with_suffix(".pub")) in refused.stderr
+    finally:
+        server.restart()
+
+
+def test_a_wrong_key_and_nothing_listening_are_one_sentence_each(data, server, tmp_path):
+    stranger = sshd.keygen(tmp_path / "stranger")
+    add_host(data, server, tmp_path, "box", key=stranger)
+    trust(data, server)
+    refused = tunedesk("hosts", "check", "box", data_dir=data)
+    assert refused.returncode == 1 and f"refused the key {stranger}." in refused.stderr
+    add_host(data, server, tmp_path, "closed", port=sshd.free_port())
+    closed = tunedesk("hosts", "check", "closed", data_dir=data)
+    assert closed.returncode == 1 and "cannot be reached: nothing listens on port" in closed.stderr
+    add_host(data, server, tmp_path, "nowhere", address="no-such-host.invalid")
+    nowhere = tunedesk("hosts", "check", "nowhere", data_dir=data)
+    assert (
+        nowhere.returncode == 1 and "cannot be reached: no-such-host.invalid is not a known host name" in nowhere.stderr
+    )
+
+
+def test_a_whole_job_runs_on_the_host_and_leaves_nothing_there(data, server, tmp_path, tiny_base):
+    workdir = add_host(data, server, tmp_path)
+    trust(data, server)
+    trained = tunedesk("train", "--host", "box", "--base", str(tiny_base), "--max-steps", "4", *FAST, data_dir=data)
+    assert trained.returncode == 0, trained.stderr
+    assert "job 1: training" in trained.stdout and " on box " in trained.stdout
+    assert "Job 1 finished at step 4 of 4." in trained.stdout
+    shown = job_json(data)
+    assert shown["state"] == "done" and [c["step"] for c in shown["checkpoints"]] == [4]
+    assert (data / "jobs" / "1" / "checkpoints" / "step-000004" / "adapter_model.safetensors").is_file()
+    assert [row["step"] for row in shown["losses"]] == [1, 2, 3, 4]
+    assert remote_jobs(workdir) == []  # the documents' dataset and the checkpoints are gone from the host
+    events = (data / "jobs" / "1" / "events.jsonl").read_text()
+    assert '"type": "wiped"' in events
+    # What stays there holds no user data: the engine's code and the base model, reused by the next job.
+    assert sorted(p.name for p in workdir.iterdir()) == ["code", "jobs", "models"]
+    exported = tunedesk("export", "1", "--quant", "q8_0", data_dir=data)
+    assert exported.returncode == 0, exported.stderr  # the checkpoint that came home exports as any other
+
+
+def test_a_dropped_connection_is_reattached_and_a_cancel_wipes_the_host(data, server, tmp_path, tiny_base):
+    workdir = add_host(data, server, tmp_path)
+    trust(data, server)
+    started = tunedesk(
+        "train", "--host", "box", "--base", str(tiny_base), "--max-steps", "400", *FAST, "--detach", data_dir=data
+    )
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: job_json(data)["step"] >= 2, timeout=240)
+
+    server.stop()  # the connection drops; the job goes on there
+    try:
+        lost = job_json(data)
+        assert lost["state"] == "running"
+        assert "cannot be reached" in lost["message"] and "The job goes on there" in lost["message"]
+    finally:
+        server.start()
+    step = job_json(data)["step"]
+    wait_for(lambda: job_json(data)["step"] > step, timeout=120)  # reattached: its steps come home again
+    assert job_json(data)["message"] is None
+
+    assert tunedesk("cancel", "1", data_dir=data).returncode == 0
+    wait_for(lambda: job_json(data)["state"] != "running", timeout=240)
+    shown = job_json(data)
+    assert shown["state"] == "cancelled" and shown["checkpoints"]
+    assert remote_jobs(workdir) == []
