@@ -144,7 +144,8 @@ def _train(args: argparse.Namespace) -> int:
 
             host = known_host(library, args.host).name
             # Trusted, reachable and able to run the job, before a job exists: nothing is uploaded otherwise.
-            ssh.preflight(ssh.Remote.to(known_host(library, host), library.data_dir))
+            need = ssh.need_bytes(base_path, chosen.dir, demo=args.base == "demo")
+            ssh.preflight(ssh.Remote.to(known_host(library, host), library.data_dir), need)
         job = jobs_.create_job(library, base=args.base, base_path=base_path, config=config, dataset=chosen, host=host)
         where = "" if host == jobs_.LOCAL else f" on {host}"
         print(f"job {job.id}: training {args.base}{where} on dataset {chosen.id} ({chosen.train_examples} examples)")

@@ -89,7 +89,12 @@ def start_job(library: Library, job_id: int, on_progress: Callable[[str], None] 
     if current.host == LOCAL:
         local.start(current.dir)
     else:
-        ssh.start(_remote(library, current), current.dir, on_progress)
+        try:
+            ssh.start(_remote(library, current), current.dir, on_progress)
+        except KnownError as error:
+            with library.write() as db:
+                db.execute("UPDATE jobs SET state = 'failed', message = ? WHERE id = ?", [str(error), job_id])
+            raise
     with library.write() as db:
         db.execute("UPDATE jobs SET state = ?, message = NULL WHERE id = ?", [RUNNING, job_id])
     return job(library, job_id)

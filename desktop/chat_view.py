@@ -50,10 +50,12 @@ class ChatSession(QThread):
         if self.chat is not None:
             self.chat.stop()
 
-    def close(self) -> None:
+    def end(self) -> None:
+        """Stop any answer and end the conversation's thread (and its worker) without waiting for it."""
+        for signal in (self.token, self.answered, self.failed):
+            signal.disconnect()
         self.stop_answer()
         self.questions.put(None)
-        self.wait()
 
     def run(self) -> None:
         try:
@@ -177,7 +179,8 @@ class ChatView(View):
 
     def stop(self) -> None:
         if self.session is not None:
-            self.session.close()
+            self.session.end()
+            self.main.tasks.retire(self.session)
             self.session = None
 
     def reset(self) -> None:

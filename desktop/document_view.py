@@ -1,50 +1,55 @@
-"""A document at a page: the PDF page itself (QtPdf), the cited passage highlighted by a search for its
-opening words; a text document (DOCX, TXT, Markdown) shows the page's text with the passage marked."""
+"""A document at a page: the PDF page itself, the cited passage highlighted; a text document (DOCX, TXT,
+Markdown) shows the page's text with the passage marked.
+
+The page is rendered (QtPdf) and the passage found on it (QtPdf's text search, on that page only) in a
+task, off the GUI thread: rendering a page and searching a document's text take longer than the GUI
+thread may be busy (desktop.md). The view shows the finished image and scrolls to the passage.
+"""
 
 from __future__ import annotations
 
 import html
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QBuffer, QByteArray, QPointF
-from PySide6.QtPdf import QPdfDocument, QPdfSearchModel
-from PySide6.QtPdfWidgets import QPdfView
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QStackedWidget, QTextBrowser, QVBoxLayout
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QStackedWidget,
+    QTextBrowser,
+    QVBoxLayout,
+)
 
-from core.library import Library
 from desktop.view import View
 
+if TYPE_CHECKING:
+    from core.library import Library
+
 HINT = "Open a document from the library, a search hit or a citation in the chat."
+HIGHLIGHT = QColor(255, 214, 0, 110)
 
 
 class DocumentView(View):
     def __init__(self, main) -> None:
         super().__init__(main)
         self.title = QLabel(HINT)
-        self.pdf = QPdfDocument(self)
-        self.pdf_view = QPdfView()
-        # One whole page at a time: the cited page shows entire, its passage highlighted, whatever the size.
-        self.pdf_view.setPageMode(QPdfView.PageMode.SinglePage)
-        self.pdf_view.setZoomMode(QPdfView.ZoomMode.FitInView)
-        self.pdf_view.setDocument(self.pdf)
-        self.search = QPdfSearchModel(self)
-        self.search.setDocument(self.pdf)
-        self.pdf_view.setSearchModel(self.search)
-        self.search.countChanged.connect(self._select_hit)
-        self.pdf.statusChanged.connect(self._go)
+        self.image = QLabel()
+        self.image.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        self.page_area = QScrollArea()
+        self.page_area.setWidget(self.image)
+        self.page_area.setWidgetResizable(True)
+        self.page_area.setStyleSheet("QScrollArea { background: #9a9a9a; }")
         self.text = QTextBrowser()
         self.pages = QStackedWidget()
-        self.pages.addWidget(self.pdf_view)
+        self.pages.addWidget(self.page_area)
         self.pages.addWidget(self.text)
-        self.buffer: QBuffer | None = None  # QPdfDocument reads from it for as long as it shows the file
-        self.loaded_id: int | None = None
-        self.page = 1
-        self.passage = ""
         self.previous = QPushButton("◀ Page")
-        self.previous.setEnabled(False)
         self.previous.clicked.connect(lambda: self._turn(-1))
         self.next = QPushButton("Page ▶")
-        self.next.setEnabled(False)
         self.next.clicked.connect(lambda: self._turn(1))
         header = QHBoxLayout()
         header.addWidget(self.title, 1)
@@ -54,68 +59,93 @@ class DocumentView(View):
         layout.addLayout(header)
         layout.addWidget(self.pages, 1)
         self.document_id: int | None = None
+        self.page = 1
+        self.found: int | None = None  # the page the passage was found and highlighted on
+        self._buttons(1, 1)
 
     def open(self, document_id: int, page: int, passage: str = "") -> None:
+        # The view may not have been shown yet: the window's content area says how wide a page can be.
+        width = max(self.main.stack.width() - 60, 600)
+
         def work(library: Library, task) -> dict[str, Any]:
             document = library.document(document_id)
-            shown = {"document": document, "page": page, "passage": passage}
-            if document.kind == "pdf" and document_id != self.loaded_id:
-                shown["bytes"] = library.stored_file(document).read_bytes()
-            elif document.kind != "pdf":
+            shown: dict[str, Any] = {"document": document, "page": page}
+            if document.kind == "pdf":
+                shown |= render(library.stored_file(document), page, passage, width)
+            else:
                 shown["text"] = library.page_text(document_id, page)
+                shown["passage"] = passage
             return shown
 
         self.main.tasks.start(work, self._show)
 
     def reset(self) -> None:
-        self.pdf.close()
-        self.loaded_id = None
+        self.document_id, self.found = None, None
         self.title.setText(HINT)
+        self.image.clear()
         self.text.clear()
 
-    def _show(self, shown: dict[str, Any]) -> None:
-        document, self.page, self.passage = shown["document"], shown["page"], shown["passage"]
-        self.document_id = document.id
-        self.previous.setEnabled(self.page > 1)
-        self.next.setEnabled(self.page < document.pages)
-        self.title.setText(f"<b>{html.escape(document.name)}</b> — page {self.page} of {document.pages}")
-        if document.kind != "pdf":
-            self.loaded_id = None
-            self.pages.setCurrentWidget(self.text)
-            self.text.setHtml(_marked(shown["text"], self.passage))
-            return
-        self.pages.setCurrentWidget(self.pdf_view)
-        if "bytes" in shown:  # loading is asynchronous: _go runs when the document is ready
-            self.buffer = QBuffer(self)
-            self.buffer.setData(QByteArray(shown["bytes"]))
-            self.buffer.open(QBuffer.OpenModeFlag.ReadOnly)
-            self.pdf.load(self.buffer)
-            self.loaded_id = document.id
-        self._go()
+    def highlighted_page(self) -> int | None:
+        """The page (from 1) on which the passage is highlighted, if it is."""
+        return self.found
 
-    def _go(self) -> None:
-        if self.pdf.status() != QPdfDocument.Status.Ready:
+    def _show(self, shown: dict[str, Any]) -> None:
+        document, self.page = shown["document"], shown["page"]
+        self.document_id = document.id
+        self.title.setText(f"<b>{html.escape(document.name)}</b> — page {self.page} of {document.pages}")
+        self._buttons(self.page, document.pages)
+        if document.kind != "pdf":
+            self.pages.setCurrentWidget(self.text)
+            self.text.setHtml(_marked(shown["text"], shown["passage"]))
+            self.found = self.page if shown["passage"] and "<mark>" in self.text.toHtml() else None
             return
-        self.pdf_view.pageNavigator().jump(self.page - 1, QPointF(), self.pdf_view.zoomFactor())
-        self.search.setSearchString(_probe(self.passage))
+        self.pages.setCurrentWidget(self.page_area)
+        self.image.setPixmap(QPixmap.fromImage(shown["image"]))
+        self.found = self.page if shown["top"] is not None else None
+        self.page_area.verticalScrollBar().setValue(max(int(shown["top"] or 0) - 60, 0))
+
+    def _buttons(self, page: int, pages: int) -> None:
+        self.previous.setEnabled(page > 1)
+        self.next.setEnabled(page < pages)
 
     def _turn(self, by: int) -> None:
         if self.document_id is not None:
             self.open(self.document_id, self.page + by)
 
-    def _select_hit(self) -> None:
-        # The search runs page by page in the background; the first hit on the shown page is the passage.
-        for index in range(self.search.count()):
-            hit = self.search.resultAtIndex(index)
-            if hit.page() == self.page - 1:
-                if self.pdf_view.currentSearchResultIndex() != index:
-                    self.pdf_view.setCurrentSearchResultIndex(index)
-                return
 
-    def highlighted_page(self) -> int | None:
-        """The page (from 1) of the highlighted passage, if one is."""
-        index = self.pdf_view.currentSearchResultIndex()
-        return self.search.resultAtIndex(index).page() + 1 if index >= 0 else None
+def render(path: Path, page: int, passage: str, width: int) -> dict[str, Any]:
+    """The page as an image `width` pixels wide with the passage highlighted, and the passage's top (pixels),
+    or None where it was not found. Runs in a task: a QPdfDocument of its own, loaded synchronously."""
+    from PySide6.QtPdf import QPdfDocument, QPdfSearchModel
+
+    document = QPdfDocument()
+    document.load(str(path))
+    size = document.pagePointSize(page - 1)
+    scale = width / size.width()
+    pixels = QSize(width, round(size.height() * scale))
+    image = QImage(pixels, QImage.Format.Format_ARGB32)
+    image.fill(QColor("white"))  # what the PDF does not paint is paper, not transparency
+    painter = QPainter(image)
+    painter.drawImage(0, 0, document.render(page - 1, pixels))
+    painter.end()
+    top = None
+    if passage:
+        search = QPdfSearchModel()
+        search.setDocument(document)
+        search.setSearchString(_probe(passage))
+        hits = search.resultsOnPage(page - 1)
+        if hits:
+            rectangles = [
+                QRectF(r.x() * scale, r.y() * scale, r.width() * scale, r.height() * scale)
+                for r in hits[0].rectangles()
+            ]
+            painter = QPainter(image)
+            for rectangle in rectangles:
+                painter.fillRect(rectangle.adjusted(-2, -1, 2, 1), HIGHLIGHT)
+            painter.end()
+            top = min(r.top() for r in rectangles)
+    document.close()
+    return {"image": image, "top": top}
 
 
 def _probe(passage: str) -> str:

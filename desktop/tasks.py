@@ -69,6 +69,7 @@ class Tasks(QObject):
         super().__init__(parent)
         self.data_dir, self.on_error = data_dir, on_error
         self.running: set[Task] = set()
+        self.retiring: set[QThread] = set()
 
     def start(
         self,
@@ -92,10 +93,17 @@ class Tasks(QObject):
         task.start()
         return task
 
+    def retire(self, thread: QThread) -> None:
+        """Keep a thread that was asked to end alive until it has: the GUI thread does not wait for it."""
+        self.retiring.add(thread)
+        thread.finished.connect(lambda: self.retiring.discard(thread))
+
     def wait(self, timeout_ms: int = 30_000) -> None:
+        """At the window's close: cancel the tasks, and wait for them and for the retiring threads."""
         for task in list(self.running):
             task.cancel()
-            task.wait(timeout_ms)
+        for thread in [*self.running, *self.retiring]:
+            thread.wait(timeout_ms)
 
     def _ended(self, task: Task) -> None:
         self.running.discard(task)

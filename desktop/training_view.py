@@ -137,8 +137,11 @@ class TrainingView(View):
 
     def stop(self) -> None:
         if self.watcher is not None:
+            # A sync in flight (an SSH round trip to a remote host) ends on its own; nobody waits for it.
+            self.watcher.history.disconnect()
+            self.watcher.events.disconnect()
             self.watcher.stopped.set()
-            self.watcher.wait()
+            self.main.tasks.retire(self.watcher)
             self.watcher = None
 
     def reset(self) -> None:

@@ -163,3 +163,35 @@ def test_a_dropped_connection_is_reattached_and_a_cancel_wipes_the_host(data, se
     shown = job_json(data)
     assert shown["state"] == "cancelled" and shown["checkpoints"]
     assert remote_jobs(workdir) == []
+
+
+def test_a_job_that_fails_there_is_wiped_too(data, server, tmp_path, tiny_base):
+    workdir = add_host(data, server, tmp_path)
+    trust(data, server)
+    # Rows of 64 tokens cannot hold the dataset's examples: the engine refuses the data there.
+    failed = tunedesk("train", "--host", "box", "--base", str(tiny_base), "--set", "seq_len=64", data_dir=data)
+    assert failed.returncode == 1
+    shown = job_json(data)
+    assert shown["state"] == "failed" and "more than seq_len (64)" in shown["message"]
+    assert remote_jobs(workdir) == []
+
+
+def test_a_host_without_room_is_refused_before_upload(data, server, tmp_path, tiny_base):
+    import subprocess
+
+    tiny = tmp_path / "tiny-disk"
+    tiny.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(tiny)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        add_host(data, server, tmp_path)
+        args = ["hosts", "add", "small", f"{server.user}@127.0.0.1:{server.port}", "--key", str(server.client_key)]
+        assert tunedesk(*args, "--python", sys.executable, "--dir", str(tiny), data_dir=data).returncode == 0
+        trust(data, server, "small")
+        refused = tunedesk("train", "--host", "small", "--base", str(tiny_base), data_dir=data)
+        assert refused.returncode == 1
+        assert "The host small has 0.0 GB free in" in refused.stderr and "the job needs about" in refused.stderr
+        assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)

@@ -196,6 +196,13 @@ def model_dir(remote: Remote, checked: Preflight, base: Path) -> str:
     return folder
 
 
+def need_bytes(base: Path, dataset_dir: Path, *, demo: bool) -> int:
+    """Room a job needs there: the base model (unless built there), the dataset, and 256 MB for
+    checkpoints and logs (a LoRA adapter is a few MB to a few hundred)."""
+    model = 0 if demo else sum(p.stat().st_size for p in base.glob("*") if p.is_file())
+    return model + sum(p.stat().st_size for p in dataset_dir.glob("*")) + (1 << 28)
+
+
 def remote_job_dir(checked: Preflight, job_dir: Path) -> str:
     # The local data dir's job folder name is unique on this machine; the host may serve several machines.
     tag = hashlib.sha256(str(job_dir.resolve()).encode()).hexdigest()[:8]
@@ -207,10 +214,8 @@ def start(remote: Remote, job_dir: Path, on_progress=lambda message: None) -> st
     job = json.loads((job_dir / "job.json").read_text())
     base = Path(job["base"])
     demo = job.get("base_name") == "demo"
-    need = sum(p.stat().st_size for p in base.glob("*") if p.is_file()) if not demo else 0
-    need += sum(p.stat().st_size for p in (job_dir / "dataset").glob("*")) * 2 + (1 << 28)
     on_progress(f"Checking {remote.host.name}…")
-    checked = preflight(remote, need)
+    checked = preflight(remote, need_bytes(base, job_dir / "dataset", demo=demo))
     python = bootstrap(remote, checked, on_progress)
     on_progress(f"Uploading the job to {remote.host.name}…")
     code = code_dir(remote, checked)
