@@ -137,19 +137,18 @@ def _train(args: argparse.Namespace) -> int:
             chosen = build_dataset(library, DatasetSettings())
         else:
             chosen = dataset(library, args.dataset)
-        host = jobs_.LOCAL
-        if args.host:
-            from core.hosts import host as known_host
-            from core.runners import ssh
-
-            host = known_host(library, args.host).name
-            # Trusted, reachable and able to run the job, before a job exists: nothing is uploaded otherwise.
-            need = ssh.need_bytes(base_path, chosen.dir, demo=args.base == "demo")
-            ssh.preflight(ssh.Remote.to(known_host(library, host), library.data_dir), need)
-        job = jobs_.create_job(library, base=args.base, base_path=base_path, config=config, dataset=chosen, host=host)
+        host = args.host or jobs_.LOCAL
+        job = jobs_.launch(
+            library,
+            base=args.base,
+            base_path=base_path,
+            config=config,
+            dataset=chosen,
+            host=host,
+            on_progress=lambda message: print(f"  {message}", file=sys.stderr),
+        )
         where = "" if host == jobs_.LOCAL else f" on {host}"
         print(f"job {job.id}: training {args.base}{where} on dataset {chosen.id} ({chosen.train_examples} examples)")
-        jobs_.start_job(library, job.id, on_progress=lambda message: print(f"  {message}", file=sys.stderr))
         if args.detach:
             return 0
         return follow(library, job.id)
@@ -206,6 +205,9 @@ def _print_job(library: Library, job: jobs_.Job) -> None:
     print(f"Job {job.id} {status} at step {job.step} of {job.steps_total or '?'}.")
     if job.message:
         print(f"  {job.message}")
+    if job.host != jobs_.LOCAL:
+        hours, cost = jobs_.usage(library, job)
+        print(f"  ran {hours:.2f} h on {job.host}" + (f", {cost:.2f} USD" if cost is not None else ""))
     for c in saved:
         val = f"val loss {c.val_loss:.3f}" if c.val_loss is not None else "no val loss"
         mark = "  <- best" if best and c.step == best.step else ""
@@ -219,11 +221,15 @@ def _job_json(library: Library, job: jobs_.Job) -> dict[str, Any]:
 
     saved = jobs_.checkpoints(library, job.id)
     best = jobs_.best_checkpoint(saved)
+    hours, cost = jobs_.usage(library, job)
     return {
         "id": job.id,
         "state": job.state,
         "created": job.created,
         "base": job.base,
+        "host": job.host,
+        "hours": round(hours, 4),
+        "cost_usd": None if cost is None else round(cost, 4),
         "step": job.step,
         "steps_total": job.steps_total,
         "message": job.message,

@@ -12,6 +12,7 @@ import datetime
 import json
 import math
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from core.engine.events import FILE as EVENTS_FILE
 from core.engine.events import EventLog, read_events
 from core.errors import KnownError
 from core.library import Library
+from core.models import DEMO
 from core.runners import local, ssh
 
 RUNNING = "running"
@@ -76,6 +78,25 @@ def create_job(
         (job_dir / "job.json").write_text(json.dumps(spec, indent=2))
         db.execute("UPDATE jobs SET dir = ? WHERE id = ?", [str(job_dir), job_id])
     return job(library, job_id)
+
+
+def launch(
+    library: Library,
+    *,
+    base: str,
+    base_path: Path,
+    config: TrainConfig,
+    dataset: Dataset,
+    host: str = LOCAL,
+    on_progress: Callable[[str], None] = lambda message: None,
+) -> Job:
+    """Create a job and start it, here or on a remote host. A remote host is checked first (trusted,
+    reachable, a Python, room for the job), so that a host that cannot run it costs no job and no upload."""
+    if host != LOCAL:
+        need = ssh.need_bytes(base_path, dataset.dir, demo=base == DEMO)
+        ssh.preflight(ssh.Remote.to(hosts.host(library, host), library.data_dir), need)
+    created = create_job(library, base=base, base_path=base_path, config=config, dataset=dataset, host=host)
+    return start_job(library, created.id, on_progress)
 
 
 def start_job(library: Library, job_id: int, on_progress: Callable[[str], None] = lambda message: None) -> Job:
@@ -224,6 +245,23 @@ def best_checkpoint(saved: list[Checkpoint]) -> Checkpoint | None:
     if rated:
         return min(rated, key=lambda c: (val_loss(c), -c.step))
     return saved[-1] if saved else None
+
+
+def usage(library: Library, current: Job) -> tuple[float, float | None]:
+    """Hours the job's engine has run (over all its runs) and, on a host with an hourly price, their cost
+    in USD. Counted from each run's start to its end: the renting of a machine before and after is not."""
+    hours, began = 0.0, None
+    for event in read_events(current.dir / EVENTS_FILE)[0]:
+        if event["type"] == "start":
+            began = event["time"]
+        elif event["type"] in ENDED and began is not None:
+            hours, began = hours + (event["time"] - began) / 3600, None
+    if began is not None and current.state == RUNNING:
+        hours += (time.time() - began) / 3600
+    price = None
+    if current.host != LOCAL:
+        price = next((h.price_per_hour for h in hosts.hosts(library) if h.name == current.host), None)
+    return hours, None if price is None else hours * price
 
 
 def losses(library: Library, job_id: int) -> list[dict[str, Any]]:

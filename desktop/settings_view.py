@@ -1,16 +1,36 @@
-"""Settings: the library's folder (data directory), and where the log is. Remote GPU hosts will appear
-here when that work lands."""
+"""Settings: the library's folder (data directory) and where the log is; and the remote GPU hosts: add one,
+trust its key after comparing its fingerprint (a dialog; never on its own), check it, remove it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
 
 from desktop.view import View
 
+if TYPE_CHECKING:
+    from core.library import Library
+
 DATA_DIR_SETTING = "data_dir"
+HOST_COLUMNS = ("Name", "Address", "Python", "Folder there", "USD/h")
 
 
 class SettingsView(View):
@@ -32,23 +52,178 @@ class SettingsView(View):
         form.addRow("Log", self.log)
         note = QLabel(
             "The library folder holds library.db, a copy of each document, datasets, training jobs and models. "
-            "Tunedesk makes no network connection unless you give a Hugging Face model id to train from."
+            "Tunedesk connects to nothing but the hosts below (when you train there) and, if you give a "
+            "Hugging Face model id, the Hugging Face hub."
         )
         note.setWordWrap(True)
         note.setStyleSheet("color: gray")
+
+        self.hosts = QTableWidget(0, len(HOST_COLUMNS))
+        self.hosts.setHorizontalHeaderLabels(HOST_COLUMNS)
+        self.hosts.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.hosts.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.hosts.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.hosts.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.hosts.verticalHeader().hide()
+        self.name = QLineEdit(placeholderText="a10g")
+        self.target = QLineEdit(placeholderText="ubuntu@203.0.113.7 or ubuntu@host:2222")
+        self.key = QLineEdit(placeholderText="empty: the SSH agent and ~/.ssh's keys")
+        key_browse = QPushButton("Key file…")
+        key_browse.clicked.connect(self._pick_key)
+        key_row = QHBoxLayout()
+        key_row.addWidget(self.key, 1)
+        key_row.addWidget(key_browse)
+        self.python = QLineEdit("python3")
+        self.price = QDoubleSpinBox(minimum=0.0, maximum=1000.0, decimals=3, singleStep=0.1)
+        self.price.setSpecialValueText("not given")
+        add = QPushButton("Add host")
+        add.clicked.connect(self.add_host)
+        host_form = QFormLayout()
+        host_form.addRow("Name", self.name)
+        host_form.addRow("User and address", self.target)
+        host_form.addRow("Key", key_row)
+        host_form.addRow("Python there", self.python)
+        host_form.addRow("Price per hour (USD)", self.price)
+        host_form.addRow("", add)
+        trust = QPushButton("Trust…")
+        trust.clicked.connect(self.trust_selected)
+        check = QPushButton("Check")
+        check.clicked.connect(self.check_selected)
+        remove = QPushButton("Remove")
+        remove.clicked.connect(self.remove_selected)
+        host_buttons = QHBoxLayout()
+        for button in (trust, check, remove):
+            host_buttons.addWidget(button)
+        host_buttons.addStretch(1)
+        self.host_status = QLabel()
+        self.host_status.setWordWrap(True)
+        hosts_box = QGroupBox("Remote GPU hosts (docs/remote.md: renting one and pointing Tunedesk at it)")
+        hosts_layout = QVBoxLayout(hosts_box)
+        hosts_layout.addWidget(self.hosts, 1)
+        hosts_layout.addLayout(host_buttons)
+        hosts_layout.addWidget(self.host_status)
+        hosts_layout.addLayout(host_form)
+
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(note)
-        layout.addStretch(1)
+        layout.addWidget(hosts_box, 1)
+        self.host_names: list[str] = []
 
     def refresh(self) -> None:
         self.data_dir.setText(str(self.main.data_dir))
         self.log.setText(str(self.main.data_dir / "tunedesk.log"))
 
+        def work(library: Library, task) -> list[Any]:
+            from core.hosts import hosts
+
+            return hosts(library)
+
+        self.main.tasks.start(work, self._show_hosts)
+
+    def _show_hosts(self, listed: list[Any]) -> None:
+        self.host_names = [h.name for h in listed]
+        self.hosts.setRowCount(len(listed))
+        for row, h in enumerate(listed):
+            price = "" if h.price_per_hour is None else f"{h.price_per_hour:.2f}"
+            for column, value in enumerate((h.name, h.where, h.python, h.workdir, price)):
+                self.hosts.setItem(row, column, QTableWidgetItem(value))
+
+    # -- hosts ------------------------------------------------------------------------------------------
+    def add_host(self) -> None:
+        name, target, key = self.name.text().strip(), self.target.text().strip(), self.key.text().strip()
+        python, price = self.python.text().strip() or "python3", self.price.value() or None
+
+        def work(library: Library, task) -> Any:
+            from core.hosts import add_host
+
+            return add_host(library, name, target, key=Path(key) if key else None, python=python, price_per_hour=price)
+
+        self.main.tasks.start(work, self._added)
+
+    def _added(self, host: Any) -> None:
+        self.host_status.setText(f"Added {host.name} ({host.where}); select it and press Trust… before training there.")
+        self.name.clear()
+        self.target.clear()
+        self.refresh()
+
+    def selected_host(self) -> str | None:
+        rows = self.hosts.selectionModel().selectedRows()
+        return self.host_names[rows[0].row()] if rows else None
+
+    def trust_selected(self) -> None:
+        name = self.selected_host()
+        if name is None:
+            return
+
+        def work(library: Library, task) -> tuple[str, str]:
+            from core.hosts import fingerprint, host, offered_key
+
+            return name, fingerprint(offered_key(host(library, name)))
+
+        self.main.tasks.start(work, self._confirm)
+
+    def _confirm(self, offered: tuple[str, str]) -> None:
+        name, fingerprint = offered
+        answer = QMessageBox.question(
+            self,
+            "Trust this host?",
+            f"The host {name} offers a key with the fingerprint\n\n{fingerprint}\n\nCompare it with the one your "
+            "provider shows for this machine. Trust it only if they are the same.",
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            self.host_status.setText(f"{name} is not trusted.")
+            return
+
+        def work(library: Library, task) -> str:
+            from core.hosts import trust_host
+
+            return trust_host(library, name, fingerprint)
+
+        self.main.tasks.start(work, lambda trusted: self.host_status.setText(f"{name} is trusted ({trusted})."))
+
+    def check_selected(self) -> None:
+        name = self.selected_host()
+        if name is None:
+            return
+        self.host_status.setText(f"Checking {name}…")
+
+        def work(library: Library, task) -> str:
+            from core.hosts import host
+            from core.runners import ssh
+
+            remote = ssh.Remote.to(host(library, name), library.data_dir)
+            checked = ssh.preflight(remote)
+            engine = ssh.bootstrap(remote, checked, on_progress=task.report)
+            gpus = "; ".join(checked.gpus) or "no GPU (nvidia-smi): it would train on CPU"
+            return (
+                f"{name}: Python {checked.python}, {checked.free_bytes / 1e9:.1f} GB free in {checked.workdir}; "
+                f"{gpus}; the engine runs with {engine}."
+            )
+
+        self.main.tasks.start(work, self.host_status.setText, on_progress=self.host_status.setText)
+
+    def remove_selected(self) -> None:
+        name = self.selected_host()
+        if name is not None:
+
+            def work(library: Library, task) -> Any:
+                from core.hosts import remove_host
+
+                return remove_host(library, name)
+
+            self.main.tasks.start(work, lambda _: self.refresh())
+
+    # -- library folder -------------------------------------------------------------------------------
     def _pick(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Library folder", self.data_dir.text())
         if folder:
             self.data_dir.setText(folder)
+
+    def _pick_key(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "Private key file", str(Path.home() / ".ssh"))
+        if name:
+            self.key.setText(name)
 
     def _apply(self) -> None:
         folder = Path(self.data_dir.text()).expanduser()

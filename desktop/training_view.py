@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core import jobs
+from core import hosts, jobs
 from core.datasets import dataset
 from core.engine.config import PRESET_NAMES, load_config
 from core.library import Library
@@ -70,7 +70,7 @@ class TrainingView(View):
         base_row.addWidget(self.base, 1)
         base_row.addWidget(browse)
         self.host = QComboBox()
-        self.host.addItem("This computer", "local")
+        self.host.addItem("This computer", jobs.LOCAL)
         self.preset = QComboBox()
         self.preset.addItems(PRESET_NAMES)
         self.advanced = QGroupBox("Advanced settings (instead of the preset's)", checkable=True, checked=False)
@@ -119,12 +119,21 @@ class TrainingView(View):
 
     # -- the job shown ---------------------------------------------------------------------------------
     def refresh(self) -> None:
-        if self.watcher is None:
-            self.main.tasks.start(lambda library, task: jobs.jobs(library)[-1:], self._show_latest)
+        def work(library: Library, task) -> dict[str, Any]:
+            return {"latest": jobs.jobs(library)[-1:], "hosts": hosts.hosts(library)}
 
-    def _show_latest(self, latest: list[jobs.Job]) -> None:
-        if latest and self.watcher is None:
-            self.watch(latest[0].id)
+        self.main.tasks.start(work, self._show_latest)
+
+    def _show_latest(self, loaded: dict[str, Any]) -> None:
+        chosen = self.host.currentData()
+        self.host.clear()
+        self.host.addItem("This computer", jobs.LOCAL)
+        for h in loaded["hosts"]:
+            price = f", {h.price_per_hour:.2f} USD/h" if h.price_per_hour is not None else ""
+            self.host.addItem(f"{h.name} ({h.where}{price})", h.name)
+        self.host.setCurrentIndex(max(self.host.findData(chosen), 0))
+        if loaded["latest"] and self.watcher is None and self.job is None:
+            self.watch(loaded["latest"][0].id)
 
     def watch(self, job_id: int) -> None:
         self.stop()
@@ -218,11 +227,21 @@ class TrainingView(View):
         spec, preset, overrides = self.base.currentText().strip(), self.preset.currentText(), self.settings()
         data_dir = self.main.data_dir
 
+        host = self.host.currentData()
+
         def work(library: Library, task) -> int:
             config = load_config(preset, overrides)
             base_path = resolve_base(spec, data_dir, on_progress=task.report)
-            job = jobs.create_job(library, base=spec, base_path=base_path, config=config, dataset=dataset(library))
-            jobs.start_job(library, job.id)
+            chosen = dataset(library)
+            job = jobs.launch(
+                library,
+                base=spec,
+                base_path=base_path,
+                config=config,
+                dataset=chosen,
+                host=host,
+                on_progress=task.report,
+            )
             return job.id
 
         self.start_button.setEnabled(False)

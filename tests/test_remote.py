@@ -35,11 +35,13 @@ def data(tmp_path):
     return data
 
 
-def add_host(data, server, tmp_path, name="box", *, key=None, port=None, address="127.0.0.1"):
+def add_host(data, server, tmp_path, name="box", *, key=None, port=None, address="127.0.0.1", price=None):
     workdir = tmp_path / "remote"
     target = f"{server.user}@{address}:{port or server.port}"
     key = key or server.client_key
     args = ["hosts", "add", name, target, "--key", str(key), "--python", sys.executable, "--dir", str(workdir)]
+    if price is not None:
+        args += ["--price", str(price)]
     added = tunedesk(*args, data_dir=data)
     assert added.returncode == 0, added.stderr
     return workdir
@@ -119,7 +121,7 @@ def test_a_wrong_key_and_nothing_listening_are_one_sentence_each(data, server, t
 
 
 def test_a_whole_job_runs_on_the_host_and_leaves_nothing_there(data, server, tmp_path, tiny_base):
-    workdir = add_host(data, server, tmp_path)
+    workdir = add_host(data, server, tmp_path, price=1.2)
     trust(data, server)
     trained = tunedesk("train", "--host", "box", "--base", str(tiny_base), "--max-steps", "4", *FAST, data_dir=data)
     assert trained.returncode == 0, trained.stderr
@@ -127,6 +129,8 @@ def test_a_whole_job_runs_on_the_host_and_leaves_nothing_there(data, server, tmp
     assert "Job 1 finished at step 4 of 4." in trained.stdout
     shown = job_json(data)
     assert shown["state"] == "done" and [c["step"] for c in shown["checkpoints"]] == [4]
+    assert shown["host"] == "box" and 0 < shown["hours"] < 0.1
+    assert shown["cost_usd"] == pytest.approx(shown["hours"] * 1.2, abs=1e-3)
     assert (data / "jobs" / "1" / "checkpoints" / "step-000004" / "adapter_model.safetensors").is_file()
     assert [row["step"] for row in shown["losses"]] == [1, 2, 3, 4]
     assert remote_jobs(workdir) == []  # the documents' dataset and the checkpoints are gone from the host
@@ -195,3 +199,36 @@ def test_a_host_without_room_is_refused_before_upload(data, server, tmp_path, ti
         assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}
     finally:
         subprocess.run(["umount", str(tiny)], check=False)
+
+
+def test_hosts_page_adds_trusts_after_the_dialog_and_checks(server, tmp_path, qtbot, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from desktop.window import MainWindow
+
+    window = MainWindow(tmp_path / "data")
+    qtbot.addWidget(window)
+    window.show_view("Settings")
+    settings = window.view("Settings")
+    settings.name.setText("box")
+    settings.target.setText(f"{server.user}@127.0.0.1:{server.port}")
+    settings.key.setText(str(server.client_key))
+    settings.python.setText(sys.executable)
+    settings.add_host()
+    qtbot.waitUntil(lambda: settings.host_names == ["box"], timeout=10_000)
+
+    shown = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: shown.append(args[2]) or QMessageBox.StandardButton.Yes)
+    settings.hosts.selectRow(0)
+    settings.trust_selected()
+    qtbot.waitUntil(lambda: settings.host_status.text().startswith("box is trusted"), timeout=20_000)
+    assert server.fingerprint in shown[0]  # the user saw the fingerprint before saying yes
+    settings.check_selected()
+    qtbot.waitUntil(lambda: "the engine runs with" in settings.host_status.text(), timeout=30_000)
+    assert f"Python {sys.version_info.major}.{sys.version_info.minor}" in settings.host_status.text()
+
+    window.show_view("Training")
+    training = window.view("Training")
+    qtbot.waitUntil(lambda: training.host.count() == 2, timeout=10_000)
+    assert training.host.itemData(1) == "box"
+    window.shutdown()
