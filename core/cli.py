@@ -27,6 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
+    if sys.stdin.isatty():  # a key file's passphrase is asked for, at a terminal; kept in memory only
+        import getpass
+
+        from core.runners.ssh import Remote
+
+        Remote.ask_passphrase = getpass.getpass
     try:
         return args.run(args)
     except KnownError as error:

@@ -232,3 +232,15 @@ def test_hosts_page_adds_trusts_after_the_dialog_and_checks(server, tmp_path, qt
     qtbot.waitUntil(lambda: training.host.count() == 2, timeout=10_000)
     assert training.host.itemData(1) == "box"
     window.shutdown()
+
+
+def test_a_key_with_a_passphrase_is_asked_for_or_explained(data, server, tmp_path):
+    import subprocess
+
+    locked = tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(locked)], check=True)
+    add_host(data, server, tmp_path, key=locked)
+    trust(data, server)
+    refused = tunedesk("hosts", "check", "box", data_dir=data)  # no terminal to ask at
+    assert refused.returncode == 1
+    assert f"The key {locked} is protected by a passphrase. Load it into your SSH agent (ssh-add)" in refused.stderr

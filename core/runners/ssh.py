@@ -26,6 +26,7 @@ import shlex
 import stat
 import tarfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,10 +67,13 @@ class Remote:
 
     _open: ClassVar[dict[tuple[str, str], Remote]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
+    # How a front end asks for a key's passphrase (the CLI: getpass); None: ask the user for ssh-add.
+    ask_passphrase: ClassVar[Callable[[str], str] | None] = None
 
     def __init__(self, host: hosts.Host, data_dir: Path) -> None:
         self.host, self.data_dir = host, data_dir
         self.client: Any = None
+        self.passphrase: str | None = None
         self.lock = threading.RLock()
 
     @classmethod
@@ -111,7 +115,14 @@ class Remote:
         transport = self.client.get_transport() if self.client is not None else None
         if transport is None or not transport.is_active():
             self.close()
-            self.client = hosts.connect(self.host, self.data_dir)
+            try:
+                self.client = hosts.connect(self.host, self.data_dir, passphrase=self.passphrase)
+            except hosts.PassphraseNeeded as needed:
+                if Remote.ask_passphrase is None:
+                    raise KnownError(f"{needed} Load it into your SSH agent (ssh-add) and try again.") from None
+                # Asked once and kept in this process's memory only: never written anywhere.
+                self.passphrase = Remote.ask_passphrase(f"{needed} Passphrase: ")
+                self.client = hosts.connect(self.host, self.data_dir, passphrase=self.passphrase)
         return self.client
 
 
