@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT))
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from core import RESOURCES, default_data_dir  # noqa: E402
+from core.hosts import add_host  # noqa: E402
+from core.library import Library  # noqa: E402
 from desktop.window import MainWindow  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent / "images"
@@ -60,6 +62,8 @@ def main() -> None:
             shutil.copytree(demo, data / "models" / "demo")
         bad = Path(tmp) / "scanned.pdf"
         bad.write_bytes(b"%PDF-1.4 not really a PDF")
+        with Library(data) as library:  # a rented GPU box, recorded (nothing is sent to it)
+            add_host(library, "a10g", "ubuntu@203.0.113.7", price_per_hour=1.006)
         window = MainWindow(data)
         window.show()
 
@@ -113,6 +117,8 @@ def main() -> None:
         shoot(app, window, "chat")
 
         window.show_view("Settings")
+        settings = window.view("Settings")
+        wait_until(app, lambda: settings.hosts.rowCount() == 1)
         shoot(app, window, "settings")
         window.close()
     # Python's exit-time collection of Qt objects after the application can crash PySide; the work is done.
