@@ -157,6 +157,7 @@ def run_engine(job_dir: Path, base: Path, dataset: Path, config: dict) -> dict:
     start = next(e for e in events if e["type"] == "start")
     return {
         "tokens_per_s": steps[-1]["tokens_per_s"],
+        "gpu_peak_gib": steps[-1].get("gpu_peak_gib"),
         "device": start["device"],
         "seq_len": config["seq_len"],
         "batch_rows": config["batch_rows"],

@@ -88,6 +88,7 @@ def run(job_dir: Path) -> None:
             lr=scheduler.get_last_lr()[0],
             tokens_per_s=round(tokens_seen / training_s, 1),
             eta_s=round(elapsed / (step - done) * (total_steps - step), 1),
+            **_gpu_memory(device),
         )
         val_loss = None
         if val_rows and (step % config.eval_every == 0 or step % config.save_every == 0 or step == total_steps):
@@ -210,6 +211,13 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_step
 def _save(job_dir, step, model, optimizer, scheduler, events: EventLog, val_loss: float | None) -> None:
     path = checkpoint.save(job_dir, step, model, optimizer, scheduler)
     events.write("checkpoint", step=step, path=str(path.relative_to(job_dir)), val_loss=val_loss)
+
+
+def _gpu_memory(device: str) -> dict[str, float]:
+    """The most GPU memory the run has held, for the chart's status line and the benchmarks."""
+    if device != "cuda":
+        return {}
+    return {"gpu_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
 
 def _stop_flag(job_dir: Path):

@@ -1,0 +1,148 @@
+"""The reference job (Mistral 7B, QLoRA, a 181-page contract: about 136k tokens an epoch) measured on the
+GPU at hand and projected to an NVIDIA A10G: tokens/s of Tunedesk's engine against a plain Trainer + peft
+baseline without packing (same model, data and steps, in the same run), seconds an epoch, peak GPU memory,
+MFU, the export's merge + convert + quantize time, and the A10G's time and cost for an epoch.
+
+    python benchmarks/gpu_reference.py --model 7b --qlora          # on a CUDA machine (random weights)
+    .venv/bin/python benchmarks/gpu_reference.py                   # here: the demo model on CPU
+
+Goals (issue 9): at least 2x the baseline; the reference job in at most 10 minutes and 0.20 USD on an
+A10G. On a machine without CUDA the speed-up is measured on the CPU, and the A10G projection is made from
+the last GPU run recorded in benchmarks/results/ (train_cuda_7b.json), saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import RESULTS, save, verdict
+from benchmarks.train import build_dataset, example_lengths, model_folder, run_engine, run_trainer
+from core.engine import sizing
+from core.engine.config import load_config
+
+GOAL_SECONDS, GOAL_USD = 600, 0.20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["demo", "7b"], default="demo")
+    parser.add_argument("--qlora", action="store_true")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--peak-tflops", type=float, help="this GPU's dense bf16 peak, if it is not in the table")
+    args = parser.parse_args()
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        dataset = build_dataset(work)
+        base = model_folder(work, args.model, None)
+        records = [json.loads(line) for line in (dataset / "train.jsonl").read_text().splitlines()]
+        validation = [json.loads(line) for line in (dataset / "val.jsonl").read_text().splitlines()]
+        lengths = example_lengths(base, records)
+        seq_len = -(-max(example_lengths(base, records + validation)) // 64) * 64
+        rows = max(1, round(8 * (sum(lengths) / len(lengths)) / seq_len))
+        settings = {"max_steps": args.steps, "seq_len": seq_len, "batch_rows": rows, "warmup_steps": 2}
+        settings |= {"eval_every": 10**6, "save_every": 10**6, "qlora": args.qlora}
+        settings |= {"gradient_checkpointing": args.qlora}
+        config = load_config("quick", settings)
+        ours = run_engine(work / "job", base, dataset, config.to_dict())
+        baseline = run_trainer(base, records, config, 8)
+        started = time.perf_counter()
+        export = subprocess.run(
+            [sys.executable, "-m", "core.engine.export", str(work / "job"), str(args.steps), "q4_k_m"],
+            capture_output=True,
+            text=True,
+        )
+        export_s = time.perf_counter() - started if '"type": "done"' in export.stdout else None
+
+    parameters = _parameters(args.model, base)
+    speedup = ours["tokens_per_s"] / baseline["tokens_per_s"]
+    numbers: dict = {
+        "model": args.model,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "parameters": parameters,
+        "tokens_per_s": ours["tokens_per_s"],
+        "baseline_tokens_per_s": baseline["tokens_per_s"],
+        "speedup": round(speedup, 2),
+        "seconds_per_reference_epoch": round(sizing.REFERENCE_TOKENS / ours["tokens_per_s"], 1),
+        "peak_gpu_gib": ours.get("gpu_peak_gib"),
+        "export_q4_k_m_s": None if export_s is None else round(export_s, 1),
+    }
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else sizing.PEAK_BF16.get(numbers["device"])
+    if cuda and peak:
+        projection = sizing.project(ours["tokens_per_s"], parameters, peak)
+        source = f"this run on {numbers['device']}"
+    else:
+        projection, source = _recorded_projection()
+    if projection is not None:
+        numbers |= {"mfu": round(projection.mfu, 4), "a10g_epoch_s": round(projection.seconds, 1)}
+        numbers |= {"a10g_epoch_usd": round(projection.usd, 3), "projected_from": source}
+    print(json.dumps(numbers, indent=2))
+    print(
+        "Assumptions: 4 FLOPs per parameter per token (LoRA/QLoRA: forward + backward through activations);"
+        f" {sizing.REFERENCE_TOKENS:,} tokens an epoch; A10G {sizing.PEAK_BF16[sizing.A10G] / 1e12:.0f} TFLOPS"
+        f" bf16 at {sizing.A10G_USD_PER_HOUR} USD/h; the A10G reaches the MFU measured on the source card."
+    )
+    save(f"gpu_reference_{'cuda' if cuda else 'cpu'}", numbers)
+    verdict(
+        "gpu_reference_speedup",
+        f"{speedup:.2f}x Trainer + peft without packing on {numbers['device']}",
+        "at least 2x",
+        speedup >= 2,
+    )
+    if projection is not None:
+        verdict(
+            "gpu_reference_a10g",
+            f"an epoch in {projection.seconds / 60:.1f} min for {projection.usd:.2f} USD"
+            f" on an A10G (projected from {source}; training only)",
+            "at most 10 min and 0.20 USD",
+            projection.seconds <= GOAL_SECONDS and projection.usd <= GOAL_USD,
+        )
+
+
+def _parameters(model: str, base: Path) -> float:
+    if model == "7b":
+        return sizing.MISTRAL_7B_PARAMETERS
+    from safetensors import safe_open
+
+    total = 0
+    for shard in base.glob("*.safetensors"):
+        with safe_open(str(shard), "pt") as weights:
+            for name in weights.keys():  # noqa: SIM118  (safe_open has keys(), not iteration)
+                total += _numel(weights.get_slice(name).get_shape())
+    return float(total)
+
+
+def _numel(shape: list[int]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def _recorded_projection() -> tuple[sizing.Projection | None, str]:
+    recorded = RESULTS / "train_cuda_7b.json"
+    if not recorded.exists():
+        return None, "no GPU run recorded"
+    run = json.loads(recorded.read_text())
+    peak = sizing.PEAK_BF16.get(run.get("gpu", ""))
+    if peak is None or run.get("model") != "7b":
+        return None, "no usable GPU run recorded"
+    source = (
+        f"the {run['gpu']} run in benchmarks/results/train_cuda_7b.json ({run['ours']['tokens_per_s']:.0f} tokens/s)"
+    )
+    return sizing.project(run["ours"]["tokens_per_s"], sizing.MISTRAL_7B_PARAMETERS, peak), source
+
+
+if __name__ == "__main__":
+    main()
