@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import RESOURCES, cli_chat, cli_hosts, cli_models, cli_train, default_data_dir
+from core import RESOURCES, cli_chat, cli_hosts, cli_models, cli_train, default_data_dir, versions
 from core.chunking import DEFAULT_SIZE
 from core.errors import Cancelled, KnownError
 from core.extract import format_size
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         Remote.ask_passphrase = getpass.getpass
     try:
+        versions.check(versions.APP)
         return args.run(args)
     except KnownError as error:
         print(f"tunedesk: {error}", file=sys.stderr)
@@ -71,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     rm = commands.add_parser("rm", parents=[common], help="remove a document (by id or name)")
     rm.add_argument("document", metavar="DOC")
     rm.set_defaults(run=_rm)
+
+    backup = commands.add_parser("backup", parents=[common], help="a consistent copy of the library's database")
+    backup.add_argument("target", nargs="?", type=Path, metavar="FILE", help="default: backups/library-TIME.db")
+    backup.set_defaults(run=_backup)
 
     search = commands.add_parser("search", parents=[common], help="the passages that best match a query")
     search.add_argument("query", metavar="QUERY")
@@ -144,6 +149,13 @@ def _rm(args: argparse.Namespace) -> int:
     with cli_train.open_library(args) as library:
         document = library.remove(args.document)
     print(f"removed {document.name} (id {document.id})")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    with cli_train.open_library(args) as library:
+        target = library.backup(args.target)
+    print(f"backup: {target} ({format_size(target.stat().st_size)}; restore by copying it over library.db)")
     return 0
 
 

@@ -350,6 +350,25 @@ class Library:
         self.stored_file(document).unlink(missing_ok=True)
         return document
 
+    def backup(self, target: Path | None = None) -> Path:
+        """A consistent copy of the database (SQLite's VACUUM INTO: a snapshot even while others write), by
+        default in backups/ with the time in its name. The documents' stored copies (files/) are not in it."""
+        if target is None:
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+            target = self.data_dir / "backups" / f"library-{stamp}.db"
+        if target.exists():
+            raise KnownError(f"{target} exists already; choose another name.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
+        try:
+            self.db.execute("VACUUM INTO ?", [str(partial)])
+        except sqlite3.Error as error:
+            partial.unlink(missing_ok=True)
+            raise known_error(error, target) from error
+        partial.replace(target)
+        return target
+
     def stored_file(self, document: Document) -> Path:
         return self.files_dir / f"{document.sha256}{_SUFFIX[document.kind]}"
 

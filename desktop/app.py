@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from core import default_data_dir
+from core import default_data_dir, versions
+from core.errors import KnownError
 
 
 def main(data_dir: Path | None = None) -> int:
@@ -28,6 +29,13 @@ def main(data_dir: Path | None = None) -> int:
         data_dir = Path(str(chosen))
     data_dir = data_dir or default_data_dir()
     _log_to(data_dir / "tunedesk.log")
+    try:
+        versions.check(versions.APP)
+    except KnownError as error:
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.critical(None, "Tunedesk", str(error))
+        return 1
     window = MainWindow(data_dir)
     window.show()
     return app.exec()

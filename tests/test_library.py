@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +163,24 @@ def test_a_second_writer_waits_then_gets_a_clear_sentence(library, tmp_path):
         holder.wait()
         holder.stdout.close()
     assert counts(library)["documents"] == 0
+
+
+def test_backup_is_a_consistent_copy_and_never_overwrites(tmp_path):
+    import sqlite3
+
+    from tests.test_cli import tunedesk
+
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    made = tunedesk("backup", data_dir=data)
+    assert made.returncode == 0, made.stderr
+    target = Path(made.stdout.split()[1])
+    assert target.parent == data / "backups" and target.name.startswith("library-")
+    copy = sqlite3.connect(target)
+    try:
+        assert copy.execute("SELECT name FROM documents").fetchall() == [(SAMPLE.name,)]
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        copy.close()
+    again = tunedesk("backup", str(target), data_dir=data)
+    assert again.returncode == 1 and f"{target} exists already" in again.stderr

@@ -14,8 +14,10 @@ from core.errors import KnownError
 def main(job_dir: Path) -> int:
     events = EventLog(job_dir)
     try:
+        from core import versions
         from core.engine.train import run
 
+        versions.check(versions.ENGINE)
         run(job_dir)
     except KnownError as error:
         events.write("error", message=str(error))
