@@ -139,13 +139,14 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
     """
     current = job(library, job_id)
     lost = None
-    if current.host != LOCAL and (current.dir / ssh.REMOTE_FILE).exists() and not ssh.wiped(current.dir):
-        try:
+    try:
+        if current.host != LOCAL and (current.dir / ssh.REMOTE_FILE).exists() and not ssh.wiped(current.dir):
             _remote_sync(library, current)
-        except KnownError as error:  # the host is out of reach: the job goes on there; look again later
-            lost = f"{error} The job goes on there; Tunedesk reconnects when it can."
+        alive = current.state != RUNNING or _alive(library, current)
+    except KnownError as error:  # the host is out of reach: the job goes on there; look again later
+        lost = f"{error} The job goes on there; Tunedesk reconnects when it can."
+        alive = True
     events, offset = read_events(current.dir / EVENTS_FILE, _offset(library, job_id))
-    alive = current.state != RUNNING or lost is not None or _alive(library, current)
     if not alive:  # the engine may have written its last words after the read above
         more, offset = read_events(current.dir / EVENTS_FILE, offset)
         events += more

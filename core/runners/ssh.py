@@ -18,6 +18,7 @@ only sshd, a Python 3.11+, and SFTP.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -26,7 +27,7 @@ import shlex
 import stat
 import tarfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,7 +38,13 @@ from core.engine.events import FILE as EVENTS_FILE
 from core.errors import KnownError
 
 CODE = Path(__file__).resolve().parent.parent  # the core package, uploaded as the engine's code
-ENGINE_IMPORTS = "import torch, transformers, peft, safetensors, sentencepiece"
+# Whether a Python has the engine's packages: found, not imported (importing torch and transformers takes
+# seconds, and a check should not).
+ENGINE_IMPORTS = (
+    "import importlib.util, sys; "
+    "sys.exit(0 if all(importlib.util.find_spec(m) for m in "
+    "('torch', 'transformers', 'peft', 'safetensors', 'sentencepiece')) else 1)"
+)
 ENGINE_REQUIREMENTS = [
     "torch>=2.6",
     "transformers>=5",
@@ -86,23 +93,40 @@ class Remote:
 
     def run(self, command: str, *, timeout: float = 120.0) -> tuple[int, str, str]:
         """Run a shell command there: (exit status, stdout, stderr)."""
+        import paramiko
+
         with self.lock:
             client = self._client()
             try:
                 _, out, err = client.exec_command(command, timeout=timeout)
                 status = out.channel.recv_exit_status()
                 return status, out.read().decode(errors="replace"), err.read().decode(errors="replace")
-            except (OSError, EOFError) as error:
+            except (OSError, EOFError, paramiko.SSHException) as error:
                 raise self._lost(error) from None
 
-    def sftp(self) -> Any:
+    @contextlib.contextmanager
+    def files(self) -> Iterator[Any]:
+        """An SFTP session there; a transfer that fails (the connection drops, the disk there is full) is
+        one sentence."""
+        import paramiko
+
         with self.lock:
             try:
-                return self._client().open_sftp()
-            except (OSError, EOFError) as error:
+                sftp = self._client().open_sftp()
+            except (OSError, EOFError, paramiko.SSHException) as error:
                 raise self._lost(error) from None
+        try:
+            yield sftp
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            self.close()
+            raise KnownError(
+                f"A transfer with {self.host.name} failed ({error or type(error).__name__}): the connection "
+                "dropped, or its disk is full."
+            ) from None
+        finally:
+            sftp.close()
 
-    def _lost(self, error: OSError | EOFError) -> KnownError:
+    def _lost(self, error: Exception) -> KnownError:
         self.close()
         return hosts.unreachable(self.host, error if isinstance(error, OSError) else OSError(str(error) or "lost"))
 
@@ -196,14 +220,11 @@ def model_dir(remote: Remote, checked: Preflight, base: Path) -> str:
     stamp = json.dumps([(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files]).encode()
     folder = posixpath.join(checked.workdir, "models", hashlib.sha256(stamp).hexdigest()[:16])
     if remote.run(f"test -f {shlex.quote(folder)}/.complete")[0] != 0:
-        sftp = remote.sftp()
-        try:
+        with remote.files() as sftp:
             _mkdirs(sftp, folder)
             for path in files:
                 sftp.put(str(path), posixpath.join(folder, path.name))
             sftp.open(posixpath.join(folder, ".complete"), "w").close()
-        finally:
-            sftp.close()
     return folder
 
 
@@ -259,8 +280,7 @@ def wiped(job_dir: Path) -> bool:
 def pull(remote: Remote, job_dir: Path) -> bool:
     """Bring the remote job's new events and finished checkpoints home; True if it has ended there."""
     folder = where(job_dir)["dir"]
-    sftp = remote.sftp()
-    try:
+    with remote.files() as sftp:
         local_events = job_dir / EVENTS_FILE
         offset = local_events.stat().st_size if local_events.exists() else 0
         try:
@@ -274,8 +294,6 @@ def pull(remote: Remote, job_dir: Path) -> bool:
             with open(local_events, "ab") as file:
                 file.write(complete)
         _fetch_checkpoints(sftp, folder, job_dir)
-    finally:
-        sftp.close()
     return ended(job_dir)
 
 
@@ -298,13 +316,8 @@ def wipe(remote: Remote, job_dir: Path) -> str | None:
     """Delete the remote job directory and check that it is gone; None, or what is left where."""
     folder = where(job_dir)["dir"]
     # The engine log is the one thing worth keeping from there: it may explain a failure.
-    sftp = remote.sftp()
-    try:
+    with remote.files() as sftp, contextlib.suppress(FileNotFoundError):
         sftp.get(posixpath.join(folder, "engine.log"), str(job_dir / "engine.log"))
-    except OSError:
-        pass
-    finally:
-        sftp.close()
     remote.run(f"rm -rf -- {shlex.quote(folder)}")
     status, out, _ = remote.run(f"test -e {shlex.quote(folder)} && du -sh -- {shlex.quote(folder)}")
     _record(job_dir, where(job_dir) | {"wiped": True})
@@ -375,13 +388,10 @@ def _job_archive(job_dir: Path, job: dict[str, Any]) -> bytes:
 def _put_archive(remote: Remote, archive: bytes, folder: str) -> None:
     """Unpack a tar archive into `folder` there (written under a temporary name, then renamed)."""
     partial = folder + ".partial"
-    sftp = remote.sftp()
-    try:
+    with remote.files() as sftp:
         _mkdirs(sftp, posixpath.dirname(folder))
         with sftp.open(partial + ".tar", "wb") as file:
             file.write(archive)
-    finally:
-        sftp.close()
     q = shlex.quote
     status, _, err = remote.run(
         f"rm -rf -- {q(partial)} && mkdir -p {q(partial)} && tar -xf {q(partial + '.tar')} -C {q(partial)} && "
