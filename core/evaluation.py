@@ -8,7 +8,6 @@ Without one, a job is scored on the Q&A pairs its dataset held out (held_out.jso
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from core.chat import PASSAGES, Worker, grounded_messages
 from core.datasets import SYSTEM
 from core.errors import KnownError
 from core.library import Library
+from core.question_files import read_records
 from core.retrieval import search
 from core.runners.local import run_tool
 from core.scoring import answer_row, score_answer, summary
@@ -38,22 +38,9 @@ class Question:
 
 
 def load_questions(path: Path) -> list[Question]:
-    """A question set from a JSONL or CSV file; a bad row is refused, naming the file and the row."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise KnownError(f"The question set {path.name} cannot be read: {error}.") from None
-    if path.suffix.lower() == ".csv":
-        rows: list[Any] = list(csv.DictReader(text.splitlines()))
-    else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise KnownError(f"{path.name} line {number} is not valid JSON ({error.msg}).") from None
-    questions = [_question(row, f"{path.name} row {number}") for number, row in enumerate(rows, 1)]
+    """A question set from a JSONL or CSV file; a bad record is refused, naming the file and the line."""
+    records = read_records(path, "question set")
+    questions = [_question(record, f"{path.name} line {number}") for number, record in records]
     if not questions:
         raise KnownError(f"The question set {path.name} holds no questions.")
     return questions

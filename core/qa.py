@@ -12,9 +12,7 @@ Pairs are stored in the library (qa_pairs) with the chunk that answers them and 
 from __future__ import annotations
 
 import bisect
-import csv
 import datetime
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from pathlib import Path
 
 from core.errors import Cancelled, KnownError
 from core.library import Library
+from core.question_files import read_records
 
 EXTRACTIVE = "extractive"
 MAX_ANSWER = 300  # characters; answers are meant to be short
@@ -140,21 +139,7 @@ def _holds(passage: str, answer: str, share: float = 0.6) -> bool:
 
 
 def _read_pair_file(path: Path) -> Iterator[dict]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise KnownError(f"The question file {path.name} cannot be read: {error}.") from None
-    if path.suffix.lower() == ".csv":
-        records = list(enumerate(csv.DictReader(text.splitlines()), 2))
-    else:
-        records = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append((number, json.loads(line)))
-                except json.JSONDecodeError:
-                    raise KnownError(f"{path.name} line {number} is not valid JSON.") from None
-    for number, record in records:
+    for number, record in read_records(path, "question file"):
         if not (isinstance(record, dict) and str(record.get("question") or "").strip() and record.get("answer")):
             raise KnownError(f"{path.name} line {number} needs a question and an answer.")
         page = record.get("page")

@@ -55,7 +55,7 @@ def test_question_sets_in_jsonl_and_csv(tmp_path):
     assert from_csv.document == "contract.pdf"
     bad = tmp_path / "bad.csv"
     bad.write_text("question,answer,page\nWho pays?,Vyera,twenty\n")
-    with pytest.raises(KnownError, match=r"bad.csv row 1: pages must be page numbers, not \['twenty'\]"):
+    with pytest.raises(KnownError, match=r"bad.csv line 2: pages must be page numbers, not \['twenty'\]"):
         load_questions(bad)
     with pytest.raises(KnownError, match=r"missing\.jsonl cannot be read"):
         load_questions(tmp_path / "missing.jsonl")
