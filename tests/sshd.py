@@ -55,7 +55,8 @@ class Sshd:
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
             "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nSubsystem sftp internal-sftp\n"
         )
-        Path("/run/sshd").mkdir(exist_ok=True)  # its privilege separation directory
+        if os.geteuid() == 0:  # as root, sshd wants its privilege separation directory
+            Path("/run/sshd").mkdir(exist_ok=True)
         with open(self.folder / "sshd.log", "ab") as log:  # sshd keeps its own copy of the descriptor
             self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 10
