@@ -142,11 +142,11 @@ def test_a_whole_job_runs_on_the_host_and_leaves_nothing_there(data, server, tmp
     assert exported.returncode == 0, exported.stderr  # the checkpoint that came home exports as any other
 
 
-def test_a_dropped_connection_is_reattached_and_a_cancel_wipes_the_host(data, server, tmp_path, tiny_base):
+def test_a_dropped_connection_is_reattached_and_the_job_finishes(data, server, tmp_path, tiny_base):
     workdir = add_host(data, server, tmp_path)
     trust(data, server)
     started = tunedesk(
-        "train", "--host", "box", "--base", str(tiny_base), "--max-steps", "400", *FAST, "--detach", data_dir=data
+        "train", "--host", "box", "--base", str(tiny_base), "--max-steps", "120", *FAST, "--detach", data_dir=data
     )
     assert started.returncode == 0, started.stderr
     wait_for(lambda: job_json(data)["step"] >= 2, timeout=240)
@@ -158,14 +158,27 @@ def test_a_dropped_connection_is_reattached_and_a_cancel_wipes_the_host(data, se
         assert "cannot be reached" in lost["message"] and "The job goes on there" in lost["message"]
     finally:
         server.start()
-    step = job_json(data)["step"]
-    wait_for(lambda: job_json(data)["step"] > step, timeout=120)  # reattached: its steps come home again
-    assert job_json(data)["message"] is None
+    finished = tunedesk("job", "1", data_dir=data)  # follows the job again, to its end
+    assert finished.returncode == 0, finished.stderr
+    shown = job_json(data)
+    assert shown["state"] == "done" and [row["step"] for row in shown["losses"]] == list(range(1, 121))
+    assert shown["message"] is None
+    assert remote_jobs(workdir) == []
 
+
+def test_a_cancel_there_brings_its_checkpoint_home_and_wipes_the_host(data, server, tmp_path, tiny_base):
+    workdir = add_host(data, server, tmp_path)
+    trust(data, server)
+    started = tunedesk(
+        "train", "--host", "box", "--base", str(tiny_base), "--max-steps", "400", *FAST, "--detach", data_dir=data
+    )
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: job_json(data)["step"] >= 2, timeout=240)
     assert tunedesk("cancel", "1", data_dir=data).returncode == 0
     wait_for(lambda: job_json(data)["state"] != "running", timeout=240)
     shown = job_json(data)
     assert shown["state"] == "cancelled" and shown["checkpoints"]
+    assert (data / "jobs" / "1" / "checkpoints" / f"step-{shown['checkpoints'][-1]['step']:06d}").is_dir()
     assert remote_jobs(workdir) == []
 
 
