@@ -142,14 +142,19 @@ def test_a_whole_job_runs_on_the_host_and_leaves_nothing_there(data, server, tmp
     assert exported.returncode == 0, exported.stderr  # the checkpoint that came home exports as any other
 
 
-def test_a_dropped_connection_is_reattached_and_the_job_finishes(data, server, tmp_path, tiny_base):
+def training_there(data, server, tmp_path, tiny_base, *, steps: int):
+    """A trusted host with a job of `steps` steps started there, detached, and past its second step."""
     workdir = add_host(data, server, tmp_path)
     trust(data, server)
-    started = tunedesk(
-        "train", "--host", "box", "--base", str(tiny_base), "--max-steps", "120", *FAST, "--detach", data_dir=data
-    )
+    args = ["--host", "box", "--base", str(tiny_base), "--max-steps", str(steps), *FAST, "--detach"]
+    started = tunedesk("train", *args, data_dir=data)
     assert started.returncode == 0, started.stderr
     wait_for(lambda: job_json(data)["step"] >= 2, timeout=240)
+    return workdir
+
+
+def test_a_dropped_connection_is_reattached_and_the_job_finishes(data, server, tmp_path, tiny_base):
+    workdir = training_there(data, server, tmp_path, tiny_base, steps=120)
 
     server.stop()  # the connection drops; the job goes on there
     try:
@@ -167,13 +172,7 @@ def test_a_dropped_connection_is_reattached_and_the_job_finishes(data, server, t
 
 
 def test_a_cancel_there_brings_its_checkpoint_home_and_wipes_the_host(data, server, tmp_path, tiny_base):
-    workdir = add_host(data, server, tmp_path)
-    trust(data, server)
-    started = tunedesk(
-        "train", "--host", "box", "--base", str(tiny_base), "--max-steps", "400", *FAST, "--detach", data_dir=data
-    )
-    assert started.returncode == 0, started.stderr
-    wait_for(lambda: job_json(data)["step"] >= 2, timeout=240)
+    workdir = training_there(data, server, tmp_path, tiny_base, steps=400)
     assert tunedesk("cancel", "1", data_dir=data).returncode == 0
     wait_for(lambda: job_json(data)["state"] != "running", timeout=240)
     shown = job_json(data)
