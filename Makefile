@@ -12,21 +12,36 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # The one pin, read from pyproject.toml.
 LLAMA_CPP_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
 LINTED := core desktop tests benchmarks
+# llama-cpp-python compiles from source (minutes on 2 cores): its wheel is built once and kept.
+LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)
 # llama.cpp's GGUF converter (convert_hf_to_gguf.py, conversion/, gguf-py/) from the sdist of the pinned
-# llama-cpp-python, so that converter and runtime are one llama.cpp version; core/engine/gguf.py finds it here.
+# llama-cpp-python, so that converter and runtime are one llama.cpp version; core/engine/gguf.py finds it in
+# the venv (and the bundle) under share/tunedesk/.
 SDISTS := $(CACHE)/sdist
+CONVERTER_SRC := build/llama.cpp-$(LLAMA_CPP_VERSION)
 CONVERTER := $(VENV)/share/tunedesk/llama.cpp-$(LLAMA_CPP_VERSION)
 # The engine's torch. This machine's pip takes the CPU build of 2.13.0 from local disk; a plain `torch`
 # would pull a multi-GB CUDA build. On a CUDA machine: make TORCH=torch.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint bench screenshots clean
+# The Linux bundle (packaging/tunedesk.spec, docs/packaging.md): built in its own venv, from the locked app
+# dependencies, without torch.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PACKAGE_VENV := build/package-venv
+PYINSTALLER := pyinstaller==6.22.3
+BUNDLE := dist/tunedesk-$(VERSION)-linux-$(shell uname -m).tar.gz
+# The engine's packages as wheels, for the bundle test's engine venv (made with pip --no-index from these):
+# tests never download.
+ENGINE_WHEELS := $(CACHE)/engine-wheels
+TEST_ENV := TUNEDESK_BUNDLE=$(abspath $(BUNDLE)) TUNEDESK_ENGINE_WHEELS=$(ENGINE_WHEELS)
+
+.PHONY: demo test lint bench screenshots package package-test audit lock clean
 
 demo: $(VENV)/.installed
 	$(BIN)/tunedesk demo
 
-test: $(VENV)/.installed lint
-	$(BIN)/pytest
+test: $(VENV)/.installed lint $(BUNDLE) $(ENGINE_WHEELS)/.complete
+	$(TEST_ENV) $(BIN)/pytest
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check $(LINTED)
@@ -39,23 +54,63 @@ screenshots: $(VENV)/.installed
 bench: $(VENV)/.installed
 	@for bench in benchmarks/*.py; do echo "== $$bench"; $(BIN)/python $$bench || exit 1; done
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LLAMA_WHEEL) $(CONVERTER_SRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# llama-cpp-python compiles from source (minutes on 2 cores): build its wheel once and keep it.
+	$(BIN)/pip install --find-links $(WHEELS) $(TORCH) -e '.[dev,engine]'
+	rm -rf $(CONVERTER) && mkdir -p $(dir $(CONVERTER)) && cp -r $(CONVERTER_SRC) $(CONVERTER)
+	touch $@
+
+$(LLAMA_WHEEL):
 	@# LLAVA_BUILD=OFF skips the multimodal tools, a quarter of the build, which Tunedesk does not use.
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-		CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/pip wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS)
-	$(BIN)/pip install --find-links $(WHEELS) $(TORCH) -e '.[dev,engine]'
+		CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PYTHON) -m pip wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS)
+	touch $@
+
+$(CONVERTER_SRC):
 	ls $(SDISTS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz >/dev/null 2>&1 || \
-		$(BIN)/pip download --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(SDISTS)
-	rm -rf $(CONVERTER) && mkdir -p $(CONVERTER)
-	tar -xzf $(SDISTS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(CONVERTER) --strip-components=3 \
+		$(PYTHON) -m pip download --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(SDISTS)
+	rm -rf $@ $@.partial && mkdir -p $@.partial
+	tar -xzf $(SDISTS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $@.partial --strip-components=3 \
 		llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/convert_hf_to_gguf.py \
 		llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/conversion \
 		llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/gguf-py \
 		llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/LICENSE
+	mv $@.partial $@
+
+package: $(BUNDLE)
+
+package-test: $(VENV)/.installed $(BUNDLE) $(ENGINE_WHEELS)/.complete
+	$(TEST_ENV) $(BIN)/pytest tests/test_package.py
+
+$(PACKAGE_VENV)/.installed: packaging/app.lock $(LLAMA_WHEEL)
+	test -x $(PACKAGE_VENV)/bin/python || $(PYTHON) -m venv $(PACKAGE_VENV)
+	$(PACKAGE_VENV)/bin/pip install --quiet --find-links $(WHEELS) -r packaging/app.lock $(PYINSTALLER)
 	touch $@
 
+$(BUNDLE): $(PACKAGE_VENV)/.installed $(CONVERTER_SRC) $(shell find core desktop resources packaging -type f -not -name '*.pyc')
+	rm -rf dist/tunedesk
+	TUNEDESK_CONVERTER_SRC=$(abspath $(CONVERTER_SRC)) $(PACKAGE_VENV)/bin/pyinstaller --noconfirm \
+		--log-level WARN --distpath dist --workpath build/pyinstaller packaging/tunedesk.spec
+	cp packaging/linux/install.sh dist/tunedesk/
+	tar -czf $@.partial -C dist tunedesk && mv $@.partial $@
+
+$(ENGINE_WHEELS)/.complete: core/runners/engine_env.py $(VENV)/.installed
+	$(BIN)/pip download --quiet --only-binary :all: --dest $(ENGINE_WHEELS) $(TORCH) \
+		$$($(BIN)/python -c 'from core.runners.engine_env import REQUIREMENTS; print(*REQUIREMENTS)')
+	touch $@
+
+# Known vulnerabilities in the bundle's locked dependencies (pip-audit asks PyPI's advisory database).
+audit: $(VENV)/.installed
+	$(BIN)/pip install --quiet pip-audit
+	$(BIN)/pip-audit --requirement packaging/app.lock --no-deps --progress-spinner off
+
+# The lock, again, from pyproject.toml's app dependencies at their newest versions.
+lock:
+	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/pip install --quiet --find-links $(WHEELS) .
+	{ sed -n '1,2p' packaging/app.lock; build/lock-venv/bin/pip freeze --exclude tunedesk; } > packaging/app.lock.partial
+	mv packaging/app.lock.partial packaging/app.lock
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -227,7 +227,7 @@ def _demo(args: argparse.Namespace) -> int:
         job = jobs.create_job(
             library, base=args.base, base_path=base_path, config=load_config("quick", overrides), dataset=dataset
         )
-        jobs.start_job(library, job.id)
+        jobs.start_job(library, job.id, on_setup=cli_train.print_setup)
         if cli_train.follow(library, job.id) != 0:
             return 1
 

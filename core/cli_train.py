@@ -102,6 +102,11 @@ def _dataset_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_setup(message: str, done: int, total: int) -> None:
+    """The engine environment's set-up (once, the first time this machine trains without one)."""
+    print(f"  [{done}/{total}] {message}", file=sys.stderr)
+
+
 def _with_bar(unit: str, work: Any) -> Any:
     from tqdm import tqdm
 
@@ -146,6 +151,7 @@ def _train(args: argparse.Namespace) -> int:
             dataset=chosen,
             host=host,
             on_progress=lambda message: print(f"  {message}", file=sys.stderr),
+            on_setup=print_setup,
         )
         where = "" if host == jobs_.LOCAL else f" on {host}"
         print(f"job {job.id}: training {args.base}{where} on dataset {chosen.id} ({chosen.train_examples} examples)")
@@ -287,6 +293,6 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     with open_library(args) as library:
-        job = jobs_.start_job(library, jobs_.job(library, args.id).id)
+        job = jobs_.start_job(library, jobs_.job(library, args.id).id, on_setup=print_setup)
         print(f"job {job.id}: resuming from its last checkpoint")
         return 0 if args.detach else follow(library, job.id)

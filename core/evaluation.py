@@ -22,6 +22,7 @@ from core.errors import KnownError
 from core.library import Library
 from core.question_files import read_records
 from core.retrieval import search
+from core.runners import engine_env
 from core.runners.local import run_tool
 from core.scoring import answer_row, score_answer, summary
 
@@ -96,7 +97,10 @@ def evaluate_job(
             rows.append(_row(f"job {job_id}", event["step"], event))
 
     args = [str(job.dir), str(items)]
-    run_tool("core.engine.score", args, job.dir / "score.log", on_event=event, cancel=cancel, what="Scoring")
+    engine = engine_env.local(library.data_dir, on_progress, cancel)
+    run_tool(
+        "core.engine.score", args, job.dir / "score.log", engine=engine, on_event=event, cancel=cancel, what="Scoring"
+    )
     jobs_.sync(library, job_id)
     return rows
 

@@ -14,6 +14,8 @@ from typing import Any
 from core import jobs as jobs_
 from core.errors import KnownError
 from core.library import Library
+from core.runners import engine_env
+from core.runners.engine_env import Engine
 from core.runners.local import run_tool
 
 PhaseFn = Callable[[str, int, int], None]  # (phase, done, total)
@@ -52,7 +54,8 @@ def export_checkpoint(
     if chosen is None:
         steps = ", ".join(str(c.step) for c in saved) or "none yet"
         raise KnownError(f"Job {job_id} has no checkpoint {'' if step is None else step} (checkpoints: {steps}).")
-    outcome = _run_export(job.dir, chosen.step, quant, on_phase, cancel)
+    engine = engine_env.local(library.data_dir, on_phase, cancel)
+    outcome = _run_export(job.dir, chosen.step, quant, engine, on_phase, cancel)
     details = {key: outcome[key] for key in ("agreement", "types", "fallback")}
     with library.write() as db:
         db.execute("DELETE FROM models WHERE path = ?", [outcome["path"]])
@@ -71,14 +74,22 @@ def export_checkpoint(
     return model(library, model_id), details
 
 
-def _run_export(job_dir: Path, step: int, quant: str, on_phase: PhaseFn | None, cancel) -> dict[str, Any]:
+def _run_export(
+    job_dir: Path, step: int, quant: str, engine: Engine, on_phase: PhaseFn | None, cancel
+) -> dict[str, Any]:
     def event(event: dict[str, Any]) -> None:
         if event["type"] == "phase" and on_phase:
             on_phase(event["phase"], event["done"], event["total"])
 
     args = [str(job_dir), str(step), quant]
     return run_tool(
-        "core.engine.export", args, job_dir / "export.log", on_event=event, cancel=cancel, what="The export"
+        "core.engine.export",
+        args,
+        job_dir / "export.log",
+        engine=engine,
+        on_event=event,
+        cancel=cancel,
+        what="The export",
     )
 
 

@@ -26,7 +26,7 @@ from core.engine.events import EventLog, read_events
 from core.errors import KnownError
 from core.library import Library
 from core.models import DEMO
-from core.runners import local, ssh
+from core.runners import engine_env, local, ssh
 
 RUNNING = "running"
 LOCAL = "local"
@@ -89,17 +89,28 @@ def launch(
     dataset: Dataset,
     host: str = LOCAL,
     on_progress: Callable[[str], None] = lambda message: None,
+    on_setup: engine_env.ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> Job:
-    """Create a job and start it, here or on a remote host. A remote host is checked first (trusted,
-    reachable, a Python, room for the job), so that a host that cannot run it costs no job and no upload."""
-    if host != LOCAL:
+    """Create a job and start it, here or on a remote host. Where it will run is readied first (this
+    machine's engine environment made, or a remote host checked: trusted, reachable, a Python, room for the
+    job), so that a place that cannot run it costs no job and no upload."""
+    if host == LOCAL:
+        engine_env.local(library.data_dir, on_setup, cancel)
+    else:
         need = ssh.need_bytes(base_path, dataset.dir, demo=base == DEMO)
         ssh.preflight(ssh.Remote.to(hosts.host(library, host), library.data_dir), need)
     created = create_job(library, base=base, base_path=base_path, config=config, dataset=dataset, host=host)
     return start_job(library, created.id, on_progress)
 
 
-def start_job(library: Library, job_id: int, on_progress: Callable[[str], None] = lambda message: None) -> Job:
+def start_job(
+    library: Library,
+    job_id: int,
+    on_progress: Callable[[str], None] = lambda message: None,
+    on_setup: engine_env.ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Job:
     """Start (or, after a failure or a cancel, resume from its last checkpoint) the job's engine, on this
     machine or on its remote host."""
     current, _ = sync(library, job_id)
@@ -108,7 +119,7 @@ def start_job(library: Library, job_id: int, on_progress: Callable[[str], None] 
     if current.state == "done":
         raise KnownError(f"Job {job_id} has finished; there is nothing to resume.")
     if current.host == LOCAL:
-        local.start(current.dir)
+        local.start(current.dir, engine_env.local(library.data_dir, on_setup, cancel))
     else:
         try:
             ssh.start(_remote(library, current), current.dir, on_progress)

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
-from core import default_data_dir, versions
+from core import RESOURCES, default_data_dir, versions
 from core.errors import KnownError
 
 
-def main(data_dir: Path | None = None) -> int:
+def main(data_dir: Path | None = None, open_paths: list[Path] | None = None) -> int:
     """The window on the library in `data_dir`, else $TUNEDESK_HOME, else the folder chosen in Settings,
-    else the platform's user data folder."""
-    from PySide6.QtCore import QSettings
+    else the platform's user data folder; `open_paths` (the desktop entry's "Open with") are added to it."""
+    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
     from desktop.settings_view import DATA_DIR_SETTING
@@ -24,6 +26,8 @@ def main(data_dir: Path | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Tunedesk")
     app.setOrganizationName("Tunedesk")
+    app.setDesktopFileName("tunedesk")  # the .desktop entry (packaging/linux/), for the dock's icon and name
+    app.setWindowIcon(QIcon(str(RESOURCES / "icons" / "tunedesk.svg")))
     chosen = QSettings().value(DATA_DIR_SETTING)
     if data_dir is None and not os.environ.get("TUNEDESK_HOME") and chosen:
         data_dir = Path(str(chosen))
@@ -38,6 +42,15 @@ def main(data_dir: Path | None = None) -> int:
         return 1
     window = MainWindow(data_dir)
     window.show()
+    if open_paths:
+        window.view("Library").add_paths(open_paths)
+    # A logout's SIGTERM (or Ctrl-C in a terminal) closes the window as its close button does: tasks are
+    # stopped and waited for. The timer gives Python's signal handlers a moment in Qt's event loop.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: window.close())
+    wake = QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
     return app.exec()
 
 

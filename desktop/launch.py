@@ -10,18 +10,35 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if getattr(sys, "frozen", False):
+        _frozen_child(args)
     window = argparse.ArgumentParser(add_help=False)
     window.add_argument("--data-dir", default=None)
+    window.add_argument("--open", nargs="*", default=[])  # files to add (the desktop entry's %F)
     known, rest = window.parse_known_args(args)
     if not rest:
         from pathlib import Path
 
         from desktop.app import main as desktop
 
-        return desktop(Path(known.data_dir) if known.data_dir else None)
+        return desktop(Path(known.data_dir) if known.data_dir else None, [Path(name) for name in known.open])
     from core.cli import main as cli
 
     return cli(args)
+
+
+def _frozen_child(args: list[str]) -> None:
+    """In the bundle (packaging/tunedesk.spec) the executable is the only Python: the app's helper processes
+    (`sys.executable -m core.chat_worker`, extraction's fork server) start it again, and are run here."""
+    import multiprocessing
+
+    multiprocessing.freeze_support()  # PyInstaller's: runs a fork server or resource tracker, then exits
+    if len(args) >= 2 and args[0] == "-m":
+        import runpy
+
+        sys.argv = [sys.executable, *args[2:]]
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        sys.exit(0)
 
 
 if __name__ == "__main__":

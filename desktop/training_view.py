@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -28,6 +29,7 @@ from core.engine.config import PRESET_NAMES, load_config
 from core.library import Library
 from core.models import DEMO, resolve_base
 from desktop.loss_chart import LossChart
+from desktop.tasks import Task
 from desktop.view import View
 
 POLL_S = 0.5
@@ -103,6 +105,9 @@ class TrainingView(View):
         buttons.addStretch(1)
         self.status = QLabel("No training job yet.")
         self.status.setWordWrap(True)
+        # The engine's environment, made the first time this computer trains (core/runners/engine_env.py).
+        self.setup_bar = QProgressBar()
+        self.setup_bar.setVisible(False)
         self.chart = LossChart()
 
         top = QHBoxLayout()
@@ -112,8 +117,10 @@ class TrainingView(View):
         layout.addLayout(top)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addWidget(self.setup_bar)
         layout.addWidget(self.chart, 1)
         self.job: jobs.Job | None = None
+        self.starting: Task | None = None
         self.watcher: JobWatcher | None = None
         self.last_step: dict[str, Any] = {}
 
@@ -205,8 +212,8 @@ class TrainingView(View):
 
     def _buttons(self) -> None:
         running = self.job is not None and self.job.state == jobs.RUNNING
-        self.start_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
+        self.start_button.setEnabled(not running and self.starting is None)
+        self.cancel_button.setEnabled(running or self.starting is not None)
         self.resume_button.setEnabled(self.job is not None and self.job.state in ("failed", "cancelled"))
 
     # -- start, cancel, resume -------------------------------------------------------------------------
@@ -241,20 +248,49 @@ class TrainingView(View):
                 dataset=chosen,
                 host=host,
                 on_progress=task.report,
+                on_setup=lambda message, done, total: task.report((message, done, total)),
+                cancel=task.is_cancelled,
             )
             return job.id
 
-        self.start_button.setEnabled(False)
         self.status.setText("Starting…")
-        self.main.tasks.start(work, self.watch, on_progress=self.status.setText, on_failed=self._failed_to_start)
+        self.starting = self.main.tasks.start(
+            work,
+            self._started,
+            on_progress=self._starting,
+            on_failed=self._failed_to_start,
+            on_cancelled=lambda: self._failed_to_start(""),
+        )
+        self._buttons()
+
+    def _starting(self, progress: str | tuple[str, int, int]) -> None:
+        if isinstance(progress, str):
+            self.status.setText(progress)
+            return
+        message, done, total = progress
+        self.status.setText(message)
+        self.setup_bar.setRange(0, total)
+        self.setup_bar.setValue(done)
+        self.setup_bar.setVisible(done < total)
+
+    def _started(self, job_id: int) -> None:
+        self.starting = None
+        self.setup_bar.setVisible(False)
+        self.watch(job_id)
 
     def _failed_to_start(self, sentence: str) -> None:
+        self.starting = None
+        self.setup_bar.setVisible(False)
         self.status.setText("")
         self._buttons()
-        self.main.show_error(sentence)
+        if sentence:
+            self.main.show_error(sentence)
 
     def cancel(self) -> None:
-        if self.job is not None:
+        if self.starting is not None:
+            self.starting.cancel()
+            self.status.setText("Stopping the set-up…")
+        elif self.job is not None:
             job_id = self.job.id
             self.cancel_button.setEnabled(False)
             self.status.setText(f"Job {job_id}: stopping after a checkpoint…")

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from core.engine import checkpoint
 from core.engine.events import read_events
 from core.runners import local
+from core.runners.engine_env import Engine
 from tests.engine_fixtures import raw_examples, run_engine, step_losses, wait_for, write_job
 
 
@@ -67,7 +68,7 @@ def test_killed_engine_fails_the_job_and_resume_reproduces_the_losses(tmp_path, 
     assert run_engine(reference).returncode == 0
 
     job_dir = write_job(tmp_path / "killed", tiny_base, train, val, max_steps=30)
-    local.start(job_dir)
+    local.start(job_dir, Engine(sys.executable))
     wait_for(lambda: len(checkpoint.complete(job_dir)) >= 2)
     os.kill(local.engine_pid(job_dir), signal.SIGKILL)
     wait_for(lambda: not local.is_alive(job_dir))
@@ -77,7 +78,7 @@ def test_killed_engine_fails_the_job_and_resume_reproduces_the_losses(tmp_path, 
 
     last = checkpoint.complete(job_dir)[-1]
     assert int(last.name.split("-")[1]) >= 10
-    local.start(job_dir)  # resume: the engine continues from the last complete checkpoint
+    local.start(job_dir, Engine(sys.executable))  # resume: the engine continues from the last complete checkpoint
     wait_for(lambda: not local.is_alive(job_dir))
     events, _ = read_events(job_dir / "events.jsonl")
     assert events[-1]["type"] == "done"
@@ -88,7 +89,7 @@ def test_killed_engine_fails_the_job_and_resume_reproduces_the_losses(tmp_path, 
 
 def test_cancel_saves_a_checkpoint_and_says_cancelled(tmp_path, tiny_base, sample_text):
     job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 24), max_steps=100_000, save_every=1000)
-    local.start(job_dir)
+    local.start(job_dir, Engine(sys.executable))
     wait_for(lambda: any(e["type"] == "step" for e in read_events(job_dir / "events.jsonl")[0]))
     local.cancel(job_dir)
     wait_for(lambda: not local.is_alive(job_dir))

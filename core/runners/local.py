@@ -21,6 +21,7 @@ from typing import Any
 
 from core.engine.events import CANCEL_FILE, TERMINAL, EventLog, read_events
 from core.errors import Cancelled, KnownError
+from core.runners.engine_env import Engine
 
 # The engine reads models from folders the app resolved: it never needs the network (RELIABILITY.md, 2).
 ENGINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -28,19 +29,20 @@ RUNNER_FILE = "runner.json"  # the supervisor's and the engine's pids
 LOG_FILE = "engine.log"
 
 
-def start(job_dir: Path) -> None:
-    """Start the supervisor; when this returns, runner.json names it, so `is_alive` can be trusted."""
+def start(job_dir: Path, engine: Engine) -> None:
+    """Start the supervisor with the engine's Python (engine_env.local); when this returns, runner.json
+    names it, so `is_alive` can be trusted."""
     (job_dir / CANCEL_FILE).unlink(missing_ok=True)
     (job_dir / RUNNER_FILE).unlink(missing_ok=True)
     with open(job_dir / LOG_FILE, "ab") as log:
         subprocess.run(
-            [sys.executable, "-m", "core.runners.local", str(job_dir)],
+            [engine.python, "-m", "core.runners.local", str(job_dir)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             check=True,
-            env=ENGINE_ENV | dict(os.environ),
+            env=ENGINE_ENV | engine.environ(),
         )
 
 
@@ -49,6 +51,7 @@ def run_tool(
     args: list[str],
     log: Path,
     *,
+    engine: Engine,
     on_event: Callable[[dict[str, Any]], None],
     cancel: Callable[[], bool] | None,
     what: str,
@@ -57,12 +60,12 @@ def run_tool(
     `on_event`, its stderr to `log`; returns its done event, raises Cancelled or one sentence."""
     with open(log, "ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [engine.python, "-m", module, *args],
             stdout=subprocess.PIPE,
             stderr=log_file,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=ENGINE_ENV | dict(os.environ),
+            env=ENGINE_ENV | engine.environ(),
         )
     last: dict[str, Any] = {}
     try:

@@ -36,27 +36,10 @@ from core import hosts
 from core.engine.events import CANCEL_FILE, TERMINAL
 from core.engine.events import FILE as EVENTS_FILE
 from core.errors import KnownError
+from core.runners import engine_env
+from core.runners.engine_env import ENGINE_IMPORTS
 
-CODE = Path(__file__).resolve().parent.parent  # the core package, uploaded as the engine's code
-# Whether a Python has the engine's packages: found, not imported (importing torch and transformers takes
-# seconds, and a check should not).
-ENGINE_IMPORTS = (
-    "import importlib.util, sys; "
-    "sys.exit(0 if all(importlib.util.find_spec(m) for m in "
-    "('torch', 'transformers', 'peft', 'safetensors', 'sentencepiece')) else 1)"
-)
-ENGINE_REQUIREMENTS = [
-    "torch>=2.6",
-    "transformers>=5",
-    "peft>=0.17",
-    "accelerate>=1.10",
-    "sentencepiece>=0.2",
-    "protobuf>=5",
-    "safetensors>=0.4",
-    "bitsandbytes>=0.45",
-]
 REMOTE_ENV = "HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1"
-MIN_PYTHON = (3, 11)
 REMOTE_FILE = "remote.json"  # in the local job directory: where the job runs
 
 
@@ -164,7 +147,7 @@ def preflight(remote: Remote, need_bytes: int = 0) -> Preflight:
         raise KnownError(f"The host {host.name} has no working Python at {host.python!r}: {_last_line(err)}.")
     found = json.loads(out)
     version = tuple(found["python"])
-    if version[:2] < MIN_PYTHON:
+    if version[:2] < engine_env.MIN_PYTHON:
         raise KnownError(
             f"The host {host.name} has Python {'.'.join(map(str, version))}; the engine needs 3.11 or newer "
             "(set another with `tunedesk hosts add ... --python PATH`)."
@@ -186,18 +169,13 @@ def bootstrap(remote: Remote, checked: Preflight, on_progress=lambda message: No
     host = remote.host
     if remote.run(f"{host.python} -c {shlex.quote(ENGINE_IMPORTS)}")[0] == 0:
         return host.python
-    digest = hashlib.sha256(json.dumps(ENGINE_REQUIREMENTS).encode()).hexdigest()[:12]
-    venv = posixpath.join(checked.workdir, "engine", digest)
+    venv = posixpath.join(checked.workdir, "engine", engine_env.venv_name())
     python = posixpath.join(venv, "bin", "python")
     if remote.run(f"{python} -c {shlex.quote(ENGINE_IMPORTS)}")[0] == 0:
         return python
-    torch_index = "" if checked.gpus else "--extra-index-url https://download.pytorch.org/whl/cpu"
     on_progress(f"Setting up the engine on {host.name} (once; a few minutes)…")
-    install = (
-        f"{host.python} -m venv {shlex.quote(venv)} && {python} -m pip install --quiet --upgrade pip && "
-        f"{python} -m pip install --quiet {torch_index} " + " ".join(shlex.quote(r) for r in ENGINE_REQUIREMENTS)
-    )
-    status, _, err = remote.run(install, timeout=3600)
+    steps = engine_env.install_steps(host.python, venv, gpu=bool(checked.gpus))
+    status, _, err = remote.run(" && ".join(shlex.join(step) for step in steps), timeout=3600)
     if status != 0:
         remote.run(f"rm -rf -- {shlex.quote(venv)}")
         raise KnownError(f"Setting up the engine on {host.name} failed: {_last_line(err)}.")
@@ -207,7 +185,7 @@ def bootstrap(remote: Remote, checked: Preflight, on_progress=lambda message: No
 # -- upload and start -------------------------------------------------------------------------------------
 def code_dir(remote: Remote, checked: Preflight) -> str:
     """The engine's code there, uploaded once per version of it."""
-    archive = _code_archive()
+    archive = engine_env.code_archive()
     folder = posixpath.join(checked.workdir, "code", hashlib.sha256(archive).hexdigest()[:16])
     if remote.run(f"test -d {shlex.quote(folder)}/core")[0] != 0:
         _put_archive(remote, archive, folder)
@@ -354,19 +332,6 @@ def _fetch_checkpoints(sftp: Any, folder: str, job_dir: Path) -> None:
             if stat.S_ISREG(entry.st_mode or 0):
                 sftp.get(posixpath.join(remote_checkpoints, name, entry.filename), str(partial / entry.filename))
         partial.rename(job_dir / "checkpoints" / name)
-
-
-def _code_archive() -> bytes:
-    """The core package's Python files and presets, as a tar archive (the same bytes for the same code)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for path in sorted(CODE.rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".toml") and "__pycache__" not in path.parts:
-                info = tarfile.TarInfo(str(Path("core") / path.relative_to(CODE)))
-                data = path.read_bytes()
-                info.size, info.mode = len(data), 0o644
-                archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def _job_archive(job_dir: Path, job: dict[str, Any]) -> bytes:
