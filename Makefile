@@ -101,9 +101,10 @@ $(ENGINE_WHEELS)/.complete: core/runners/engine_env.py $(VENV)/.installed
 	touch $@
 
 # Known vulnerabilities in the bundle's locked dependencies (pip-audit asks PyPI's advisory database).
-audit: $(VENV)/.installed
-	$(BIN)/pip install --quiet pip-audit
-	$(BIN)/pip-audit --requirement packaging/app.lock --no-deps --progress-spinner off
+audit:
+	test -x build/audit-venv/bin/pip-audit || \
+		{ $(PYTHON) -m venv build/audit-venv && build/audit-venv/bin/pip install --quiet pip-audit; }
+	build/audit-venv/bin/pip-audit --requirement packaging/app.lock --no-deps --progress-spinner off
 
 # The lock, again, from pyproject.toml's app dependencies at their newest versions.
 lock:

@@ -113,8 +113,8 @@ def test_the_bundle_sets_up_its_engine_then_trains_exports_and_answers(installed
     wheels = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": os.environ["TUNEDESK_ENGINE_WHEELS"]}
     trained = _tunedesk(installed, data, "train", "--base", str(tiny_base), "--max-steps", "5", *FAST, **wheels)
     assert trained.returncode == 0, trained.stderr
-    assert "[0/3] Making the engine's environment" in trained.stderr
-    assert "Installing PyTorch (CPU build)" in trained.stderr  # no nvidia-smi here
+    assert "[0/3] Setting up training on this computer" in trained.stderr
+    assert "installing PyTorch (cpu build)" in trained.stderr  # no nvidia-smi here
     assert "finished at step 5" in trained.stdout
     engine = data / "engine" / engine_env.venv_name() / "bin" / "python"
     torch = subprocess.run([engine, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True)

@@ -19,6 +19,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,7 +52,11 @@ REQUIREMENTS = [
     "requests>=2.25",
 ]
 GPU_REQUIREMENTS = ["bitsandbytes>=0.45"]  # QLoRA's 4-bit base; CUDA only
-CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"  # PyPI's Linux torch is the multi-GB CUDA build
+# PyTorch's own indexes, one per CUDA build: the newest build the driver runs (nvidia-smi's "CUDA Version" is
+# the newest CUDA the driver supports), or the CPU build without an NVIDIA GPU. PyPI's Linux torch is one CUDA
+# build, multi-GB, which an older driver cannot run.
+TORCH_INDEXES = "https://download.pytorch.org/whl/"
+CUDA_BUILDS = [((13, 0), "cu130"), ((12, 8), "cu128"), ((12, 6), "cu126")]
 MIN_PYTHON = (3, 11)
 ProgressFn = Callable[[str, int, int], None]  # message, step done, steps
 
@@ -67,15 +72,35 @@ class Engine:
         return dict(os.environ) | self.env
 
 
-def install_steps(base_python: str, venv: str, *, gpu: bool) -> list[list[str]]:
-    """The commands that make the engine's venv: torch first (its build chosen by `gpu`), then the rest."""
+def driver_cuda(nvidia_smi: str) -> tuple[int, int] | None:
+    """The newest CUDA version the NVIDIA driver supports, from `nvidia-smi`'s header; None: no GPU."""
+    found = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", nvidia_smi)
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def torch_build(cuda: tuple[int, int] | None) -> str:
+    """Which of PyTorch's builds this machine runs: "cpu" or "cu…"."""
+    if cuda is None:
+        return "cpu"
+    for least, build in CUDA_BUILDS:
+        if cuda >= least:
+            return build
+    oldest = ".".join(map(str, CUDA_BUILDS[-1][0]))
+    raise KnownError(
+        f"The NVIDIA driver supports CUDA {cuda[0]}.{cuda[1]}; PyTorch needs {oldest} or newer: update the driver."
+    )
+
+
+def install_steps(base_python: str, venv: str, *, build: str) -> list[list[str]]:
+    """The commands that make the engine's venv: torch first (`build`: torch_build's), then the rest."""
     python = str(Path(venv) / "bin" / "python")
-    torch_index = [] if gpu or sys.platform == "darwin" else ["--index-url", CPU_TORCH_INDEX]
+    # macOS has one torch build (CPU and Apple GPUs), on PyPI.
+    torch_index = [] if sys.platform == "darwin" else ["--index-url", TORCH_INDEXES + build]
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
     return [
         [base_python, "-m", "venv", venv],
         [*pip, *torch_index, TORCH],
-        [*pip, *REQUIREMENTS, *(GPU_REQUIREMENTS if gpu else [])],
+        [*pip, *REQUIREMENTS, *(GPU_REQUIREMENTS if build != "cpu" else [])],
     ]
 
 
@@ -116,12 +141,12 @@ def local(data_dir: Path, on_progress: ProgressFn | None = None, cancel: Callabl
     return Engine(str(python), env)
 
 
-def gpu_present() -> bool:
+def local_cuda() -> tuple[int, int] | None:
     try:
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+        shown = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return listed.returncode == 0 and "GPU" in listed.stdout
+        return None
+    return driver_cuda(shown.stdout) if shown.returncode == 0 else None
 
 
 def base_python() -> str:
@@ -139,21 +164,21 @@ def base_python() -> str:
 
 
 def _make_venv(venv: Path, on_progress: ProgressFn, cancel: Callable[[], bool] | None) -> None:
-    gpu = gpu_present()
+    build = torch_build(local_cuda())
     partial = venv.with_name(venv.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    steps = install_steps(base_python(), str(partial), gpu=gpu)
+    steps = install_steps(base_python(), str(partial), build=build)
     labels = [
-        "Making the engine's environment",
-        f"Installing PyTorch ({'CUDA' if gpu else 'CPU'} build)",
-        "Installing transformers and peft",
+        "making the engine's environment",
+        f"installing PyTorch ({build} build)",
+        "installing transformers and peft",
     ]
     log = venv.with_name(venv.name + ".log")
     try:
         with open(log, "w") as log_file:
             for done, (label, command) in enumerate(zip(labels, steps, strict=True)):
-                on_progress(f"{label} (once; a few minutes)…", done, len(steps))
+                on_progress(f"Setting up training on this computer (once; a few minutes): {label}…", done, len(steps))
                 _run_step(command, log_file, cancel)
         on_progress("The engine's environment is ready.", len(steps), len(steps))
         shutil.rmtree(venv, ignore_errors=True)

@@ -50,6 +50,7 @@ class Preflight:
     workdir: str  # absolute
     free_bytes: int
     gpus: list[str]  # "NVIDIA A10G, 23028 MiB" each
+    cuda: tuple[int, int] | None  # the newest CUDA its driver supports
 
 
 class Remote:
@@ -153,8 +154,14 @@ def preflight(remote: Remote, need_bytes: int = 0) -> Preflight:
             "(set another with `tunedesk hosts add ... --python PATH`)."
         )
     _, gpus, _ = remote.run("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null")
+    _, header, _ = remote.run("nvidia-smi 2>/dev/null")
     checked = Preflight(
-        ".".join(map(str, version)), found["home"], found["workdir"], found["free"], gpus.strip().splitlines()
+        ".".join(map(str, version)),
+        found["home"],
+        found["workdir"],
+        found["free"],
+        gpus.strip().splitlines(),
+        engine_env.driver_cuda(header),
     )
     if checked.free_bytes < need_bytes:
         raise KnownError(
@@ -174,7 +181,7 @@ def bootstrap(remote: Remote, checked: Preflight, on_progress=lambda message: No
     if remote.run(f"{python} -c {shlex.quote(ENGINE_IMPORTS)}")[0] == 0:
         return python
     on_progress(f"Setting up the engine on {host.name} (once; a few minutes)…")
-    steps = engine_env.install_steps(host.python, venv, gpu=bool(checked.gpus))
+    steps = engine_env.install_steps(host.python, venv, build=engine_env.torch_build(checked.cuda))
     status, _, err = remote.run(" && ".join(shlex.join(step) for step in steps), timeout=3600)
     if status != 0:
         remote.run(f"rm -rf -- {shlex.quote(venv)}")

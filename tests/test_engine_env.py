@@ -1,0 +1,36 @@
+"""Which PyTorch build the engine's venv gets (core/runners/engine_env.py). The venv's making itself is
+tested through the bundle (tests/test_package.py), which has no engine of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import KnownError
+from core.runners import engine_env
+
+# nvidia-smi's header on the H100 machine this was checked on (driver 580), and on an older driver.
+H100 = "| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |"
+OLDER = "| NVIDIA-SMI 535.230.02             Driver Version: 535.230.02     CUDA Version: 12.2     |"
+
+
+def test_the_newest_cuda_build_the_driver_runs_is_chosen():
+    assert engine_env.driver_cuda(H100) == (13, 0)
+    assert engine_env.torch_build((13, 0)) == "cu130"
+    assert engine_env.torch_build((12, 9)) == "cu128"
+    assert engine_env.torch_build((12, 6)) == "cu126"
+    assert engine_env.torch_build(None) == "cpu"  # no nvidia-smi, or it says nothing
+
+
+def test_a_driver_too_old_for_pytorch_is_named():
+    with pytest.raises(KnownError, match=r"supports CUDA 12\.2; PyTorch needs 12\.6 or newer"):
+        engine_env.torch_build(engine_env.driver_cuda(OLDER))
+
+
+def test_only_a_cuda_venv_gets_bitsandbytes_and_torch_comes_from_its_builds_index():
+    cpu = engine_env.install_steps("python3", "/v", build="cpu")
+    cuda = engine_env.install_steps("python3", "/v", build="cu128")
+    assert cpu[0] == ["python3", "-m", "venv", "/v"]
+    assert cpu[1][-3:] == ["--index-url", "https://download.pytorch.org/whl/cpu", engine_env.TORCH]
+    assert cuda[1][-3:] == ["--index-url", "https://download.pytorch.org/whl/cu128", engine_env.TORCH]
+    assert not any("bitsandbytes" in word for word in cpu[2])
+    assert any(word.startswith("bitsandbytes") for word in cuda[2])
