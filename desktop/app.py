@@ -26,8 +26,8 @@ def main(data_dir: Path | None = None, open_paths: list[Path] | None = None) -> 
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("Tunedesk")
     app.setOrganizationName("Tunedesk")
-    app.setDesktopFileName("tunedesk")  # the .desktop entry (packaging/linux/), for the dock's icon and name
-    app.setWindowIcon(QIcon(str(RESOURCES / "icons" / "tunedesk.svg")))
+    QApplication.setDesktopFileName("tunedesk")  # the .desktop entry (packaging/linux/): the dock's icon
+    QApplication.setWindowIcon(QIcon(str(RESOURCES / "icons" / "tunedesk.svg")))
     chosen = QSettings().value(DATA_DIR_SETTING)
     if data_dir is None and not os.environ.get("TUNEDESK_HOME") and chosen:
         data_dir = Path(str(chosen))

@@ -14,6 +14,7 @@ that export quantizes with the very llama.cpp that chat runs and nothing is comp
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import io
@@ -129,12 +130,16 @@ def local(data_dir: Path, on_progress: ProgressFn | None = None, cancel: Callabl
     if not getattr(sys, "frozen", False) and _has_engine(sys.executable):
         return Engine(sys.executable)
     folder = data_dir / "engine"
+    folder.mkdir(parents=True, exist_ok=True)
     venv = folder / venv_name()
     python = venv / "bin" / "python"
-    if not _has_engine(str(python)):
-        _make_venv(venv, on_progress or (lambda message, done, total: None), cancel)
-    code = _code_dir(folder)
-    _lend_llama_cpp(venv)
+    # One set-up at a time: the app's threads and a CLI beside them may all start a job.
+    with open(folder / "setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _has_engine(str(python)):
+            _make_venv(venv, on_progress or (lambda message, done, total: None), cancel)
+        code = _code_dir(folder)
+        _lend_llama_cpp(venv)
     env = {"PYTHONPATH": str(code)}
     if converter := _app_converter():
         env["TUNEDESK_CONVERTER"] = str(converter)
@@ -155,7 +160,8 @@ def base_python() -> str:
         return getattr(sys, "_base_executable", sys.executable)
     for name in ("python3", "python3.13", "python3.12", "python3.11"):
         found = shutil.which(name)
-        if found and _runs(found, f"import sys, venv; sys.exit(sys.version_info < {MIN_PYTHON!r})"):
+        # Debian and Ubuntu ship venv's ensurepip apart (python3-venv); without it `-m venv` fails.
+        if found and _runs(found, f"import sys, venv, ensurepip; sys.exit(sys.version_info < {MIN_PYTHON!r})"):
             return found
     raise KnownError(
         "Training on this computer needs Python 3.11 or newer with its venv module (python3 -m venv), which "
@@ -167,7 +173,6 @@ def _make_venv(venv: Path, on_progress: ProgressFn, cancel: Callable[[], bool] |
     build = torch_build(local_cuda())
     partial = venv.with_name(venv.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
     steps = install_steps(base_python(), str(partial), build=build)
     labels = [
         "making the engine's environment",
