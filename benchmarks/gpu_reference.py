@@ -8,7 +8,7 @@ MFU, the export's merge + convert + quantize time, and the A10G's time and cost 
 
 Goals (issue 9): at least 2x the baseline; the reference job in at most 10 minutes and 0.20 USD on an
 A10G. On a machine without CUDA the speed-up is measured on the CPU, and the A10G projection is made from
-the last GPU run recorded in benchmarks/results/ (train_cuda_7b.json), saying so.
+the last GPU run recorded in benchmarks/results/ (gpu_reference_cuda.json), saying so.
 """
 
 from __future__ import annotations
@@ -131,17 +131,15 @@ def _numel(shape: list[int]) -> int:
 
 
 def _recorded_projection() -> tuple[sizing.Projection | None, str]:
-    recorded = RESULTS / "train_cuda_7b.json"
+    recorded = RESULTS / "gpu_reference_cuda.json"
     if not recorded.exists():
         return None, "no GPU run recorded"
     run = json.loads(recorded.read_text())
     peak = sizing.PEAK_BF16.get(run.get("gpu", ""))
     if peak is None or run.get("model") != "7b":
         return None, "no usable GPU run recorded"
-    source = (
-        f"the {run['gpu']} run in benchmarks/results/train_cuda_7b.json ({run['ours']['tokens_per_s']:.0f} tokens/s)"
-    )
-    return sizing.project(run["ours"]["tokens_per_s"], sizing.MISTRAL_7B_PARAMETERS, peak), source
+    source = f"the {run['gpu']} run in benchmarks/results/{recorded.name} ({run['tokens_per_s']:.0f} tokens/s)"
+    return sizing.project(run["tokens_per_s"], sizing.MISTRAL_7B_PARAMETERS, peak), source
 
 
 if __name__ == "__main__":

@@ -184,3 +184,21 @@ def test_any_optimizer_state_survives_a_checkpoint():
     assert restored["state"][0]["step"] == 3
     assert restored["param_groups"][0]["lr"] == state["param_groups"][0]["lr"]
     assert restored["param_groups"][0]["betas"] == [0.9, 0.99]
+
+
+@pytest.mark.filterwarnings("ignore:.*deprecated and will be removed in v6:FutureWarning")  # peft's calls
+def test_every_training_step_runs_in_training_mode(tmp_path, tiny_base, sample_text, monkeypatch):
+    # Gradient checkpointing and dropout act only in training mode; from_pretrained hands back eval mode.
+    from core.engine import train
+
+    modes = []
+    step = train._train_step
+
+    def observed(model, *args):
+        modes.append(all(module.training for module in model.modules()))  # peft's wrapper alone says True
+        return step(model, *args)
+
+    monkeypatch.setattr(train, "_train_step", observed)
+    job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 8), max_steps=3, eval_every=10**6)
+    train.run(job_dir)
+    assert modes == [True, True, True]

@@ -24,3 +24,15 @@ sed "s|@EXEC@|\"$app/tunedesk\"|" "$app/_internal/share/tunedesk/tunedesk.deskto
 ln -sf "$app/tunedesk" "$HOME/.local/bin/tunedesk"
 command -v update-desktop-database >/dev/null && update-desktop-database "$data/applications" 2>/dev/null || true
 echo "Tunedesk installed: find it in your applications menu, or run tunedesk."
+
+# The window needs the desktop's own libraries (the bundle carries Qt, not X11's or Wayland's): name any that
+# this system lacks, as the Debian/Ubuntu packages that have them (libxcb-icccm.so.4 -> libxcb-icccm4).
+qt="$app/_internal/PySide6/Qt"
+set -- "$qt/plugins/platforms/libqxcb.so" "$qt/lib/libQt6XcbQpa.so.6"
+[ -n "${WAYLAND_DISPLAY:-}" ] && set -- "$qt/plugins/platforms/libqwayland.so" "$qt/lib/libQt6WaylandClient.so.6"
+missing=$(ldd "$@" 2>/dev/null | sed -n 's/^[[:space:]]*\(lib[^ ]*\)\.so\.\([0-9]*\) => not found.*/\1 \2/p' |
+    awk '{ print ($1 ~ /[0-9]$/) ? $1 "-" $2 : $1 $2 }' | sort -u | tr '\n' ' ' | sed 's/ $//')
+if [ -n "$missing" ]; then
+    echo "Before it can open its window, install these system libraries: $missing"
+    echo "  (Debian/Ubuntu: sudo apt install $missing)"
+fi
