@@ -34,3 +34,11 @@ def test_only_a_cuda_venv_gets_bitsandbytes_and_torch_comes_from_its_builds_inde
     assert cuda[1][-3:] == ["--index-url", "https://download.pytorch.org/whl/cu128", engine_env.TORCH]
     assert not any("bitsandbytes" in word for word in cpu[2])
     assert any(word.startswith("bitsandbytes") for word in cuda[2])
+
+
+def test_a_disk_without_room_for_the_venv_is_named_before_anything_is_made(tmp_path, monkeypatch):
+    monkeypatch.setitem(engine_env.ROOM_BYTES, "cpu", 10**18)  # an exabyte: no disk here has it
+    monkeypatch.setitem(engine_env.ROOM_BYTES, "cuda", 10**18)
+    with pytest.raises(KnownError, match=r"needs about 1000000000 GB free in .*, but only .* GB are free"):
+        engine_env._make_venv(tmp_path / "venv", lambda message, done, total: None, None)
+    assert list(tmp_path.iterdir()) == []

@@ -59,6 +59,9 @@ GPU_REQUIREMENTS = ["bitsandbytes>=0.45"]  # QLoRA's 4-bit base; CUDA only
 TORCH_INDEXES = "https://download.pytorch.org/whl/"
 CUDA_BUILDS = [((13, 0), "cu130"), ((12, 8), "cu128"), ((12, 6), "cu126")]
 MIN_PYTHON = (3, 11)
+# Room the venv takes, with pip's unpacking on top: measured 1.2 GB for the CPU build; a CUDA build's wheels
+# (torch with its CUDA libraries, bitsandbytes) come to about 5 GB installed.
+ROOM_BYTES = {"cpu": 2 * 10**9, "cuda": 8 * 10**9}
 ProgressFn = Callable[[str, int, int], None]  # message, step done, steps
 
 
@@ -171,6 +174,12 @@ def base_python() -> str:
 
 def _make_venv(venv: Path, on_progress: ProgressFn, cancel: Callable[[], bool] | None) -> None:
     build = torch_build(local_cuda())
+    need, free = ROOM_BYTES["cpu" if build == "cpu" else "cuda"], shutil.disk_usage(venv.parent).free
+    if free < need:
+        raise KnownError(
+            f"Setting up training on this computer needs about {need / 1e9:.0f} GB free in {venv.parent}, but only "
+            f"{free / 1e9:.1f} GB are free."
+        )
     partial = venv.with_name(venv.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     steps = install_steps(base_python(), str(partial), build=build)
