@@ -11,6 +11,7 @@ import configparser
 import json
 import os
 import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -25,6 +26,13 @@ from core.runners import engine_env
 
 SAMPLE = RESOURCES / "samples" / "license_agreement_50p.pdf"
 FAST = ["--set", "seq_len=2048", "--set", "lora_rank=4", "--set", "eval_every=5", "--set", "save_every=5"]
+# The bundled app's own work (the window, adding, asking) runs in a network namespace with no network where
+# the kernel allows one (tests/test_offline.py audits each connection of the same workflow from source).
+NO_NETWORK = (
+    ["unshare", "-rn"]
+    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0
+    else []
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +60,13 @@ def _env(home: Path, **more: str) -> dict[str, str]:
     return keep | {"HOME": str(home), "QT_QPA_PLATFORM": "offscreen"} | more
 
 
-def _tunedesk(home: Path, data: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+def _tunedesk(home: Path, data: Path, *args: str, offline: bool = False, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(home / ".local" / "bin" / "tunedesk"), *args],
+        [*(NO_NETWORK if offline else []), str(home / ".local" / "bin" / "tunedesk"), *args],
         env=_env(home, TUNEDESK_HOME=str(data), **env),
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=300,
     )
 
 
@@ -77,7 +85,7 @@ def test_the_desktop_entry_starts_the_app_which_adds_a_file_and_quits_cleanly(in
     assert (desktop["Type"], desktop["Name"], desktop["Icon"]) == ("Application", "Tunedesk", "tunedesk")
     assert (installed / ".local" / "share" / "icons" / "hicolor" / "scalable" / "apps" / "tunedesk.svg").is_file()
     # What a file manager runs for "Open with Tunedesk": Exec with %F replaced by the file.
-    command = [str(SAMPLE) if word == "%F" else word for word in shlex.split(desktop["Exec"])]
+    command = NO_NETWORK + [str(SAMPLE) if word == "%F" else word for word in shlex.split(desktop["Exec"])]
     data = tmp_path / "library"
     with open(tmp_path / "stderr", "w") as stderr:
         app = subprocess.Popen(command, env=_env(installed, TUNEDESK_HOME=str(data)), stderr=stderr)
@@ -97,7 +105,7 @@ def test_the_desktop_entry_starts_the_app_which_adds_a_file_and_quits_cleanly(in
 
 def test_the_bundle_sets_up_its_engine_then_trains_exports_and_answers(installed, tmp_path, tiny_base):
     data = tmp_path / "library"
-    assert _tunedesk(installed, data, "add", str(SAMPLE)).returncode == 0
+    assert _tunedesk(installed, data, "add", str(SAMPLE), offline=True).returncode == 0
 
     # No wheels to install from: the set-up fails with one sentence, and leaves no job and no venv.
     empty = tmp_path / "no-wheels"
@@ -124,7 +132,7 @@ def test_the_bundle_sets_up_its_engine_then_trains_exports_and_answers(installed
     assert exported.returncode == 0, exported.stderr  # through the bundle's llama.cpp, lent to the engine
     assert "verified" in exported.stdout
 
-    asked = _tunedesk(installed, data, "ask", "What is the royalty rate?", "--json")
+    asked = _tunedesk(installed, data, "ask", "What is the royalty rate?", "--json", offline=True)
     assert asked.returncode == 0, asked.stderr
     answer = json.loads(asked.stdout)
     assert answer["answer"] and answer["model"].endswith("q8_0.gguf")
