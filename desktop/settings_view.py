@@ -50,10 +50,14 @@ class SettingsView(View):
         form = QFormLayout()
         form.addRow("Library folder", row)
         form.addRow("Log", self.log)
+        self.engine = QLabel("…")
+        self.engine.setWordWrap(True)
+        form.addRow("Training here", self.engine)
         note = QLabel(
             "The library folder holds library.db, a copy of each document, datasets, training jobs and models. "
-            "Tunedesk connects to nothing but the hosts below (when you train there) and, if you give a "
-            "Hugging Face model id, the Hugging Face hub."
+            "Tunedesk connects to nothing but the hosts below (when you train there), the package indexes "
+            "when it sets up training on this computer (once), and, if you give a Hugging Face model id, the "
+            "Hugging Face hub; never with your documents but to the hosts below (docs/privacy.md)."
         )
         note.setWordWrap(True)
         note.setStyleSheet("color: gray")
@@ -120,6 +124,14 @@ class SettingsView(View):
             return hosts(library)
 
         self.main.tasks.start(work, self._show_hosts)
+        data_dir = self.main.data_dir
+
+        def engine(library: Library, task) -> str:
+            from core.runners.engine_env import local_state
+
+            return local_state(data_dir)
+
+        self.main.tasks.start(engine, self.engine.setText)
 
     def _show_hosts(self, listed: list[Any]) -> None:
         self.host_names = [h.name for h in listed]

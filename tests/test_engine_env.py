@@ -42,3 +42,9 @@ def test_a_disk_without_room_for_the_venv_is_named_before_anything_is_made(tmp_p
     with pytest.raises(KnownError, match=r"needs about 1000000000 GB free in .*, but only .* GB are free"):
         engine_env._make_venv(tmp_path / "venv", lambda message, done, total: None, None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_settings_says_where_training_here_runs(tmp_path):
+    # This test venv has the engine's packages: the app's own Python runs it, and nothing is to be set up.
+    assert engine_env.local_state(tmp_path).startswith("ready: the app's own Python")
+    assert not (tmp_path / "engine").exists()

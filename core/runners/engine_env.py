@@ -149,6 +149,19 @@ def local(data_dir: Path, on_progress: ProgressFn | None = None, cancel: Callabl
     return Engine(str(python), env)
 
 
+def local_state(data_dir: Path) -> str:
+    """One sentence on the engine here, for Settings: what `local` would use, without making anything."""
+    if not getattr(sys, "frozen", False) and _has_engine(sys.executable):
+        return f"ready: the app's own Python ({sys.executable})."
+    venv = data_dir / "engine" / venv_name()
+    if _has_engine(str(venv / "bin" / "python")):
+        return f"ready: {venv}."
+    return (
+        "not set up yet: the first training here installs PyTorch and transformers into the library folder "
+        "(from PyPI and download.pytorch.org; 2 GB for the CPU build, about 5 GB for a CUDA one)."
+    )
+
+
 def local_cuda() -> tuple[int, int] | None:
     try:
         shown = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30)
