@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from core import RESOURCES, cli_chat, cli_hosts, cli_models, cli_train, default_data_dir, versions
+from core import RESOURCES, cli_chat, cli_hosts, cli_models, cli_train, default_data_dir, prompts, versions
 from core.chunking import DEFAULT_SIZE
 from core.errors import Cancelled, KnownError
 from core.extract import format_size
@@ -30,9 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sys.stdin.isatty():  # a key file's passphrase is asked for, at a terminal; kept in memory only
         import getpass
 
-        from core.runners.ssh import Remote
-
-        Remote.ask_passphrase = getpass.getpass
+        prompts.ask_secret = getpass.getpass
     try:
         versions.check(versions.APP)
         return args.run(args)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtWidgets import QInputDialog, QLineEdit, QWidget
 
 from core.errors import Cancelled, KnownError
 
@@ -60,6 +61,36 @@ class Task(QThread):
             self.failed.emit(sentence(error))
         else:
             self.succeeded.emit(result)
+
+
+class SecretPrompt(QObject):
+    """core.prompts.ask_secret for the app: a task's thread asks, a password dialog opens on the GUI thread,
+    and the task waits for the answer. Cancelling the dialog cancels the task."""
+
+    asked = Signal(str)
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.window = parent
+        self.asked.connect(self._ask)  # queued: emitted from the task's thread, run on the GUI thread
+        self.one_at_a_time = threading.Lock()
+        self.answered = threading.Event()
+        self.answer: str | None = None
+
+    def __call__(self, prompt: str) -> str:
+        assert QThread.currentThread() is not self.thread(), "the GUI thread would wait for itself"
+        with self.one_at_a_time:
+            self.answered.clear()
+            self.asked.emit(prompt)
+            self.answered.wait()
+            if self.answer is None:
+                raise Cancelled()
+            return self.answer
+
+    def _ask(self, prompt: str) -> None:
+        text, ok = QInputDialog.getText(self.window, "Key passphrase", prompt, QLineEdit.EchoMode.Password)
+        self.answer = text if ok else None
+        self.answered.set()
 
 
 class Tasks(QObject):

@@ -22,7 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.tasks import Tasks
+from core import prompts
+from desktop.tasks import SecretPrompt, Tasks
 from desktop.view import View
 
 log = logging.getLogger("tunedesk")
@@ -72,6 +73,7 @@ class MainWindow(QMainWindow):
         self.data_dir = data_dir
         self.banner = ErrorBanner()
         self.tasks = Tasks(data_dir, self.show_error, self)
+        prompts.ask_secret = SecretPrompt(self)  # an SSH key's passphrase, asked when a task needs it
         self.views: dict[str, View] = {}
         self.nav = QListWidget()
         self.nav.addItems(list(VIEWS))
@@ -125,6 +127,7 @@ class MainWindow(QMainWindow):
         self.shutdown()
         self.data_dir = data_dir
         self.tasks = Tasks(data_dir, self.show_error, self)
+        prompts.ask_secret = SecretPrompt(self)  # an SSH key's passphrase, asked when a task needs it
         for view in self.views.values():
             view.reset()
         self.view(self.nav.currentItem().text()).refresh()
@@ -134,6 +137,8 @@ class MainWindow(QMainWindow):
         for view in self.views.values():
             view.stop()
         self.tasks.wait()
+        if isinstance(prompts.ask_secret, SecretPrompt) and prompts.ask_secret.window is self:
+            prompts.ask_secret = None
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()

@@ -256,3 +256,41 @@ def test_a_key_with_a_passphrase_is_asked_for_or_explained(data, server, tmp_pat
     refused = tunedesk("hosts", "check", "box", data_dir=data)  # no terminal to ask at
     assert refused.returncode == 1
     assert f"The key {locked} is protected by a passphrase. Load it into your SSH agent (ssh-add)" in refused.stderr
+
+
+def test_the_app_asks_for_a_key_passphrase_in_a_dialog(data, server, tmp_path, qtbot, monkeypatch):
+    import subprocess
+
+    from PySide6.QtWidgets import QInputDialog, QLineEdit
+
+    from desktop.window import MainWindow
+
+    locked, passphrase = tmp_path / "locked", "tunedesk-passphrase-7Q"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(locked)], check=True)
+    authorized = server.folder / "authorized_keys"
+    before = authorized.read_text()
+    authorized.write_text(before + (tmp_path / "locked.pub").read_text())
+    try:
+        add_host(data, server, tmp_path, key=locked)
+        trust(data, server)
+        asked = []
+
+        def answer(parent, title, prompt, echo):
+            asked.append((prompt, echo))
+            return passphrase, True
+
+        monkeypatch.setattr(QInputDialog, "getText", answer)
+        window = MainWindow(data)
+        qtbot.addWidget(window)
+        window.show_view("Settings")
+        settings = window.view("Settings")
+        qtbot.waitUntil(lambda: settings.host_names == ["box"], timeout=10_000)
+        settings.hosts.selectRow(0)
+        settings.check_selected()  # the check's task asks; the dialog opens on the GUI thread
+        qtbot.waitUntil(lambda: "the engine runs with" in settings.host_status.text(), timeout=30_000)
+        assert asked == [(f"The key {locked} is protected by a passphrase. Passphrase: ", QLineEdit.EchoMode.Password)]
+        window.shutdown()
+    finally:
+        authorized.write_text(before)
+    # Kept in memory only: not in the library, its log, or anything else under the data dir.
+    assert not [p for p in data.rglob("*") if p.is_file() and passphrase.encode() in p.read_bytes()]

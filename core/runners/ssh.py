@@ -27,12 +27,12 @@ import shlex
 import stat
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from core import hosts
+from core import hosts, prompts
 from core.engine.events import CANCEL_FILE, TERMINAL
 from core.engine.events import FILE as EVENTS_FILE
 from core.errors import KnownError
@@ -58,8 +58,6 @@ class Remote:
 
     _open: ClassVar[dict[tuple[str, str], Remote]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
-    # How a front end asks for a key's passphrase (the CLI: getpass); None: ask the user for ssh-add.
-    ask_passphrase: ClassVar[Callable[[str], str] | None] = None
 
     def __init__(self, host: hosts.Host, data_dir: Path) -> None:
         self.host, self.data_dir = host, data_dir
@@ -126,10 +124,10 @@ class Remote:
             try:
                 self.client = hosts.connect(self.host, self.data_dir, passphrase=self.passphrase)
             except hosts.PassphraseNeeded as needed:
-                if Remote.ask_passphrase is None:
+                if prompts.ask_secret is None:
                     raise KnownError(f"{needed} Load it into your SSH agent (ssh-add) and try again.") from None
                 # Asked once and kept in this process's memory only: never written anywhere.
-                self.passphrase = Remote.ask_passphrase(f"{needed} Passphrase: ")
+                self.passphrase = prompts.ask_secret(f"{needed} Passphrase: ")
                 self.client = hosts.connect(self.host, self.data_dir, passphrase=self.passphrase)
         return self.client
 
