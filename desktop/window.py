@@ -73,7 +73,8 @@ class MainWindow(QMainWindow):
         self.data_dir = data_dir
         self.banner = ErrorBanner()
         self.tasks = Tasks(data_dir, self.show_error, self)
-        prompts.ask_secret = SecretPrompt(self)  # an SSH key's passphrase, asked when a task needs it
+        self.secret_prompt = SecretPrompt(self)  # an SSH key's passphrase, asked when a task needs it
+        prompts.ask_secret = self.secret_prompt
         self.views: dict[str, View] = {}
         self.nav = QListWidget()
         self.nav.addItems(list(VIEWS))
@@ -127,7 +128,7 @@ class MainWindow(QMainWindow):
         self.shutdown()
         self.data_dir = data_dir
         self.tasks = Tasks(data_dir, self.show_error, self)
-        prompts.ask_secret = SecretPrompt(self)  # an SSH key's passphrase, asked when a task needs it
+        prompts.ask_secret = self.secret_prompt  # shutdown took it back
         for view in self.views.values():
             view.reset()
         self.view(self.nav.currentItem().text()).refresh()
@@ -137,7 +138,7 @@ class MainWindow(QMainWindow):
         for view in self.views.values():
             view.stop()
         self.tasks.wait()
-        if isinstance(prompts.ask_secret, SecretPrompt) and prompts.ask_secret.window is self:
+        if prompts.ask_secret is self.secret_prompt:
             prompts.ask_secret = None
 
     def closeEvent(self, event: QCloseEvent) -> None:
