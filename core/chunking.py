@@ -13,6 +13,14 @@ from dataclasses import dataclass
 PAGE_SEPARATOR = "\n\n"
 DEFAULT_SIZE = 512
 
+# Indexed with a chunk that starts in a document's first OPENING_CHARS characters (`index_context`): a
+# question about the agreement itself (its name, parties, date) is answered by its first lines, which
+# share no word with the question, so search asks for this token instead. No document contains it.
+OPENING_MARK = "tunedeskopening"
+# A cover page, a table of contents or a letterhead can push the title and parties some way down, rarely
+# past this.
+OPENING_CHARS = 1500
+
 # Where to cut, best first: a blank line, the end of a sentence at the end of a line, the end of a
 # sentence, a line break (PDF text breaks every printed line), a space. A cut is taken only if it leaves
 # the chunk at least half full; otherwise the next kind is tried, and at worst the text is cut hard.
@@ -72,6 +80,12 @@ def chunk_pages(pages: list[str], *, size: int = DEFAULT_SIZE, overlap: int = 0)
             break
         start = _skip_space(text, _next_start(text, start, end, overlap))
     return chunks
+
+
+def index_context(start: int) -> str:
+    """What the search index knows of a chunk besides its text: its place in the document, from the
+    chunk's start offset."""
+    return OPENING_MARK if start < OPENING_CHARS else ""
 
 
 def _cut(text: str, start: int, size: int) -> int:

@@ -20,12 +20,13 @@ from pathlib import Path
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from core.chunking import Chunk, page_starts
+from core.chunking import Chunk, index_context, page_starts
 from core.errors import KnownError
 
 DATABASE = "library.db"
 LOCK = "library.lock"  # held while the schema is migrated
 migrations = Migrations("tunedesk")
+_TOKENIZER = "porter unicode61 remove_diacritics 2"  # stems, so "assigns" finds "assigned"
 
 
 @migrations()
@@ -63,9 +64,7 @@ def m001_documents(db: sqlite_utils.Database) -> None:
         CREATE INDEX chunks_document ON chunks(document_id);
         """
     )
-    db.table("chunks").enable_fts(
-        ["text"], fts_version="FTS5", tokenize="porter unicode61 remove_diacritics 2", create_triggers=True
-    )
+    db.table("chunks").enable_fts(["text"], fts_version="FTS5", tokenize=_TOKENIZER, create_triggers=True)
 
 
 @migrations()
@@ -192,6 +191,19 @@ def m005_hosts(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@migrations()
+def m006_chunk_context(db: sqlite_utils.Database) -> None:
+    # Search indexes each chunk's place in its document beside its text (core.chunking.index_context), so
+    # the index gets a second column and is built again.
+    db.execute("ALTER TABLE chunks ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+    rows = db.execute("SELECT id, start FROM chunks").fetchall()
+    db.conn.executemany(
+        "UPDATE chunks SET context = ? WHERE id = ?", [(index_context(start), id) for id, start in rows]
+    )
+    db.table("chunks").disable_fts()
+    db.table("chunks").enable_fts(["text", "context"], fts_version="FTS5", tokenize=_TOKENIZER, create_triggers=True)
 
 
 class LibraryError(KnownError):
@@ -332,6 +344,7 @@ class Library:
                     "start": chunk.start,
                     "end": chunk.end,
                     "text": chunk.text,
+                    "context": index_context(chunk.start),
                 }
                 for chunk in chunks
             )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 from core import RESOURCES
+from core.chunking import OPENING_MARK
 from core.citations import Passage
 from core.library import Library
 
@@ -24,7 +25,8 @@ _WORD = re.compile(r"\w+")
 
 @dataclass(frozen=True)
 class Hit(Passage):
-    score: float  # higher is better: BM25, or the fused reciprocal ranks of BM25 rankings
+    score: float  # BM25 times the coordination factor (_coordinated): higher is better
+    context: str = field(default="", repr=False)  # what the index holds besides the text (index_context)
 
 
 def query_words(query: str) -> list[str]:
@@ -43,55 +45,83 @@ def match_expression(words: list[str]) -> str:
 # A word in more than this share of the chunks ("agreement", "party" in a contract library) weighs little in
 # BM25 but makes FTS5 score a large part of the index; it is left out while rarer words find enough hits.
 COMMON_SHARE = 0.1
-
-
-# How deep each ranking goes before two are fused: the fused top k rarely comes from further down.
-FUSION_DEPTH = 20
+# A chunk's context (the document's opening: core.chunking.index_context) weighs this many times a word of
+# its text, so that a question about the agreement itself finds the opening before a page that merely
+# repeats "agreement" (chosen on the first half of the CUAD set, docs/retrieval.md).
+CONTEXT_WEIGHT = 2.0
+# How far down the ranking the search looks for passages on other pages.
+DEPTH = 30
 
 
 def search(library: Library, query: str, *, k: int = 5, document_id: int | None = None) -> list[Hit]:
-    """The `k` chunks that best match `query`, best first; only in one document if `document_id` is given.
+    """The `k` chunks that best match `query`, best first, at most one a page while other pages match; only
+    in one document if `document_id` is given.
 
-    People ask in plain words ("can the licence be transferred?") and contracts answer in their own
-    ("shall not be transferrable"): where resources/retrieval/contract_terms.txt knows a question word, a
-    second ranking searches for the contract's words too, and the two rankings are fused by reciprocal rank,
-    so that neither the literal words nor the expansion can push the other's best passages out."""
+    People ask in plain words ("can the agreement be handed over?") and contracts answer in their own
+    ("shall not assign"): the question's words are searched together with the contract words that
+    resources/retrieval/contract_terms.txt gives for them, in one BM25 ranking over each chunk's text and its
+    context. Questions about the agreement itself (its name, parties, date) also ask for the document's
+    opening. Of the best DEPTH, a passage that answers to more of the question's words ranks higher (BM25
+    alone lets one word repeated outweigh the rest), and one passage a page leaves room in the top k for
+    the other places a clause may be."""
     words = query_words(query)
     if not words or k <= 0:
         return []
-    rare = _rare_words(library, words)
-    expansion = [term for word in words for term in contract_terms().get(word, ())]
-    depth = FUSION_DEPTH if expansion else k
-    literal = _ranked(library, match_expression(rare), depth, document_id)
-    if len(literal) < depth and len(rare) < len(words):
-        literal = _ranked(library, match_expression(words), depth, document_id)
-    if not expansion:
-        return literal
-    expanded = _ranked(library, match_expression(list(dict.fromkeys(rare + expansion))), depth, document_id)
-    return _fused([literal, expanded], k)
+    terms = list(dict.fromkeys(words + [term for word in words for term in contract_terms().get(word, ())]))
+    rare = _rare_words(library, terms)
+    depth = max(DEPTH, k)
+    ranked = _ranked(library, match_expression(rare), depth, document_id)
+    if len(ranked) < k and len(rare) < len(terms):
+        ranked = _ranked(library, match_expression(terms), depth, document_id)
+    return _one_a_page(_coordinated(ranked, words), k)
 
 
 @cache
 def contract_terms() -> dict[str, tuple[str, ...]]:
-    """Question word -> the words and phrases contracts use for it."""
-    terms = {}
+    """Question word -> the words and phrases contracts use for it; "[opening]" is the document's opening."""
+    terms: dict[str, list[str]] = {}
     for line in (RESOURCES / "retrieval" / "contract_terms.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             word, _, alternatives = line.partition(":")
-            terms[word.strip()] = tuple(term.strip() for term in alternatives.split(","))
-    return terms
+            terms.setdefault(word.strip(), []).extend(
+                OPENING_MARK if term.strip() == "[opening]" else term.strip() for term in alternatives.split(",")
+            )
+    return {word: tuple(dict.fromkeys(alternatives)) for word, alternatives in terms.items()}
 
 
-def _fused(rankings: list[list[Hit]], k: int) -> list[Hit]:
-    # Reciprocal rank fusion (Cormack et al., 2009), with its usual constant 60.
-    scores: dict[int, float] = {}
-    hits: dict[int, Hit] = {}
-    for ranking in rankings:
-        for rank, hit in enumerate(ranking):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1 / (60 + rank)
-            hits.setdefault(hit.chunk_id, hit)
-    best = sorted(scores, key=scores.__getitem__, reverse=True)[:k]
-    return [replace(hits[chunk], score=scores[chunk]) for chunk in best]
+# How much a passage's BM25 score grows when it answers to every word of the question, against none:
+# Lucene's classic coordination factor, with a weight chosen on the first half of the CUAD set
+# (docs/retrieval.md).
+COORDINATION = 2.0
+
+
+def _coordinated(ranked: list[Hit], words: list[str]) -> list[Hit]:
+    patterns = [_word_or_terms(word) for word in words]
+
+    def coverage(hit: Hit) -> float:
+        text = f"{hit.text} {hit.context}"
+        return sum(bool(pattern.search(text)) for pattern in patterns) / len(patterns)
+
+    scored = [replace(hit, score=hit.score * (1 + COORDINATION * coverage(hit))) for hit in ranked]
+    return sorted(scored, key=lambda hit: hit.score, reverse=True)
+
+
+def _word_or_terms(word: str) -> re.Pattern[str]:
+    # A prefix stands in for the stem ("assign" for "assigned", "assignment"): the index stems, this
+    # cannot use its stemmer.
+    terms = (word, *contract_terms().get(word, ()))
+    prefixes = {term[: max(4, len(term) - 2)] for term in terms}
+    return re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(prefixes))) + ")", re.IGNORECASE)
+
+
+def _one_a_page(ranked: list[Hit], k: int) -> list[Hit]:
+    first: list[Hit] = []
+    rest: list[Hit] = []
+    pages: set[int] = set()
+    for hit in ranked:
+        (rest if hit.page_first in pages else first).append(hit)
+        pages.add(hit.page_first)
+    return (first + rest)[:k]
 
 
 def _rare_words(library: Library, words: list[str]) -> list[str]:
@@ -115,8 +145,11 @@ def _ranked(library: Library, expression: str, k: int, document_id: int | None) 
     rows = library.db.query(
         f"""
         SELECT c.id AS chunk_id, c.document_id, d.name AS document, c.page_first, c.page_last, c.text,
-            -hit.rank AS score
-        FROM (SELECT rowid, bm25(chunks_fts) AS rank FROM chunks_fts WHERE {where} ORDER BY rank LIMIT ?) hit
+            c.context, -hit.rank AS score
+        FROM (
+            SELECT rowid, bm25(chunks_fts, 1.0, {CONTEXT_WEIGHT}) AS rank FROM chunks_fts WHERE {where}
+            ORDER BY rank LIMIT ?
+        ) hit
         JOIN chunks c ON c.id = hit.rowid
         JOIN documents d ON d.id = c.document_id
         ORDER BY hit.rank""",

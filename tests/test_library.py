@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core.chunking import OPENING_CHARS, OPENING_MARK
 from core.errors import KnownError
 from core.ingest import add_documents
 from core.library import Library, migrations
@@ -123,6 +124,23 @@ def test_pending_migrations_back_up_the_library_first(tmp_path):
         assert backup.execute("SELECT count(*) FROM sqlite_master WHERE name = 'test_only'").fetchone()[0] == 0
     finally:
         migrations._migrations.pop()
+
+
+def test_a_library_from_before_chunk_contexts_is_indexed_again(tmp_path):
+    with Library(tmp_path) as library:
+        (outcome,) = add_documents(library, [SAMPLE])
+        # Back to the schema of m005: one indexed column, no context, m006 not applied.
+        library.db.table("chunks").disable_fts()
+        library.db.execute("ALTER TABLE chunks DROP COLUMN context")
+        library.db.table("chunks").enable_fts(["text"], fts_version="FTS5", create_triggers=True)
+        library.db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm006_chunk_context'")
+    with Library(tmp_path) as library:
+        indexed = library.db.execute(
+            "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", [f"context: {OPENING_MARK}"]
+        ).fetchone()[0]
+        opening = library.db.execute("SELECT count(*) FROM chunks WHERE start < ?", [OPENING_CHARS]).fetchone()[0]
+        assert counts(library)["chunks_fts"] == outcome.document.chunks
+    assert indexed == opening > 0
 
 
 def test_not_a_database(tmp_path):
