@@ -6,13 +6,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Outside the clone, so that CI's fresh clones and new venvs reuse downloads and built wheels.
 CACHE := $(HOME)/.cache/tunedesk
-WHEELS := $(CACHE)/wheels
+# llama-cpp-python compiles from source (minutes on 2 cores): its wheel is built once and kept, in a folder
+# named for its build flags so that a wheel built with other flags is never taken. Portable x86-64-v3 (AVX2,
+# FMA, F16C), not -march=native: a native build on a CPU with AMX uses ggml's AMX matmul, which crashed
+# llama.cpp on Q8_0 models (seen on a Sapphire Rapids-class machine), and a bundle built natively would not
+# start on an older CPU. pip's own wheel cache ignores CMAKE_ARGS, hence --no-cache-dir. LLAVA_BUILD=OFF
+# skips the multimodal tools, a quarter of the build, unused here.
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+WHEELS := $(CACHE)/wheels-x86-64-v3
 export PIP_CACHE_DIR ?= $(CACHE)/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # The one pin, read from pyproject.toml.
 LLAMA_CPP_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)
 LINTED := core desktop tests benchmarks
-# llama-cpp-python compiles from source (minutes on 2 cores): its wheel is built once and kept.
 LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)
 # llama.cpp's GGUF converter (convert_hf_to_gguf.py, conversion/, gguf-py/) from the sdist of the pinned
 # llama-cpp-python, so that converter and runtime are one llama.cpp version; core/engine/gguf.py finds it in
@@ -62,9 +68,8 @@ $(VENV)/.installed: pyproject.toml $(LLAMA_WHEEL) $(CONVERTER_SRC)
 	touch $@
 
 $(LLAMA_WHEEL):
-	@# LLAVA_BUILD=OFF skips the multimodal tools, a quarter of the build, which Tunedesk does not use.
 	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
-		CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PYTHON) -m pip wheel --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS)
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip wheel --no-cache-dir --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS)
 	touch $@
 
 $(CONVERTER_SRC):

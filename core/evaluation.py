@@ -8,6 +8,7 @@ Without one, a job is scored on the Q&A pairs its dataset held out (held_out.jso
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 from core import jobs as jobs_
 from core.chat import PASSAGES, Worker, grounded_messages
+from core.citations import Passage
 from core.datasets import SYSTEM
 from core.errors import KnownError
 from core.library import Library
@@ -114,7 +116,7 @@ def _write_items(library: Library, path: Path, questions: list[Question]) -> Non
         items.append(
             {"question": q.question, "answer": q.answer, "pages": list(q.pages), "document": q.document}
             | {"messages": grounded_messages(q.question, hits)}
-            | {"passages": [{k: v for k, v in vars(h).items() if k != "score"} for h in hits]}
+            | {"passages": [{f.name: getattr(h, f.name) for f in dataclasses.fields(Passage)} for h in hits]}
             | {"page_texts": [[d, p, library.page_text(d, p)] for d, p in sorted(pages)]}
         )
     path.parent.mkdir(exist_ok=True)
@@ -165,5 +167,6 @@ def _row(model: str, step: int | None, figures: dict[str, Any]) -> dict[str, Any
     `citation_hit`."""
     return {"model": model, "step": step, "answer_score": figures["answer_score"]} | {
         "citation_hit": figures["cited_right"],
+        "citation_precision": figures.get("citation_precision"),
         "mean_words": figures["mean_words"],
     }

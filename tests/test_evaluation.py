@@ -5,6 +5,7 @@ through llama.cpp."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -25,10 +26,32 @@ from tests.test_jobs import FAST, data, job_json  # noqa: F401  (the `data` fixt
         ("The laws of the State of New York.", "New York", 1.0),
         ("Delaware", "New York", 0.0),
         ("", "New York", 0.0),
+        ("It is dated 15 April, 2009.", "4/15/09", 1.0),
+        ("made on the fifteenth day of April 2009", "4/15/09", 1.0),
+        ("effective as of 2009-04-15", "4/15/09", 1.0),
+        ("dated April 16, 2009", "4/15/09", 0.0),
+        ("The term ends 31/01/2025.", "1/31/25", 1.0),
+        ("renews for successive one (1) year terms", "successive 1 year", 1.0),
+        ("renews for successive two (2) year terms", "successive 1 year", pytest.approx(4 / 9)),  # F1 only
+        ("one hundred eighty days' written notice", "180 days", 1.0),
     ],
 )
 def test_correctness_after_normalization(answer, expected, value):
     assert correctness(answer, expected) == value
+
+
+def test_cuad_dates_match_the_way_contracts_write_them():
+    pairs = json.loads((Path(__file__).parent / "data" / "cuad_dates.json").read_text())["dates"]
+    assert len(pairs) > 30
+    assert [(expected, written) for expected, written in pairs if correctness(written, expected) != 1.0] == []
+
+
+def test_a_yes_question_is_answered_by_quoting_and_citing_its_clause():
+    clause = "“Neither party may assign this Agreement without consent.” [c.pdf p. 9]"
+    assert score_answer(clause, [("c.pdf", [9])], "Yes", [9], "c.pdf").correct == 1.0
+    assert score_answer(clause, [("c.pdf", [3])], "Yes", [9], "c.pdf").correct == 0.0  # the wrong clause
+    assert score_answer("Neither party may assign it.", [("c.pdf", [9])], "Yes", [9], "c.pdf").correct == 0.0
+    assert score_answer("Yes.", [], "Yes", [9], "c.pdf").correct == 1.0
 
 
 def test_partial_answers_score_their_token_f1():
