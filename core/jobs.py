@@ -25,7 +25,7 @@ from core.engine.events import FILE as EVENTS_FILE
 from core.engine.events import EventLog, read_events
 from core.errors import KnownError
 from core.library import Library
-from core.models import DEMO
+from core.models import DEMO, PACKAGED, convert_packaged
 from core.runners import engine_env, local, ssh
 
 RUNNING = "running"
@@ -94,7 +94,10 @@ def launch(
 ) -> Job:
     """Create a job and start it, here or on a remote host. Where it will run is readied first (this
     machine's engine environment made, or a remote host checked: trusted, reachable, a Python, room for the
-    job), so that a place that cannot run it costs no job and no upload."""
+    job), so that a place that cannot run it costs no job and no upload. A packaged base is converted here
+    first, once, for either place."""
+    if base in PACKAGED:
+        convert_packaged(base, library.data_dir, on_progress=on_setup, cancel=cancel)
     if host == LOCAL:
         engine_env.local(library.data_dir, on_setup, cancel)
     else:

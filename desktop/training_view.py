@@ -27,7 +27,7 @@ from core import hosts, jobs
 from core.datasets import dataset
 from core.engine.config import PRESET_NAMES, load_config
 from core.library import Library
-from core.models import DEMO, resolve_base
+from core.models import DEMO, PACKAGED, resolve_base
 from desktop.loss_chart import LossChart
 from desktop.tasks import Task
 from desktop.view import View
@@ -64,8 +64,11 @@ class TrainingView(View):
     def __init__(self, main) -> None:
         super().__init__(main)
         self.base = QComboBox(editable=True)
-        self.base.addItem(DEMO)
-        self.base.setToolTip("demo, a model folder (safetensors), or a Hugging Face id such as org/name")
+        self.base.addItems([DEMO, *PACKAGED])
+        self.base.setToolTip(
+            "demo (tiny, built here), smollm2 (a real 135M instruct model, offline), a model folder "
+            "(safetensors), or a Hugging Face id such as org/name"
+        )
         browse = QPushButton("Folder…")
         browse.clicked.connect(self._pick_base)
         base_row = QHBoxLayout()

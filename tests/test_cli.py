@@ -19,9 +19,9 @@ from tests.conftest import SAMPLE, make_pdf
 TUNEDESK = Path(sys.executable).parent / "tunedesk"
 
 
-def tunedesk(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def tunedesk(*args: str, data_dir: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(TUNEDESK), *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120
+        [str(TUNEDESK), *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -8,7 +8,18 @@ import shutil
 
 import pytest
 
-from core.models import ModelError, check_base_folder, resolve_base
+from core import RESOURCES
+from core.models import (
+    SMOLLM2,
+    ModelError,
+    Packaged,
+    check_base_folder,
+    convert_packaged,
+    packaged_gguf,
+    resolve_base,
+)
+from tests.conftest import SAMPLE, make_pdf
+from tests.test_cli import tunedesk
 
 
 class Payload:
@@ -87,3 +98,69 @@ def test_a_hub_id_offline_says_so(tmp_path, monkeypatch):
 
 def test_demo_names_the_data_dir_model(tmp_path):
     assert resolve_base("demo", tmp_path) == tmp_path / "models" / "demo"
+
+
+def test_a_packaged_model_that_is_not_installed_names_its_package(tmp_path):
+    missing = Packaged("absent", "tunedesk-no-such-package", "1.0", "m.gguf", "0" * 64)
+    with pytest.raises(ModelError, match=r"comes in the package tunedesk-no-such-package, which is not installed"):
+        packaged_gguf(missing)
+
+
+def test_a_packaged_model_whose_file_changed_is_refused(tmp_path, monkeypatch):
+    package = tmp_path / "site" / "tunedesk_fake_model"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "m.gguf").write_bytes(b"GGUF not the shipped bytes")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    fake = Packaged("fake", "tunedesk-fake-model", "1.0", "m.gguf", "0" * 64)
+    with pytest.raises(ModelError, match=r"is not the one tunedesk-fake-model 1.0 ships \(its SHA-256 differs\)"):
+        packaged_gguf(fake)
+    (package / "m.gguf").unlink()
+    with pytest.raises(ModelError, match=r"cannot be read"):
+        packaged_gguf(fake)
+
+
+def test_smollm2_ships_in_the_venv_intact():
+    assert packaged_gguf(SMOLLM2).stat().st_size == 98_362_432
+
+
+@pytest.mark.slow
+def test_smollm2_is_converted_once_and_fine_tuned(tmp_path):
+    # Six pages of the sample contract: a dataset small enough that the final validation pass is quick.
+    pages = (RESOURCES / "samples" / "license_agreement_50p.txt").read_text().split("\f")[:6]
+    latin = [
+        page.translate(str.maketrans("“”’‘–—", "\"\"''--")).encode("latin-1", "replace").decode("latin-1")
+        for page in pages
+    ]
+    data = tmp_path / "data"
+    assert tunedesk("add", str(make_pdf(tmp_path / "contract.pdf", latin)), data_dir=data).returncode == 0
+    # One step (2 cores train about 30 tokens a second on it).
+    settings = ["--set", "seq_len=1024", "--set", "lora_rank=4", "--set", "save_every=1", "--set", "eval_every=1000"]
+    trained = tunedesk("train", "--base", "smollm2", "--max-steps", "1", *settings, data_dir=data, timeout=280)
+    assert trained.returncode == 0, trained.stderr
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf converted" in trained.stderr
+    folder = data / "models" / "smollm2"
+    check_base_folder(folder)
+    config = json.loads((folder / "config.json").read_text())
+    shape = (config["architectures"], config["hidden_size"], config["num_hidden_layers"])
+    assert shape == (["LlamaForCausalLM"], 576, 30)
+    assert "<|im_start|>" in (folder / "chat_template.jinja").read_text()  # ChatML, from the GGUF's metadata
+    job = json.loads(tunedesk("job", "1", "--json", data_dir=data).stdout)
+    assert job["state"] == "done" and [c["step"] for c in job["checkpoints"]] == [1]
+    made = folder.stat().st_mtime_ns
+    assert convert_packaged("smollm2", data) == folder and folder.stat().st_mtime_ns == made  # once only
+
+
+@pytest.mark.slow
+def test_smollm2_answers_before_any_training(tmp_path):
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    added = tunedesk("models", "--add", "smollm2", data_dir=data)
+    assert added.returncode == 0, added.stderr
+    asked = tunedesk("ask", "Which state's law governs this agreement?", "--json", data_dir=data, timeout=300)
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert answer["model"] == SMOLLM2.file
+    words = answer["answer"].split()
+    # A real model's answer: sentences of English words, not the demo model's empty or garbled output.
+    assert len(words) >= 5 and sum(word.strip(".,;:'\"()").isalpha() for word in words) / len(words) > 0.7

@@ -46,6 +46,7 @@ REQUIREMENTS = [
     "sentencepiece>=0.2",
     "protobuf>=5",
     "safetensors>=0.4",
+    "gguf>=0.10",  # transformers reads a packaged GGUF base model (smollm2) through it
     # What the lent llama.cpp needs beside them: llama-cpp-python's own imports and gguf-py's.
     "diskcache>=5.6",
     "pyyaml>=5.1",
