@@ -12,7 +12,7 @@ import pytest
 from core.errors import KnownError
 from core.evaluation import load_questions
 from core.jobs import Checkpoint, best_checkpoint
-from core.scoring import correctness, normalized_words, score_answer
+from core.scoring import correctness, normalized_words, score_answer, summary
 from tests.test_cli import tunedesk
 from tests.test_jobs import FAST, data, job_json  # noqa: F401  (the `data` fixture)
 
@@ -68,6 +68,14 @@ def test_a_citation_hits_only_an_expected_page_of_the_expected_document():
     assert score_answer("New York [contract.pdf p. 41]", [("contract.pdf", [41])], *expected).value == 1.0
 
 
+def test_citation_precision_is_the_share_of_cited_pages_that_are_expected():
+    expected = ("New York", [41], "contract.pdf")
+    both = score_answer("a", [("contract.pdf", [40, 41])], *expected)  # one right page of two
+    wrong = score_answer("b", [("contract.pdf", [7])], *expected)
+    assert summary([both, wrong])["citation_precision"] == round(1 / 3, 4)
+    assert summary([score_answer("c", [], *expected)])["citation_precision"] is None
+
+
 def test_question_sets_in_jsonl_and_csv(tmp_path):
     jsonl = tmp_path / "q.jsonl"
     jsonl.write_text('{"question": "Who pays?", "answer": "Vyera", "pages": [21, 22]}\n\n')
@@ -104,7 +112,9 @@ def test_eval_scores_every_checkpoint_and_chooses_the_best_by_score(data, tmp_pa
     assert scored.returncode == 0, scored.stderr
     rows = json.loads(scored.stdout)["rows"]
     assert [r["step"] for r in rows] == [2, 4, 6]
-    assert all(set(r) >= {"model", "step", "answer_score", "citation_hit", "mean_words"} for r in rows)
+    assert all(
+        set(r) >= {"model", "step", "answer_score", "citation_hit", "citation_precision", "mean_words"} for r in rows
+    )
     assert [c["answer_score"] for c in job_json(data)["checkpoints"]] == [r["answer_score"] for r in rows]
 
     # A question set whose expected answers are what step 2 said (where it differs from the last step):

@@ -16,11 +16,15 @@ from tests.engine_fixtures import wait_for
 from tests.test_cli import tunedesk
 from tests.test_jobs import FAST, job_json
 
-pytestmark = pytest.mark.skipif(not sshd.available(), reason="needs OpenSSH's sshd and ssh-keygen")
-
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
+    # Fail, not skip: a machine without sshd would otherwise pass without testing remote jobs at all.
+    if not sshd.available():
+        pytest.fail(
+            "The remote-host tests need OpenSSH's sshd and ssh-keygen: run packaging/linux/install-system-libraries.sh "
+            "(or apt-get install openssh-server)."
+        )
     running = sshd.Sshd(tmp_path_factory.mktemp("sshd"))
     running.start()
     yield running
