@@ -199,3 +199,16 @@ def test_tunedesk_without_a_command_opens_the_window(tmp_path):
             assert (data / "tunedesk.log").exists()
         finally:
             app.terminate()
+
+
+def test_the_xcb_platform_plugin_finds_every_library_it_needs():
+    # packaging/linux/install-system-libraries.sh installs them; a gap here is a desktop where the app
+    # cannot start (offscreen tests would not notice).
+    import subprocess
+    from pathlib import Path
+
+    import PySide6
+
+    plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    linked = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, check=True).stdout
+    assert [line.split()[0] for line in linked.splitlines() if "not found" in line] == []
