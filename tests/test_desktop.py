@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
+from pathlib import Path
 
+import PySide6
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
@@ -204,11 +207,6 @@ def test_tunedesk_without_a_command_opens_the_window(tmp_path):
 def test_the_xcb_platform_plugin_finds_every_library_it_needs():
     # packaging/linux/install-system-libraries.sh installs them; a gap here is a desktop where the app
     # cannot start (offscreen tests would not notice).
-    import subprocess
-    from pathlib import Path
-
-    import PySide6
-
     plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
     linked = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, check=True).stdout
     assert [line.split()[0] for line in linked.splitlines() if "not found" in line] == []
