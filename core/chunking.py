@@ -10,6 +10,8 @@ import bisect
 import re
 from dataclasses import dataclass
 
+from core.errors import KnownError
+
 PAGE_SEPARATOR = "\n\n"
 DEFAULT_SIZE = 512
 
@@ -44,6 +46,14 @@ class Chunk:
     page_last: int
 
 
+def check_settings(*, size: int, overlap: int) -> None:
+    """Refuse, in one sentence, a chunk size or overlap that cannot cut text."""
+    if size < 16:
+        raise KnownError(f"The chunk size must be at least 16 characters, not {size}.")
+    if not 0 <= overlap <= size // 2:
+        raise KnownError(f"The overlap must be between 0 and half the chunk size ({size // 2}), not {overlap}.")
+
+
 def page_starts(pages: list[str]) -> list[int]:
     """Offset of each page's first character in the document text."""
     starts, offset = [], 0
@@ -56,10 +66,7 @@ def page_starts(pages: list[str]) -> list[int]:
 def chunk_pages(pages: list[str], *, size: int = DEFAULT_SIZE, overlap: int = 0) -> list[Chunk]:
     """Cut the pages into chunks of at most `size` characters; each chunk after the first repeats about
     `overlap` characters of the one before, starting at a word."""
-    if size < 16:
-        raise ValueError(f"chunk size must be at least 16 characters, not {size}")
-    if not 0 <= overlap <= size // 2:
-        raise ValueError(f"overlap must be between 0 and half the chunk size ({size // 2}), not {overlap}")
+    check_settings(size=size, overlap=overlap)
     text = PAGE_SEPARATOR.join(pages)
     starts = page_starts(pages)
     chunks: list[Chunk] = []

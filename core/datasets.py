@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.chunking import DEFAULT_SIZE, chunk_pages
+from core.chunking import DEFAULT_SIZE, check_settings, chunk_pages
 from core.errors import KnownError
 from core.library import Library
 
@@ -152,8 +152,7 @@ def _check(settings: DatasetSettings) -> None:
         )
     if not 0 <= settings.val_share < 1:
         raise KnownError(f"The validation share must be at least 0 and below 1, not {settings.val_share}.")
-    if settings.chunk_size < 16 or not 0 <= settings.overlap <= settings.chunk_size // 2:
-        raise KnownError("The chunk size must be at least 16 characters and the overlap at most half of it.")
+    check_settings(size=settings.chunk_size, overlap=settings.overlap)
 
 
 def _val_pages(pages: int, share: float, rng: random.Random) -> set[int]:

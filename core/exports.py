@@ -95,6 +95,8 @@ def _run_export(
 
 def import_gguf(library: Library, path: Path) -> Model:
     """Record a GGUF file the user has (a base model to compare with, say); it is not copied."""
+    if path.exists() and not path.is_file():
+        raise KnownError(f"{path.name} is not a regular file (a folder, pipe or device is no GGUF model).")
     try:
         with open(path, "rb") as file:
             magic = file.read(4)

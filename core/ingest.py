@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.chunking import DEFAULT_SIZE, chunk_pages
+from core.chunking import DEFAULT_SIZE, check_settings, chunk_pages
 from core.errors import KnownError
 from core.extract import Extracted, Limits, extract, kind_of
 from core.library import Document, Library, LibraryError
@@ -61,6 +61,7 @@ def add_documents(
     Raises core.errors.Cancelled when `cancel` is set, and LibraryError when the library itself fails (busy,
     disk full); the files whose outcome was yielded stay added.
     """
+    check_settings(size=chunk_size, overlap=overlap)  # before any file is parsed
     stop = threading.Event()  # set when this batch ends early, so that its parses in flight end too
 
     def cancelled() -> bool:
@@ -112,6 +113,8 @@ def _store(library: Library, path: Path, extracted: Extracted, chunk_size: int, 
 
 def _sha256(path: Path) -> str | None:
     """The file's hash, or None where it cannot be read; extract() then says why."""
+    if not path.is_file():  # a pipe or a device would be read forever
+        return None
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as file:

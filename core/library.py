@@ -317,38 +317,48 @@ class Library:
     ) -> Document:
         """Store a parsed document and its chunks in one transaction, with a copy of its file.
 
-        The copy is hashed on the way, so a file that changed since it was parsed is refused.
+        The copy is hashed on the way, so a file that changed since it was parsed is refused; a refusal (a
+        busy library, a full disk) leaves no copy behind.
         """
         stored = self._store_file(source, sha256, kind)
-        with self.write() as db:
-            name = self._free_name(source.name)
-            row = {
-                "sha256": sha256,
-                "name": name,
-                "kind": kind,
-                "bytes": stored.stat().st_size,
-                "title": title,
-                "source": str(source.absolute()),
-                "added": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            }
-            document_id = int(db.table("documents").insert(row).last_pk)  # type: ignore[arg-type]
-            db.table("pages").insert_all(
-                {"document_id": document_id, "number": number, "start": start, "text": text}
-                for number, (start, text) in enumerate(zip(page_starts(pages), pages, strict=True), 1)
-            )
-            db.table("chunks").insert_all(
-                {
-                    "document_id": document_id,
-                    "page_first": chunk.page_first,
-                    "page_last": chunk.page_last,
-                    "start": chunk.start,
-                    "end": chunk.end,
-                    "text": chunk.text,
-                    "context": index_context(chunk.start),
+        try:
+            with self.write() as db:
+                row = {
+                    "sha256": sha256,
+                    "name": self._free_name(shown(source.name)),
+                    "kind": kind,
+                    "bytes": stored.stat().st_size,
+                    "title": title,
+                    "source": shown(str(source.absolute())),
+                    "added": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 }
-                for chunk in chunks
-            )
+                document_id = int(db.table("documents").insert(row).last_pk)  # type: ignore[arg-type]
+                db.table("pages").insert_all(
+                    {"document_id": document_id, "number": number, "start": start, "text": text}
+                    for number, (start, text) in enumerate(zip(page_starts(pages), pages, strict=True), 1)
+                )
+                db.table("chunks").insert_all(
+                    {
+                        "document_id": document_id,
+                        "page_first": chunk.page_first,
+                        "page_last": chunk.page_last,
+                        "start": chunk.start,
+                        "end": chunk.end,
+                        "text": chunk.text,
+                        "context": index_context(chunk.start),
+                    }
+                    for chunk in chunks
+                )
+        except BaseException:
+            self._forget_copy(stored, sha256)
+            raise
         return self.document(document_id)
+
+    def _forget_copy(self, stored: Path, sha256: str) -> None:
+        # Unless another opener added the same file meanwhile: the copy is then its document's.
+        with contextlib.suppress(sqlite3.Error, KnownError):
+            if self.find_sha256(sha256) is None:
+                stored.unlink(missing_ok=True)
 
     def remove(self, ref: str | int) -> Document:
         """Remove a document with its pages, chunks, Q&A pairs and index rows, in one transaction."""
@@ -430,6 +440,12 @@ _DOCUMENTS = """
     FROM documents d"""
 
 _SUFFIX = {"pdf": ".pdf", "docx": ".docx", "text": ".txt"}
+
+
+def shown(text: str) -> str:
+    """A file name as text that can be stored and printed: bytes that are not UTF-8 (which Python keeps as
+    lone surrogates) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _as_id(ref: str | int) -> int:

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from core.chunking import PAGE_SEPARATOR, chunk_pages
+from core.errors import KnownError
 
 PARAGRAPH = "The Licensee shall pay the royalty within thirty (30) days of the end of each quarter. " * 3
 
@@ -68,5 +69,5 @@ def test_overlap_repeats_the_end_of_the_previous_chunk_from_a_word_start():
 
 @pytest.mark.parametrize(("size", "overlap"), [(8, 0), (512, 300), (512, -1)])
 def test_bad_settings_are_refused(size, overlap):
-    with pytest.raises(ValueError):
+    with pytest.raises(KnownError, match=r"chunk size|overlap"):
         chunk_pages(["text"], size=size, overlap=overlap)

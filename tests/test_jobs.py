@@ -71,6 +71,9 @@ def test_export_records_the_gguf_in_the_library(data, tiny_base):
     (data / "notes.gguf").write_text("not a model")
     refused = tunedesk("models", "--add", str(data / "notes.gguf"), data_dir=data)
     assert refused.returncode == 1 and "notes.gguf is not a GGUF file." in refused.stderr
+    os.mkfifo(data / "pipe.gguf")  # read, it would hang the command
+    piped = tunedesk("models", "--add", str(data / "pipe.gguf"), data_dir=data)
+    assert piped.returncode == 1 and "pipe.gguf is not a regular file" in piped.stderr
     removed = tunedesk("models", "--rm", "1", data_dir=data)
     assert removed.returncode == 0 and not path.exists()  # an exported file is Tunedesk's own
     assert json.loads(tunedesk("models", "--json", data_dir=data).stdout)["models"] == []

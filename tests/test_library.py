@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -143,6 +144,32 @@ def test_a_library_from_before_chunk_contexts_is_indexed_again(tmp_path):
     assert indexed == opening > 0
 
 
+@pytest.mark.timeout(30)
+def test_a_pipe_is_refused_without_being_read(library, tmp_path):
+    pipe = tmp_path / "contract.pdf"
+    os.mkfifo(pipe)  # nothing ever writes to it: reading it would wait forever
+    (outcome,) = add_documents(library, [pipe])
+    assert (outcome.status, outcome.reason) == (
+        "refused",
+        "contract.pdf is not a regular file (a pipe, socket or device cannot be added).",
+    )
+
+
+def test_a_file_name_that_is_not_utf8_is_added_and_so_are_the_rest(library, tmp_path):
+    odd = tmp_path / os.fsdecode(b"b\xff.txt")
+    odd.write_text("The odd name's text.")
+    plain = tmp_path / "c.txt"
+    plain.write_text("The plain name's text.")
+    outcomes = list(add_documents(library, [odd, plain]))
+    assert [o.status for o in outcomes] == ["added", "added"]
+    assert [d.name for d in library.documents()] == ["b\ufffd.txt", "c.txt"]
+
+
+def test_bad_chunk_settings_are_refused_before_any_file_is_read(library, tmp_path):
+    with pytest.raises(KnownError, match=r"The chunk size must be at least 16 characters, not 0\."):
+        list(add_documents(library, [tmp_path / "never-read.txt"], chunk_size=0))
+
+
 def test_not_a_database(tmp_path):
     (tmp_path / "library.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(KnownError, match="is not a Tunedesk library"):
@@ -159,6 +186,8 @@ def test_disk_full_leaves_the_library_as_it_was(library, tmp_path):
         list(add_documents(library, [SAMPLE]))
     assert counts(library) == before
     assert library.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # Nor a copy of the refused file: files/ holds the first document's alone.
+    assert sorted(library.files_dir.iterdir()) == [library.stored_file(library.documents()[0])]
 
 
 @pytest.mark.slow
