@@ -73,7 +73,10 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def open_library(args: argparse.Namespace) -> Library:
     """The library the command names with --data-dir, else $TUNEDESK_HOME, else the user data dir."""
-    return Library(args.data_dir or default_data_dir())
+    library = Library(args.data_dir or default_data_dir())
+    if library.tightened:
+        print(f"note: {library.data_dir} was readable by other users; now only you can read it.", file=sys.stderr)
+    return library
 
 
 def _dataset_build(args: argparse.Namespace) -> int:

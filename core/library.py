@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +233,10 @@ class Library:
         self.files_dir = data_dir / "files"
         path = data_dir / DATABASE
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            existed = path.exists()
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # A library made by an earlier version, or copied in, may be readable by other users.
+            self.tightened = _private(data_dir) and existed
             self.db = sqlite_utils.Database(path)
             self.db.execute("PRAGMA busy_timeout = 5000")
             self.db.execute("PRAGMA journal_mode = WAL")
@@ -440,6 +444,22 @@ _DOCUMENTS = """
     FROM documents d"""
 
 _SUFFIX = {"pdf": ".pdf", "docx": ".docx", "text": ".txt"}
+
+
+def _private(data_dir: Path) -> bool:
+    """Take group and other permissions off the data dir and everything in it; whether any had them. The
+    folder and its database tell: a library written under Tunedesk's umask is not walked again."""
+    database = data_dir / DATABASE
+    if not any(path.exists() and path.stat().st_mode & 0o077 for path in (data_dir, database)):
+        return False
+    changed = False
+    for folder, dirs, files in os.walk(data_dir):
+        for path in [folder, *(os.path.join(folder, name) for name in dirs + files)]:
+            mode = os.lstat(path).st_mode
+            if mode & 0o077 and not stat.S_ISLNK(mode):
+                os.chmod(path, stat.S_IMODE(mode) & 0o700)
+                changed = True
+    return changed
 
 
 def shown(text: str) -> str:

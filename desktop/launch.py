@@ -4,11 +4,15 @@ before importing either, so that neither pays for the other's imports."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything Tunedesk writes (the library, datasets, jobs, models, and the engine's and workers' files,
+    # which inherit this) is readable by the user alone: the documents are confidential.
+    os.umask(0o077)
     args = list(sys.argv[1:] if argv is None else argv)
     if getattr(sys, "frozen", False):
         _frozen_child(args)

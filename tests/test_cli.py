@@ -25,6 +25,15 @@ def tunedesk(*args: str, data_dir: Path, timeout: float = 120) -> subprocess.Com
     )
 
 
+def test_what_the_cli_writes_only_its_user_can_read(tmp_path):
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    assert tunedesk("dataset", "build", data_dir=data).returncode == 0
+    written = [data, *data.rglob("*")]
+    assert [p for p in written if p.stat().st_mode & 0o077] == []
+    assert any(p.name == "train.jsonl" for p in written)
+
+
 def test_add_docs_search_rm(tmp_path):
     data = tmp_path / "data"
     added = tunedesk("add", str(SAMPLE), data_dir=data)

@@ -144,6 +144,19 @@ def test_a_library_from_before_chunk_contexts_is_indexed_again(tmp_path):
     assert indexed == opening > 0
 
 
+def test_a_library_readable_by_others_is_made_private_once(tmp_path):
+    with Library(tmp_path / "lib") as library:
+        list(add_documents(library, [SAMPLE]))
+    for path in [tmp_path / "lib", *(tmp_path / "lib").rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # as an earlier version left it
+    with Library(tmp_path / "lib") as library:
+        assert library.tightened
+    modes = {oct(path.stat().st_mode & 0o777) for path in [tmp_path / "lib", *(tmp_path / "lib").rglob("*")]}
+    assert modes <= {"0o700", "0o600"}
+    with Library(tmp_path / "lib") as library:
+        assert not library.tightened  # said once
+
+
 @pytest.mark.timeout(30)
 def test_a_pipe_is_refused_without_being_read(library, tmp_path):
     pipe = tmp_path / "contract.pdf"

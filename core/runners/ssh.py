@@ -80,7 +80,8 @@ class Remote:
         with self.lock:
             client = self._client()
             try:
-                _, out, err = client.exec_command(command, timeout=timeout)
+                # What the engine and the shell write there is the user's only: documents, datasets, adapters.
+                _, out, err = client.exec_command(f"umask 077; {command}", timeout=timeout)
                 status = out.channel.recv_exit_status()
                 return status, out.read().decode(errors="replace"), err.read().decode(errors="replace")
             except (OSError, EOFError, paramiko.SSHException) as error:
@@ -361,10 +362,12 @@ def _put_archive(remote: Remote, archive: bytes, folder: str) -> None:
     with remote.files() as sftp:
         _mkdirs(sftp, posixpath.dirname(folder))
         with sftp.open(partial + ".tar", "wb") as file:
+            file.chmod(0o600)
             file.write(archive)
     q = shlex.quote
     status, _, err = remote.run(
-        f"rm -rf -- {q(partial)} && mkdir -p {q(partial)} && tar -xf {q(partial + '.tar')} -C {q(partial)} && "
+        f"rm -rf -- {q(partial)} && mkdir -p {q(partial)} && "
+        f"tar --no-same-permissions -xf {q(partial + '.tar')} -C {q(partial)} && "
         f"rm -f {q(partial + '.tar')} && rm -rf -- {q(folder)} && mv {q(partial)} {q(folder)}"
     )
     if status != 0:
@@ -378,7 +381,7 @@ def _mkdirs(sftp: Any, folder: str) -> None:
         try:
             sftp.stat(path)
         except FileNotFoundError:
-            sftp.mkdir(path)
+            sftp.mkdir(path, mode=0o700)
 
 
 def _last_line(text: str) -> str:
