@@ -25,6 +25,17 @@ def tunedesk(*args: str, data_dir: Path, timeout: float = 120) -> subprocess.Com
     )
 
 
+def test_a_huge_step_count_is_one_sentence_and_starts_nothing(tmp_path):
+    data = tmp_path / "data"
+    refused = tunedesk("train", "--max-steps", "100000000000000000000000", "--detach", data_dir=data)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().endswith(
+        "The setting max_steps must be between 0 and 10,000,000 (0: as many as the "
+        "epochs take), not 100000000000000000000000."
+    )
+    assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}
+
+
 def test_what_the_cli_writes_only_its_user_can_read(tmp_path):
     data = tmp_path / "data"
     assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0

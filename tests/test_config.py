@@ -32,6 +32,11 @@ def test_overrides_win_over_the_preset():
         ({"qlora": 1}, "qlora"),
         ({"seq_len": 4}, "seq_len"),
         ({"dtype": "float8"}, "dtype"),
+        # Huge numbers are refused where they enter: 1e23 steps once locked every job command.
+        ({"max_steps": 10**23}, "max_steps must be between 0 and 10,000,000"),
+        ({"epochs": 1e20}, "epochs must be above 0 and at most 1000"),
+        ({"seed": 2**70}, "seed"),
+        ({"save_every": 10**30}, "save_every"),
     ],
 )
 def test_bad_settings_are_refused_by_name(overrides, named):

@@ -102,25 +102,39 @@ def _typed(key: str, value: Any, kind: type) -> Any:
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "true or false", list: "a list of names", str: "text"}
 
 
+# Far past any real run (a 7B epoch over a 181-page contract is about 200 steps), and small enough that every
+# count derived from them fits SQLite's integers: a step count of 1e23 once made every job command fail.
+MOST_STEPS = 10_000_000
+MOST_EPOCHS = 1000
+
+
 def _check_ranges(config: TrainConfig) -> None:
     rules = [
-        ("seed", config.seed >= 0, "at least 0"),
-        ("epochs", math.isfinite(config.epochs) and config.epochs > 0, "a positive number"),
-        ("max_steps", config.max_steps >= 0, "at least 0 (0 means: as many as the epochs take)"),
+        ("seed", 0 <= config.seed < 2**32, "between 0 and 4294967295"),
+        (
+            "epochs",
+            math.isfinite(config.epochs) and 0 < config.epochs <= MOST_EPOCHS,
+            f"above 0 and at most {MOST_EPOCHS}",
+        ),
+        (
+            "max_steps",
+            0 <= config.max_steps <= MOST_STEPS,
+            f"between 0 and {MOST_STEPS:,} (0: as many as the epochs take)",
+        ),
         ("seq_len", 16 <= config.seq_len <= 131072, "between 16 and 131072 tokens"),
-        ("batch_rows", config.batch_rows >= 1, "at least 1"),
-        ("grad_accum", config.grad_accum >= 1, "at least 1"),
+        ("batch_rows", 1 <= config.batch_rows <= 1024, "between 1 and 1024"),
+        ("grad_accum", 1 <= config.grad_accum <= 1024, "between 1 and 1024"),
         ("lr", math.isfinite(config.lr) and 0 < config.lr < 1, "a positive number below 1, such as 2e-4"),
-        ("warmup_steps", config.warmup_steps >= 0, "at least 0"),
+        ("warmup_steps", 0 <= config.warmup_steps <= MOST_STEPS, f"between 0 and {MOST_STEPS:,}"),
         ("weight_decay", math.isfinite(config.weight_decay) and config.weight_decay >= 0, "at least 0"),
         ("max_grad_norm", math.isfinite(config.max_grad_norm) and config.max_grad_norm > 0, "a positive number"),
-        ("lora_rank", config.lora_rank >= 1, "at least 1"),
+        ("lora_rank", 1 <= config.lora_rank <= 4096, "between 1 and 4096"),
         ("lora_alpha", math.isfinite(config.lora_alpha) and config.lora_alpha > 0, "a positive number"),
         ("lora_dropout", 0 <= config.lora_dropout < 1, "between 0 and 1"),
         ("target_modules", bool(config.target_modules), "at least one module name"),
         ("dtype", config.dtype in ("auto", "float32", "bfloat16"), "auto, float32 or bfloat16"),
-        ("eval_every", config.eval_every >= 1, "at least 1"),
-        ("save_every", config.save_every >= 1, "at least 1"),
+        ("eval_every", 1 <= config.eval_every <= MOST_STEPS, f"between 1 and {MOST_STEPS:,}"),
+        ("save_every", 1 <= config.save_every <= MOST_STEPS, f"between 1 and {MOST_STEPS:,}"),
     ]
     for name, ok, expected in rules:
         if not ok:
