@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", parents=[common], help="the passages that best match a query")
     search.add_argument("query", metavar="QUERY")
-    search.add_argument("-k", type=int, default=5, help="how many passages (default %(default)s)")
+    search.add_argument("-k", type=_positive, default=5, help="how many passages (default %(default)s)")
     search.add_argument("--doc", default=None, help="only in this document (id or name)")
     search.add_argument("--json", action="store_true")
     search.set_defaults(run=_search)
@@ -155,6 +155,17 @@ def _backup(args: argparse.Namespace) -> int:
         target = library.backup(args.target)
     print(f"backup: {target} ({format_size(target.stat().st_size)}; restore by copying it over library.db)")
     return 0
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1, for argparse (a wrong one is a usage error, exit status 2)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
 
 
 def _search(args: argparse.Namespace) -> int:

@@ -85,7 +85,11 @@ def _trust(args: argparse.Namespace) -> int:
             offered = fingerprint(offered_key(host(library, args.name)))
             print(f"The host {args.name} offers a key with the fingerprint\n  {offered}")
             print("Compare it with the one your provider shows for this machine.")
-            if input("Trust this key? [yes/no] ").strip().lower() not in ("y", "yes"):
+            try:
+                answer = input("Trust this key? [yes/no] ")
+            except EOFError:  # no terminal to answer from: nothing is trusted
+                answer = ""
+            if answer.strip().lower() not in ("y", "yes"):
                 print("Not trusted.")
                 return 1
             confirmed = offered

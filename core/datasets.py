@@ -134,7 +134,7 @@ def dataset(library: Library, dataset_id: int | None = None) -> Dataset:
     rows = list(library.db.query(query, [dataset_id] if dataset_id is not None else []))
     if not rows:
         raise KnownError(
-            f"No dataset {dataset_id} (see `tunedesk datasets`)."
+            f"No dataset {dataset_id}: datasets are numbered from 1 in the order `tunedesk dataset build` made them."
             if dataset_id is not None
             else "There is no dataset yet; build one with `tunedesk dataset build`."
         )

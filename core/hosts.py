@@ -26,6 +26,9 @@ _TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<address>\[[^\]]+\]|[^:\s@]+)(
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+LOCAL = "local"  # what `--host` names for this computer; no remote host may take the name
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
@@ -61,6 +64,8 @@ def add_host(
     """Record a host (nothing is sent to it): `target` is user@host[:port]."""
     if not _NAME.match(name):
         raise KnownError(f"{name!r} is not a usable host name: use letters, digits, dots, dashes and underscores.")
+    if name == LOCAL:
+        raise KnownError(f"A host cannot be named {LOCAL}: `--host {LOCAL}` means this computer; choose another name.")
     match = _TARGET.match(target.strip())
     if not match or not match["user"]:
         raise KnownError(f"{target!r} is not user@host or user@host:port.")

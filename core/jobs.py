@@ -24,12 +24,12 @@ from core.engine.config import TrainConfig
 from core.engine.events import FILE as EVENTS_FILE
 from core.engine.events import EventLog, read_events
 from core.errors import KnownError
+from core.hosts import LOCAL
 from core.library import Library
 from core.models import DEMO, PACKAGED, convert_packaged
 from core.runners import engine_env, local, ssh
 
 RUNNING = "running"
-LOCAL = "local"
 ENDED = {"done": "done", "error": "failed", "cancelled": "cancelled"}
 
 

@@ -20,8 +20,13 @@ TUNEDESK = Path(sys.executable).parent / "tunedesk"
 
 
 def tunedesk(*args: str, data_dir: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The command as a script runs it: no terminal on stdin."""
     return subprocess.run(
-        [str(TUNEDESK), *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=timeout
+        [str(TUNEDESK), *args, "--data-dir", str(data_dir)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -34,6 +39,15 @@ def test_a_huge_step_count_is_one_sentence_and_starts_nothing(tmp_path):
         "epochs take), not 100000000000000000000000."
     )
     assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}
+
+
+def test_small_gaps_are_one_sentence(tmp_path):
+    data = tmp_path / "data"
+    for k in ("0", "-5"):
+        wrong = tunedesk("search", "royalty", "-k", k, data_dir=data)
+        assert wrong.returncode == 2 and "argument -k: must be at least 1" in wrong.stderr
+    local = tunedesk("hosts", "add", "local", "me@192.0.2.1", data_dir=data)
+    assert local.returncode == 1 and "A host cannot be named local" in local.stderr
 
 
 def test_what_the_cli_writes_only_its_user_can_read(tmp_path):
