@@ -383,9 +383,11 @@ class Library:
         if target is None:
             stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
             target = self.data_dir / "backups" / f"library-{stamp}.db"
+            target.parent.mkdir(exist_ok=True)
         if target.exists():
             raise KnownError(f"{target} exists already; choose another name.")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():  # a typo in the path should not make folders
+            raise KnownError(f"The folder {target.parent} does not exist; make it first or choose another.")
         partial = target.with_name(target.name + ".partial")
         partial.unlink(missing_ok=True)
         try:

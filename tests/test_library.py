@@ -244,3 +244,7 @@ def test_backup_is_a_consistent_copy_and_never_overwrites(tmp_path):
         copy.close()
     again = tunedesk("backup", str(target), data_dir=data)
     assert again.returncode == 1 and f"{target} exists already" in again.stderr
+    nowhere = tmp_path / "no" / "such" / "folder" / "x.db"
+    typo = tunedesk("backup", str(nowhere), data_dir=data)
+    assert typo.returncode == 1 and f"The folder {nowhere.parent} does not exist" in typo.stderr
+    assert not (tmp_path / "no").exists()
