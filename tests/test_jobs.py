@@ -123,7 +123,7 @@ def test_a_killed_engine_shows_as_failed_with_the_reason(data, tiny_base):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "lora_rank=0"], "The setting lora_rank must be at least 1, not 0."),
+        (["--set", "lora_rank=0"], "The setting lora_rank must be between 1 and 4096, not 0."),
         (["--set", "lr=nan"], "The setting lr must be a positive number below 1"),
         (["--set", "colour=blue"], "Unknown setting 'colour'"),
         (["--dataset", "7"], "No dataset 7"),
