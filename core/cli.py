@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sqlite3
 import sys
 import textwrap
 import threading
@@ -19,7 +20,7 @@ from core import RESOURCES, cli_chat, cli_hosts, cli_models, cli_train, default_
 from core.chunking import DEFAULT_SIZE
 from core.errors import Cancelled, KnownError
 from core.extract import format_size
-from core.library import Library
+from core.library import DATABASE, Library, known_error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except KnownError as error:
         print(f"tunedesk: {error}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as error:
+        # A library damaged after it opened fails on its first read; known_error re-raises a bug.
+        database = (getattr(args, "data_dir", None) or default_data_dir()) / DATABASE
+        print(f"tunedesk: {known_error(error, database)}", file=sys.stderr)
         return 1
     except (Cancelled, KeyboardInterrupt):
         print("tunedesk: stopped; what was finished is kept.", file=sys.stderr)

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from core import RESOURCES
 from core.chunking import OPENING_CHARS, OPENING_MARK
 from core.errors import KnownError
 from core.ingest import add_documents
 from core.library import Library, migrations
 from tests.conftest import SAMPLE, make_pdf
+from tests.test_cli import tunedesk
 
 
 def counts(library: Library) -> dict[str, int]:
@@ -228,8 +230,6 @@ def test_a_second_writer_waits_then_gets_a_clear_sentence(library, tmp_path):
 def test_backup_is_a_consistent_copy_and_never_overwrites(tmp_path):
     import sqlite3
 
-    from tests.test_cli import tunedesk
-
     data = tmp_path / "data"
     assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
     made = tunedesk("backup", data_dir=data)
@@ -248,3 +248,28 @@ def test_backup_is_a_consistent_copy_and_never_overwrites(tmp_path):
     typo = tunedesk("backup", str(nowhere), data_dir=data)
     assert typo.returncode == 1 and f"The folder {nowhere.parent} does not exist" in typo.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_a_library_damaged_after_it_was_made_is_one_sentence(tmp_path):
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    database = data / "library.db"
+    size = database.stat().st_size
+    with open(database, "r+b") as file:  # zero a run of pages in the middle, as a failing disk might
+        file.seek(size // 3 // 4096 * 4096)
+        file.write(b"\0" * (size // 3))
+    damaged = (
+        f"tunedesk: The library {database} is damaged (restore it from a backup, or move it away to start a new one)."
+    )
+    failed = 0
+    for command in (
+        ["docs"],
+        ["search", "royalty"],
+        ["add", str(RESOURCES / "samples" / "transportation_contract_106p.pdf")],
+    ):
+        result = tunedesk(*command, data_dir=data)
+        assert "Traceback" not in result.stderr, result.stderr
+        if result.returncode:  # a command that reads no damaged page still works
+            assert result.stderr.strip().splitlines()[-1] == damaged
+            failed += 1
+    assert failed
