@@ -9,6 +9,7 @@ brings its events in.
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import math
 import shutil
@@ -73,11 +74,22 @@ def create_job(
         job_id = int(db.table("jobs").insert(row).last_pk)  # type: ignore[arg-type]
         job_dir = library.data_dir / "jobs" / str(job_id)
         shutil.rmtree(job_dir, ignore_errors=True)
-        shutil.copytree(dataset.dir, job_dir / "dataset")
         spec = {"base": str(base_path), "base_name": base, "config": config.to_dict()}
-        (job_dir / "job.json").write_text(json.dumps(spec, indent=2))
+        try:
+            shutil.copytree(dataset.dir, job_dir / "dataset")
+            (job_dir / "job.json").write_text(json.dumps(spec, indent=2))
+        except OSError as error:  # the row goes with the transaction; the folder must go too
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise KnownError(f"The job's folder {job_dir} could not be written: {_why(error)}.") from None
         db.execute("UPDATE jobs SET dir = ? WHERE id = ?", [str(job_dir), job_id])
     return job(library, job_id)
+
+
+def _why(error: OSError) -> str:
+    # shutil.copytree gathers its failures into one shutil.Error whose text holds each one's.
+    if error.errno == errno.ENOSPC or "No space left on device" in str(error):
+        return "the disk is full"
+    return error.strerror or str(error)
 
 
 def launch(

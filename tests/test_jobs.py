@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+from pathlib import Path
 
 import pytest
 
+from core import jobs
+from core.datasets import dataset
+from core.engine.config import load_config
+from core.errors import KnownError
+from core.library import Library
 from core.runners import local
 from tests.conftest import SAMPLE
 from tests.engine_fixtures import wait_for
@@ -153,3 +160,17 @@ def test_the_demo_runs_the_whole_workflow(tmp_path, tiny_base):
     assert "step     4  answer score " in out and "best: step 4, by answer score" in out
     assert "6. Asking it, offline through llama.cpp" in out
     assert out.count("unsupported: no citation backed by a passage") + out.count("cited: ") == 2
+
+
+def test_a_full_disk_while_the_job_is_made_leaves_no_job(data, tiny_base, monkeypatch):
+    def full(source, target, **_):
+        Path(target).mkdir(parents=True)
+        (Path(target) / "train.jsonl").write_bytes(b"x" * 8192)  # as far as the disk had room
+        raise shutil.Error([(str(source), str(target), "[Errno 28] No space left on device")])
+
+    monkeypatch.setattr(shutil, "copytree", full)
+    with Library(data) as library:
+        with pytest.raises(KnownError, match=r"The job's folder .*jobs/1 could not be written: the disk is full\."):
+            jobs.create_job(library, base="x", base_path=tiny_base, config=load_config(), dataset=dataset(library))
+        assert jobs.jobs(library) == []
+    assert not (data / "jobs" / "1").exists()
