@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,11 +100,16 @@ def import_gguf(library: Library, path: Path) -> Model:
         raise KnownError(f"{path.name} is not a regular file (a folder, pipe or device is no GGUF model).")
     try:
         with open(path, "rb") as file:
-            magic = file.read(4)
+            header = file.read(24)
     except OSError as error:
         raise KnownError(f"{path.name} cannot be read: {error.strerror}.") from None
-    if magic != b"GGUF":
+    if header[:4] != b"GGUF":
         raise KnownError(f"{path.name} is not a GGUF file.")
+    # Then the version, the tensor count and the metadata count (little-endian): garbage after the magic
+    # would otherwise be found only when a question is asked.
+    version, tensors, keys = struct.unpack("<IQQ", header[4:24].ljust(20, b"\xff"))
+    if version not in (2, 3) or tensors > 1 << 20 or keys > 1 << 20:
+        raise KnownError(f"{path.name} is not a usable GGUF file: its header is damaged.")
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while block := file.read(1 << 20):

@@ -78,6 +78,11 @@ def test_export_records_the_gguf_in_the_library(data, tiny_base):
     (data / "notes.gguf").write_text("not a model")
     refused = tunedesk("models", "--add", str(data / "notes.gguf"), data_dir=data)
     assert refused.returncode == 1 and "notes.gguf is not a GGUF file." in refused.stderr
+    (data / "garbage.gguf").write_bytes(b"GGUF" + os.urandom(64))
+    damaged = tunedesk("models", "--add", str(data / "garbage.gguf"), data_dir=data)
+    assert (
+        damaged.returncode == 1 and "garbage.gguf is not a usable GGUF file: its header is damaged." in damaged.stderr
+    )
     os.mkfifo(data / "pipe.gguf")  # read, it would hang the command
     piped = tunedesk("models", "--add", str(data / "pipe.gguf"), data_dir=data)
     assert piped.returncode == 1 and "pipe.gguf is not a regular file" in piped.stderr
