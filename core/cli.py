@@ -20,7 +20,7 @@ from core import RESOURCES, cli_chat, cli_hosts, cli_models, cli_train, default_
 from core.chunking import DEFAULT_SIZE
 from core.errors import Cancelled, KnownError
 from core.extract import format_size
-from core.library import DATABASE, Library, known_error
+from core.library import DATABASE, Library, known_error, shown
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,7 +127,7 @@ def _add(args: argparse.Namespace) -> int:
                     assert document is not None
                     detail = f"{document.pages} pages, {document.chunks} chunks, id {document.id}"
                     line = f"{outcome.status:<14} {document.name} ({detail})"
-                bar.write(line, file=sys.stdout)
+                bar.write(shown(line), file=sys.stdout)
         except KeyboardInterrupt:
             cancel.set()
             raise

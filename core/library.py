@@ -12,6 +12,7 @@ import datetime
 import fcntl
 import hashlib
 import os
+import re
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -465,9 +466,13 @@ def _private(data_dir: Path) -> bool:
 
 
 def shown(text: str) -> str:
-    """A file name as text that can be stored and printed: bytes that are not UTF-8 (which Python keeps as
-    lone surrogates) become U+FFFD."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A file name (or a line naming one) as text that can be stored and printed: bytes that are not UTF-8
+    (which Python keeps as lone surrogates) and control characters (a newline in a name could fake a line
+    of output, or a citation) become U+FFFD."""
+    return _CONTROL.sub("\ufffd", text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _as_id(ref: str | int) -> int:

@@ -170,14 +170,16 @@ def test_a_pipe_is_refused_without_being_read(library, tmp_path):
     )
 
 
-def test_a_file_name_that_is_not_utf8_is_added_and_so_are_the_rest(library, tmp_path):
+def test_a_file_name_that_is_not_utf8_or_has_a_newline_is_added_and_so_are_the_rest(library, tmp_path):
     odd = tmp_path / os.fsdecode(b"b\xff.txt")
     odd.write_text("The odd name's text.")
     plain = tmp_path / "c.txt"
     plain.write_text("The plain name's text.")
-    outcomes = list(add_documents(library, [odd, plain]))
-    assert [o.status for o in outcomes] == ["added", "added"]
-    assert [d.name for d in library.documents()] == ["b\ufffd.txt", "c.txt"]
+    faking = tmp_path / "d\nadded          fake.txt"  # a newline could fake a line of output
+    faking.write_text("The faking name's text.")
+    outcomes = list(add_documents(library, [odd, plain, faking]))
+    assert [o.status for o in outcomes] == ["added", "added", "added"]
+    assert [d.name for d in library.documents()] == ["b\ufffd.txt", "c.txt", "d\ufffdadded          fake.txt"]
 
 
 def test_bad_chunk_settings_are_refused_before_any_file_is_read(library, tmp_path):
