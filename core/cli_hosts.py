@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cli_train import open_library
+from core.extract import format_size
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -107,7 +108,7 @@ def _check(args: argparse.Namespace) -> int:
         checked = ssh.preflight(remote)
         engine = ssh.bootstrap(remote, checked, on_progress=lambda message: print(message, file=sys.stderr))
         remote.close()
-    print(f"host {args.name}: Python {checked.python}; {checked.free_bytes / 1e9:.1f} GB free in {checked.workdir}")
+    print(f"host {args.name}: Python {checked.python}; {format_size(checked.free_bytes)} free in {checked.workdir}")
     print("  GPUs: " + ("; ".join(checked.gpus) if checked.gpus else "none (no nvidia-smi): it would train on CPU"))
     print(f"  engine: {engine}")
     return 0

@@ -22,6 +22,7 @@ from typing import Any
 from core.engine import checkpoint, gguf, tool
 from core.engine.merge import merge
 from core.errors import KnownError
+from core.extract import format_size
 
 EXPORTS = "exports"
 NEED_AGREEMENT = {"f16": 0.95}  # quantized files are reported, not held to it: 4 bits do change predictions
@@ -80,7 +81,7 @@ def _check_space(base: Path, folder: Path, quant: str) -> None:
     free = shutil.disk_usage(folder).free
     if free < need:
         raise KnownError(
-            f"Exporting needs about {need / 1e9:.1f} GB free in {folder}, but only {free / 1e9:.1f} GB are free."
+            f"Exporting needs about {format_size(need)} free in {folder}, but only {format_size(free)} is free."
         )
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import Cancelled, KnownError
+from core.extract import format_size
 
 CODE = Path(__file__).resolve().parent.parent  # the core package: the engine's code
 # Found, not imported: importing torch and transformers takes seconds, and a check should not.
@@ -191,8 +192,8 @@ def _make_venv(venv: Path, on_progress: ProgressFn, cancel: Callable[[], bool] |
     need, free = ROOM_BYTES["cpu" if build == "cpu" else "cuda"], shutil.disk_usage(venv.parent).free
     if free < need:
         raise KnownError(
-            f"Setting up training on this computer needs about {need / 1e9:.0f} GB free in {venv.parent}, but only "
-            f"{free / 1e9:.1f} GB are free."
+            f"Setting up training on this computer needs about {format_size(need)} free in {venv.parent}, but "
+            f"only {format_size(free)} is free."
         )
     partial = venv.with_name(venv.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

@@ -36,6 +36,7 @@ from core import hosts, prompts
 from core.engine.events import CANCEL_FILE, TERMINAL
 from core.engine.events import FILE as EVENTS_FILE
 from core.errors import KnownError
+from core.extract import format_size
 from core.runners import engine_env
 from core.runners.engine_env import ENGINE_IMPORTS
 
@@ -164,8 +165,8 @@ def preflight(remote: Remote, need_bytes: int = 0) -> Preflight:
     )
     if checked.free_bytes < need_bytes:
         raise KnownError(
-            f"The host {host.name} has {checked.free_bytes / 1e9:.1f} GB free in {checked.workdir}; the job "
-            f"needs about {need_bytes / 1e9:.1f} GB there."
+            f"The host {host.name} has {format_size(checked.free_bytes)} free in {checked.workdir}; the job "
+            f"needs about {format_size(need_bytes)} there."
         )
     return checked
 
