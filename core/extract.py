@@ -317,6 +317,9 @@ def _pdf_text(
     try:
         pdf = pypdfium2.PdfDocument(data, password=password)
     except pypdfium2.PdfiumError as error:
+        # pypdf cannot tell every encryption (AES-256 without its crypto library) from none; PDFium can.
+        if "password" in str(error).lower():
+            raise _Refused("is encrypted and needs a password") from None
         raise _Refused(f"is damaged and cannot be read as a PDF ({_short(error)})") from None
     total = total or len(pdf)
     pages = []

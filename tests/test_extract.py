@@ -15,6 +15,7 @@ from fpdf import FPDF
 from PIL import Image
 
 from core.errors import Cancelled, KnownError
+from core import extract as extract_module
 from core.extract import Limits, extract
 from tests.conftest import SAMPLE, make_pdf
 
@@ -91,6 +92,15 @@ def test_encrypted_pdf_without_password(tmp_path):
     writer.encrypt(user_password="secret")
     writer.write(tmp_path / "secret.pdf")
     assert "encrypted and needs a password" in refusal(tmp_path / "secret.pdf")
+
+
+def test_aes256_encryption_that_pypdf_lets_pass_is_said_by_pdfium(tmp_path):
+    # Without its crypto library pypdf can take an AES-256 PDF for readable; PDFium then asks for a password.
+    writer = pypdf.PdfWriter(clone_from=make_pdf(tmp_path / "plain.pdf", ["Secret."]))
+    writer.encrypt(user_password="secret", algorithm="AES-256")
+    writer.write(tmp_path / "aes.pdf")
+    with pytest.raises(extract_module._Refused, match="^is encrypted and needs a password$"):
+        extract_module._pdf_text((tmp_path / "aes.pdf").read_bytes(), "", 0, 1, lambda message: None)
 
 
 def test_truncated_pdf(tmp_path):
