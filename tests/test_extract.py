@@ -14,8 +14,8 @@ import pytest
 from fpdf import FPDF
 from PIL import Image
 
-from core.errors import Cancelled, KnownError
 from core import extract as extract_module
+from core.errors import Cancelled, KnownError
 from core.extract import Limits, extract
 from tests.conftest import SAMPLE, make_pdf
 
@@ -99,7 +99,7 @@ def test_aes256_encryption_that_pypdf_lets_pass_is_said_by_pdfium(tmp_path):
     writer = pypdf.PdfWriter(clone_from=make_pdf(tmp_path / "plain.pdf", ["Secret."]))
     writer.encrypt(user_password="secret", algorithm="AES-256")
     writer.write(tmp_path / "aes.pdf")
-    with pytest.raises(extract_module._Refused, match="^is encrypted and needs a password$"):
+    with pytest.raises(extract_module._Refused, match=r"^is encrypted and needs a password$"):
         extract_module._pdf_text((tmp_path / "aes.pdf").read_bytes(), "", 0, 1, lambda message: None)
 
 
