@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +105,7 @@ def _check(args: argparse.Namespace) -> int:
     with open_library(args) as library:
         remote = ssh.Remote.to(host(library, args.name), library.data_dir)
         checked = ssh.preflight(remote)
-        engine = ssh.bootstrap(remote, checked, on_progress=lambda message: print(message, file=sys.stderr))
+        engine = ssh.engine_state(remote, checked)
         remote.close()
     print(f"host {args.name}: Python {checked.python}; {format_size(checked.free_bytes)} free in {checked.workdir}")
     print("  GPUs: " + ("; ".join(checked.gpus) if checked.gpus else "none (no nvidia-smi): it would train on CPU"))

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from core.extract import format_size
 from desktop.view import View
 
 if TYPE_CHECKING:
@@ -206,11 +207,11 @@ class SettingsView(View):
 
             remote = ssh.Remote.to(host(library, name), library.data_dir)
             checked = ssh.preflight(remote)
-            engine = ssh.bootstrap(remote, checked, on_progress=task.report)
+            engine = ssh.engine_state(remote, checked)
             gpus = "; ".join(checked.gpus) or "no GPU (nvidia-smi): it would train on CPU"
             return (
-                f"{name}: Python {checked.python}, {checked.free_bytes / 1e9:.1f} GB free in {checked.workdir}; "
-                f"{gpus}; the engine runs with {engine}."
+                f"{name}: Python {checked.python}, {format_size(checked.free_bytes)} free in {checked.workdir}; "
+                f"{gpus}; the engine there: {engine}."
             )
 
         self.main.tasks.start(work, self.host_status.setText, on_progress=self.host_status.setText)

@@ -98,6 +98,19 @@ def test_trust_takes_only_the_fingerprint_the_host_offers(data, server, tmp_path
     assert f"engine: {sys.executable}" in checked.stdout  # this Python imports the engine: no venv needed
 
 
+def test_check_makes_nothing_on_a_host_without_the_engine(data, server, tmp_path):
+    workdir = tmp_path / "bare"
+    target = f"{server.user}@127.0.0.1:{server.port}"
+    python = f"{sys.base_prefix}/bin/python3"  # the interpreter under the venv: no torch
+    bare = ["hosts", "add", "bare", target, "--key", str(server.client_key), "--python", python]
+    assert tunedesk(*bare, "--dir", str(workdir), data_dir=data).returncode == 0
+    trust(data, server, "bare")
+    checked = tunedesk("hosts", "check", "bare", data_dir=data, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    assert "engine: not set up yet: the first job there sets it up" in checked.stdout
+    assert not (workdir / "engine").exists()  # no venv, no 1 GB download started by a check
+
+
 def test_a_changed_host_key_is_refused_loudly(data, server, tmp_path):
     add_host(data, server, tmp_path)
     trust(data, server)
@@ -245,7 +258,7 @@ def test_hosts_page_adds_trusts_after_the_dialog_and_checks(server, tmp_path, qt
     qtbot.waitUntil(lambda: settings.host_status.text().startswith("box is trusted"), timeout=20_000)
     assert server.fingerprint in shown[0]  # the user saw the fingerprint before saying yes
     settings.check_selected()
-    qtbot.waitUntil(lambda: "the engine runs with" in settings.host_status.text(), timeout=30_000)
+    qtbot.waitUntil(lambda: "the engine there: " in settings.host_status.text(), timeout=30_000)
     assert f"Python {sys.version_info.major}.{sys.version_info.minor}" in settings.host_status.text()
 
     window.show_view("Training")
@@ -296,7 +309,7 @@ def test_the_app_asks_for_a_key_passphrase_in_a_dialog(data, server, tmp_path, q
         qtbot.waitUntil(lambda: settings.host_names == ["box"], timeout=10_000)
         settings.hosts.selectRow(0)
         settings.check_selected()  # the check's task asks; the dialog opens on the GUI thread
-        qtbot.waitUntil(lambda: "the engine runs with" in settings.host_status.text(), timeout=30_000)
+        qtbot.waitUntil(lambda: "the engine there: " in settings.host_status.text(), timeout=30_000)
         assert asked == [(f"The key {locked} is protected by a passphrase. Passphrase: ", QLineEdit.EchoMode.Password)]
         window.shutdown()
     finally:

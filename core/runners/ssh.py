@@ -171,15 +171,34 @@ def preflight(remote: Remote, need_bytes: int = 0) -> Preflight:
     return checked
 
 
+def engine_python(remote: Remote, checked: Preflight) -> str | None:
+    """The Python that runs the engine there, if one does yet: the host's own, or the engine venv."""
+    for python in (remote.host.python, posixpath.join(_engine_venv(checked), "bin", "python")):
+        if remote.run(f"{python} -c {shlex.quote(ENGINE_IMPORTS)}")[0] == 0:
+            return python
+    return None
+
+
+def engine_state(remote: Remote, checked: Preflight) -> str:
+    """What `hosts check` says of the engine there, making nothing: set-up belongs to the first job."""
+    python = engine_python(remote, checked)
+    if python is not None:
+        return python
+    return "not set up yet: the first job there sets it up (a few minutes; PyTorch alone is about 1 GB)"
+
+
+def _engine_venv(checked: Preflight) -> str:
+    return posixpath.join(checked.workdir, "engine", engine_env.venv_name())
+
+
 def bootstrap(remote: Remote, checked: Preflight, on_progress=lambda message: None) -> str:
     """The Python that runs the engine there: the host's own if it can, else the engine venv (made once)."""
     host = remote.host
-    if remote.run(f"{host.python} -c {shlex.quote(ENGINE_IMPORTS)}")[0] == 0:
-        return host.python
-    venv = posixpath.join(checked.workdir, "engine", engine_env.venv_name())
+    found = engine_python(remote, checked)
+    if found is not None:
+        return found
+    venv = _engine_venv(checked)
     python = posixpath.join(venv, "bin", "python")
-    if remote.run(f"{python} -c {shlex.quote(ENGINE_IMPORTS)}")[0] == 0:
-        return python
     on_progress(f"Setting up the engine on {host.name} (once; a few minutes)…")
     steps = engine_env.install_steps(host.python, venv, build=engine_env.torch_build(checked.cuda))
     status, _, err = remote.run(" && ".join(shlex.join(step) for step in steps), timeout=3600)
