@@ -90,7 +90,7 @@ def test_trust_takes_only_the_fingerprint_the_host_offers(data, server, tmp_path
     wrong = tunedesk("hosts", "trust", "box", "--fingerprint", "SHA256:" + "A" * 43, data_dir=data)
     assert wrong.returncode == 1 and f"offers the key {server.fingerprint}, not SHA256:AAA" in wrong.stderr
     unanswered = tunedesk("hosts", "trust", "box", data_dir=data)  # stdin is no terminal: no answer
-    assert (unanswered.returncode, unanswered.stdout.splitlines()[-1]) == (1, "Not trusted.")
+    assert (unanswered.returncode, unanswered.stdout.splitlines()[-1]) == (1, "Trust this key? [yes/no] Not trusted.")
     assert trust(data, server).stdout.strip() == f"host box: trusted ({server.fingerprint})"
     checked = tunedesk("hosts", "check", "box", data_dir=data)
     assert checked.returncode == 0, checked.stderr
