@@ -11,10 +11,13 @@ or {"type": "error", "message"}. SIGINT stops the reply being generated; the wor
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
 from typing import Any
+
+from core.lifetime import end_with_parent
 
 
 def say(kind: str, **fields: Any) -> None:
@@ -55,6 +58,8 @@ def answer(llm: Any, request: dict[str, Any]) -> None:
 
 def main(model: str) -> int:
     from llama_cpp import Llama
+
+    end_with_parent(lambda: os._exit(1))  # nothing of a worker's needs saving
 
     try:
         llm = Llama(model, n_ctx=0, verbose=False, seed=0)  # 0: the context the model was trained for

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -207,3 +208,52 @@ def test_models_compared_side_by_side(tmp_path, tiny_gguf):
     assert f"{tiny_gguf.name} + retrieval" in table.stdout
     neither = tunedesk("eval", data_dir=data)
     assert neither.returncode == 1 and "Name a job" in neither.stderr
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",  # hung `ask`
+        "{{ ('a' * 3000000000) | length }}",  # took 3 GB
+        "{{ (('a' * 1000000) * 1000000) | length }}",
+    ],
+)
+def test_a_template_that_would_hang_or_eat_memory_is_not_used(attack):
+    from core.engine.gguf import RENDER_SECONDS, template_renders
+
+    conversation = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert template_renders(conversation)
+    started = time.monotonic()
+    assert not template_renders(attack + conversation)
+    assert time.monotonic() - started < RENDER_SECONDS + 2
+
+
+def test_a_busy_helper_ends_with_the_process_that_started_it():
+    # The chat worker and the engine's tools watch their parent so: a helper busy in llama.cpp or in a
+    # template reads no pipe that would tell it.
+    with subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE) as parent:
+        helper = int(parent.stdout.readline())  # type: ignore[union-attr]
+        parent.kill()  # SIGKILL: no clean-up runs in it
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(helper):
+        time.sleep(0.2)
+    assert not _alive(helper)
+
+
+PARENT = """
+import subprocess, sys, time
+BUSY = "from core.lifetime import end_with_parent; import os; end_with_parent(lambda: os._exit(1))\\n" \\
+    "print('watching', flush=True)\\nwhile True: pass"
+helper = subprocess.Popen([sys.executable, "-c", BUSY], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+helper.stdout.readline()
+print(helper.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

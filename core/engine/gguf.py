@@ -8,12 +8,17 @@ version; the PyPI `gguf` package is not the gguf-py this converter needs (TOOLCH
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.errors import KnownError
 
@@ -151,19 +156,65 @@ def verify(gguf_file: Path, merged: Path) -> Verification:
     return Verification(same_ids, agree / total, template_renders(llm.metadata.get("tokenizer.chat_template")))
 
 
+# A chat template is code from the model file: it gets this long and this much repetition to render a
+# short conversation, or it is not used (a loop over range(99999) twice hung `ask`; 'a'*3000000000 took 3 GB).
+RENDER_SECONDS = 5
+MOST_REPEATED = 1_000_000
+
+
 def template_renders(template: str | None) -> bool:
-    """Whether a chat template renders a conversation in Jinja's immutable sandbox (no attribute tricks)."""
+    """Whether a chat template renders a conversation in Jinja's immutable sandbox (no attribute tricks),
+    within RENDER_SECONDS and without building huge values."""
     if not template:
         return False
     from jinja2.exceptions import SecurityError, TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who pays?"}]
     try:
-        environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        rendered = environment.from_string(template).render(
-            messages=messages, bos_token="<s>", eos_token="</s>", add_generation_prompt=True
-        )
-    except (SecurityError, TemplateError):
+        with _time_limit(RENDER_SECONDS):
+            rendered = (
+                _limited_environment()
+                .from_string(template)
+                .render(messages=messages, bos_token="<s>", eos_token="</s>", add_generation_prompt=True)
+            )
+    except (SecurityError, TemplateError, TimeoutError, OverflowError, MemoryError):
         return False
     return "Who pays?" in rendered
+
+
+def _limited_environment() -> Any:
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Limited(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, int) and right > 64:
+                raise SecurityError("the template raises a number to too large a power")
+            sizes = [len(value) for value in (left, right) if isinstance(value, str | list | tuple)]
+            counts = [abs(value) for value in (left, right) if isinstance(value, int)]
+            if operator == "*" and sizes and counts and sizes[0] * counts[0] > MOST_REPEATED:
+                raise SecurityError("the template repeats a value too many times")
+            return super().call_binop(context, operator, left, right)
+
+    return Limited(trim_blocks=True, lstrip_blocks=True)
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """TimeoutError in the block after `seconds`; a timer needs the main thread, elsewhere no limit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(*_: Any) -> None:
+        raise TimeoutError()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
