@@ -233,17 +233,23 @@ def _run_child(work: Callable[[Send], None], limits: Limits, sender: Connection)
         sender.send_bytes(json.dumps(message).encode())
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its repair notes are not for the user's terminal
+    # A Ctrl-C at the terminal reaches the whole process group: the parent answers it and ends its
+    # children, which must not each print a KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory, limits.max_memory))
-        work(send)
-    except _Refused as refusal:
-        send({"error": str(refusal)})
-    except MemoryError:
-        send({"error": f"needs more than {format_size(limits.max_memory)} of memory to read"})
-    except FileNotFoundError:
-        send({"error": "disappeared before it could be read"})
-    except OSError as error:
-        send({"error": f"cannot be read: {error.strerror}"})
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory, limits.max_memory))
+            work(send)
+        except _Refused as refusal:
+            send({"error": str(refusal)})
+        except MemoryError:
+            send({"error": f"needs more than {format_size(limits.max_memory)} of memory to read"})
+        except FileNotFoundError:
+            send({"error": "disappeared before it could be read"})
+        except OSError as error:
+            send({"error": f"cannot be read: {error.strerror}"})
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass  # the parent is gone (killed): there is no one to tell
     finally:
         sender.close()
 
