@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -237,7 +238,10 @@ def test_a_busy_helper_ends_with_the_process_that_started_it():
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and _alive(helper):
         time.sleep(0.2)
-    assert not _alive(helper)
+    orphaned = _alive(helper)
+    if orphaned:  # do not leave it spinning for the rest of the run
+        os.kill(helper, signal.SIGKILL)
+    assert not orphaned
 
 
 PARENT = """
