@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.citations import Citation, check_citations
-from core.datasets import SYSTEM, grounded_prompt
+from core.datasets import SYSTEM, grounded_prompt, question_turn
 from core.errors import KnownError
 from core.library import Library
 from core.retrieval import Hit, search
@@ -185,7 +185,8 @@ class Chat:
     def _fitted(self, question: str, hits: list[Hit], max_tokens: int) -> tuple[list[dict[str, str]], list[Hit]]:
         """The prompt that fits the model's context with `max_tokens` to spare, and the passages in it."""
         history = [text for turn in self.turns for text in turn]
-        counts = self.worker.count_tokens([SYSTEM, *history, *(f"[{h.citation}]\n{h.text}" for h in hits), question])
+        asking = question_turn(question, hits[0].citation)
+        counts = self.worker.count_tokens([SYSTEM, *history, *(f"[{h.citation}]\n{h.text}" for h in hits), asking])
         system, turns, passages, asked = (
             counts[0],
             counts[1 : 1 + len(history)],
@@ -229,13 +230,14 @@ class Chat:
 
 
 def grounded_messages(question: str, hits: list[Hit], history: Sequence[str] = ()) -> list[dict[str, str]]:
-    """The system prompt, earlier turns (question, answer, ...) and the question with its passages."""
+    """The system prompt, earlier turns (question, answer, ...) and the question with its passages (the
+    question alone without them)."""
     turns = [{"role": "user" if n % 2 == 0 else "assistant", "content": text} for n, text in enumerate(history)]
     passages = [(h.citation, h.text) for h in hits]
     return [
         {"role": "system", "content": SYSTEM},
         *turns,
-        {"role": "user", "content": grounded_prompt(passages, question)},
+        {"role": "user", "content": grounded_prompt(passages, question) if passages else question},
     ]
 
 

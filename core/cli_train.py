@@ -39,8 +39,9 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     train = commands.add_parser("train", parents=[common], help="fine-tune a model on a dataset")
     train.add_argument(
         "--base",
-        default="demo",
-        help="a model folder, a hub id (org/name), smollm2 (a real 135M instruct model, offline) or demo (%(default)s)",
+        default="smollm2",
+        help="smollm2 (a real 135M instruct model, offline), a model folder, a hub id (org/name) or demo (a toy "
+        "model built here) (%(default)s)",
     )
     train.add_argument("--dataset", type=int, default=None, help="dataset id (default: the newest; built if none)")
     train.add_argument("--preset", default="quick", help="quick, balanced or thorough (%(default)s)")
@@ -129,9 +130,9 @@ def _with_bar(unit: str, work: Any) -> Any:
 def _train(args: argparse.Namespace) -> int:
     from core.datasets import DatasetSettings, build_dataset, dataset
     from core.engine.config import load_config, parse_override
-    from core.models import resolve_base
+    from core.models import base_settings, resolve_base
 
-    overrides = dict(parse_override(text) for text in args.set)
+    overrides = base_settings(args.base) | dict(parse_override(text) for text in args.set)
     for key, value in (("max_steps", args.max_steps), ("epochs", args.epochs)):
         if value is not None:
             overrides[key] = value

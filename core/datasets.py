@@ -4,8 +4,9 @@ reads them), split by page so that no text, not even the overlap of two chunks, 
 Example kinds (DESIGN.md, "Why answers are grounded"):
 - raw: a chunk of text (continued pre-training, the published method);
 - qa: a question and its short answer, citing the page;
-- grounded: a question with the passage that answers it among distractor passages, and a short answer that
-  quotes the passage and cites it (RAFT).
+- grounded: a question with the passages that chat's retrieval finds for it (the one that answers it among
+  them, in its rank, or in place of the last when retrieval misses it), and a short answer that quotes the
+  passage and cites its page (RAFT). The prompt is the one chat sends, so what is learned is what is asked.
 Q&A pairs whose page is on the validation side are held out: they go to val.jsonl and to held_out.jsonl,
 the question set that scores checkpoints.
 """
@@ -23,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from core.chunking import DEFAULT_SIZE, check_settings, chunk_pages
+from core.citations import citation
 from core.errors import KnownError
 from core.library import Library
 
 KINDS = ("raw", "qa", "grounded")
-SYSTEM = "Answer from the documents in one or two sentences, quoting them, and cite the page as [name p. N]."
-PAGE_BLOCK = 3  # pages go to the validation side in runs of this many, so a section rarely straddles
+SYSTEM = "You answer questions about documents from the passages given, quoting them."
+PAGE_BLOCK = 3  # pages go to the validation side in runs of up to this many, so a section rarely straddles
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,6 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
                     )
 
     pairs = list(library.db.query(_PAIRS))
-    passages = {side: [p for p in pairs if _pair_side(p, val_pages) == side] for side in ("train", "val")}
     for pair in pairs:
         side = _pair_side(pair, val_pages)
         if side is None:
@@ -96,12 +97,9 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
         if "qa" in settings.kinds:
             split[side].append(_chat(pair["question"], f"{pair['answer']} {citation}", pair))
         if "grounded" in settings.kinds:
-            others = [p for p in passages[side] if p["chunk_id"] != pair["chunk_id"]]
-            shown = [pair, *rng.sample(others, min(settings.distractors, len(others)))]
-            rng.shuffle(shown)
-            context = [(f"{p['document']} p. {p['page']}", p["text"]) for p in _unique(shown)]
+            context = _retrieved(library, pair, settings.distractors + 1, side, val_pages)
             split[side].append(
-                _chat(grounded_prompt(context, pair["question"]), f"“{pair['answer']}” {citation}", pair)
+                _chat(grounded_prompt(context, pair["question"]), _quoted(pair["answer"], citation), pair)
             )
 
     if not split["train"]:
@@ -122,10 +120,26 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
 
 
 def grounded_prompt(passages: list[tuple[str, str]], question: str) -> str:
-    """The user turn of a grounded example, at training and at chat time alike: (citation, text) passages,
-    then the question."""
+    """The user turn of a grounded example, at training and at chat time alike: (label, text) passages, the
+    question, and the answer's form shown with the first passage's own label: a small model copies a
+    placeholder such as [name p. N] as it stands."""
     context = "\n\n".join(f"[{label}]\n{text}" for label, text in passages)
-    return f"Passages:\n{context}\n\nQuestion: {question}"
+    return f"Passages:\n{context}\n\n{question_turn(question, passages[0][0])}"
+
+
+def question_turn(question: str, label: str) -> str:
+    """The end of a grounded prompt: the question, and the answer's form shown with the best passage's label."""
+    form = f"Answer with a short quote from the passage that answers it, then its label, like “...” [{label}]."
+    return f"Question: {question}\n{form}"
+
+
+def _quoted(answer: str, citation: str) -> str:
+    """A grounded example's answer: the quote in double quotes, its own quotation marks made single (a model
+    taught “““ learns to repeat it), then the citation. The citation check reads all quote marks alike."""
+    return f"“{answer.translate(_SINGLE_QUOTES)}” {citation}"
+
+
+_SINGLE_QUOTES = str.maketrans({"“": "‘", "”": "’", '"': "'"})
 
 
 def dataset(library: Library, dataset_id: int | None = None) -> Dataset:
@@ -156,11 +170,13 @@ def _check(settings: DatasetSettings) -> None:
 
 
 def _val_pages(pages: int, share: float, rng: random.Random) -> set[int]:
-    """Pages held out for validation: whole blocks of PAGE_BLOCK pages, about `share` of the document."""
-    blocks = [list(range(first, min(first + PAGE_BLOCK, pages + 1))) for first in range(1, pages + 1, PAGE_BLOCK)]
+    """Pages held out for validation: whole blocks of up to PAGE_BLOCK pages, about `share` of the document
+    (on a short one, blocks as small as the share: a block of three would hold out most of a 7-page one)."""
     wanted = round(pages * share)
-    if wanted == 0 or len(blocks) < 2:
+    size = min(PAGE_BLOCK, wanted)
+    if wanted == 0 or pages < 2:
         return set()
+    blocks = [list(range(first, min(first + size, pages + 1))) for first in range(1, pages + 1, size)]
     chosen: set[int] = set()
     for block in rng.sample(blocks, len(blocks) - 1):
         if len(chosen) >= wanted:
@@ -189,9 +205,22 @@ def _chat(user: str, answer: str, pair: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "chat", "messages": messages, "document": pair["document"], "pages": [pair["page"]]}
 
 
-def _unique(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[int] = set()
-    return [p for p in pairs if not (p["chunk_id"] in seen or seen.add(p["chunk_id"]))]  # type: ignore[func-returns-value]
+def _retrieved(
+    library: Library, pair: dict[str, Any], k: int, side: str, val_pages: dict[int, set[int]]
+) -> list[tuple[str, str]]:
+    """The passages chat would show for the pair's question, from the pair's own side of the split only."""
+    from core.retrieval import search
+
+    hits = [
+        hit
+        for hit in search(library, pair["question"], k=k * 4)
+        if _side(range(hit.page_first, hit.page_last + 1), val_pages[hit.document_id]) == side
+    ][:k]
+    context = [(hit.citation, hit.text) for hit in hits]
+    if not any(hit.chunk_id == pair["chunk_id"] for hit in hits):
+        own = citation(pair["document"], pair["page_first"], pair["page_last"])
+        context = [*context[: k - 1], (own, pair["text"])]
+    return context
 
 
 def _write_files(folder: Path, files: dict[str, list[dict[str, Any]]]) -> None:

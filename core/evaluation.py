@@ -19,7 +19,6 @@ from typing import Any
 from core import jobs as jobs_
 from core.chat import PASSAGES, Worker, grounded_messages
 from core.citations import Passage
-from core.datasets import SYSTEM
 from core.errors import KnownError
 from core.library import Library
 from core.question_files import read_records
@@ -145,7 +144,7 @@ def compare_models(
                 answers = []
                 for number, (q, hits) in enumerate(prompts, 1):
                     shown = hits if retrieval else []
-                    messages = grounded_messages(q.question, shown) if retrieval else _bare_messages(q.question)
+                    messages = grounded_messages(q.question, shown)
                     text = worker.reply(messages, max_tokens=max_tokens)["text"].strip()
                     citations, _ = check_citations(text, shown, library.page_text)
                     cited = [(c.document, c.pages) for c in citations]
@@ -156,10 +155,6 @@ def compare_models(
                 row = _row(model.name, None, summary(scores)) | {"retrieval": retrieval}
                 rows.append(row | {"answers": [answer_row(q.question, q.answer, t, s) for q, t, s in answers]})
     return rows
-
-
-def _bare_messages(question: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
 
 
 def _row(model: str, step: int | None, figures: dict[str, Any]) -> dict[str, Any]:

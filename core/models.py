@@ -49,6 +49,13 @@ SMOLLM2 = Packaged(
 PACKAGED = {model.name: model for model in (SMOLLM2,)}
 
 
+def base_settings(spec: str) -> dict[str, Any]:
+    """Training settings a base needs over the presets'. The small built-in bases (the demo model,
+    SmolLM2-135M) learn a LoRA adapter slowly at the presets' rate, and their short runs need no dropout,
+    which costs a third of a CPU step."""
+    return {"lr": 1e-3, "lora_dropout": 0.0} if spec == DEMO or spec in PACKAGED else {}
+
+
 def demo_dir(data_dir: Path) -> Path:
     return data_dir / "models" / DEMO
 

@@ -23,16 +23,32 @@ from core.library import Library
 from core.question_files import read_records
 
 EXTRACTIVE = "extractive"
-MAX_ANSWER = 300  # characters; answers are meant to be short
+MAX_ANSWER = 200  # characters: a short answer, and room for its citation in the reply
 
-_DEFINITION = re.compile(r"[“\"]([A-Z][^”\"\n]{1,60})[”\"]\s+(?:shall\s+)?means?\s")
-_SECTION = re.compile(r"(?m)^\s*(\d{1,2}\.\d{1,2})\s+([A-Z][^.\n]{2,70})\.\s")
+# A defined term: “Net Sales” means ..., 1.9 Effective Date shall mean ..., or ... (the “Term”).
+_DEFINITION = re.compile(
+    r"[“\"]([A-Z][^”\"\n]{1,60})[”\"]\s+(?:shall\s+)?means?\s"
+    r"|(?m:^)[ \t]*\d{1,2}(?:\.\d{1,2})*\.?[ \t]+([A-Z][\w-]*(?:[ \t]+[A-Z][\w-]*){0,4})[ \t]+(?:shall[ \t]+)?means?\s"
+)
+_NAMED = re.compile(r"\((?:the|each|an?|collectively,?)?\s*[“\"]([A-Z][^”\"\n]{1,40})[”\"]\)")
+# A section's heading: a number or letter, then a short title in capitals or title case, ended by a full
+# stop, a colon, a dash or the line (2.1 Royalties. / 3. ORDERS / 5. Ownership - ... / ARTICLE 4 TERM).
+_TITLE_WORD = r"(?:[A-Z][A-Za-z'’/&-]*|of|and|or|the|to|for|in|on|by|with|an?)"
+_SECTION = re.compile(
+    r"(?m)^[ \t]*(?:(?:ARTICLE|Article|SECTION|Section)[ \t]+)?(\d{1,2}(?:\.\d{1,2})*\.?|[A-Z]\.|[IVX]{1,4}\.)[ \t]+"
+    rf"([A-Z][A-Za-z'’/&-]*(?:[ \t]+{_TITLE_WORD}){{0,7}})(?:[ \t]*[.:][ \t]|[ \t]+[-–—][ \t]+|[ \t]*\n)"
+)
+_SMALL_WORDS = {"of", "and", "or", "the", "to", "for", "in", "on", "by", "with", "a", "an"}
+_CLAUSE_LABEL = re.compile(r"\s*(?:\(?[a-zA-Z0-9]{1,3}[.)]|\([a-z0-9]{1,3}\))\s+")
 _AMOUNT = re.compile(r"\$\s?\d[\d,.]*(?:\s(?:million|billion))?|\b\d[\d,.]*\s?(?:percent|%)")
 _TIME = re.compile(
-    r"\b(?:within|after|before|at least|no later than)\s+[a-z-]+\s\(\d+\)\s(?:days|months|years|business days)"
+    r"\b(?:within|after|before|at least|no later than|for a period of)\s+[a-z-]+\s\(\d+\)\s"
+    r"(?:days|months|years|business days)"
     r"|\b(?:January|February|March|April|May|June|July|August|September|October|November|December)\s\d{1,2},\s\d{4}"
 )
-_SENTENCE_END = re.compile(r"[.;](?=\s+[A-Z(“\"]|\s*$)")
+_SENTENCE_END = re.compile(r"[.;](?=\s+[A-Z0-9(“\"]|\s*$)")
+_NUMBERED_LINE = re.compile(r"(?m)^[ \t]*\d{1,2}(?:\.\d{1,2})*\.?[ \t]+")  # where a section, or a clause, ends
+MIN_ANSWER = 40  # characters: a shorter "first sentence" is a label or a fragment, not an answer
 
 
 @dataclass(frozen=True)
@@ -43,23 +59,33 @@ class Pair:
 
 
 def extractive_pairs(text: str) -> list[Pair]:
-    """Pairs that the passage itself answers, each answer a sentence of it."""
+    """Pairs that the passage itself answers, each answer a sentence of it. The questions ask by topic (a
+    defined term, a section's title), as a reader who knows no section numbers would."""
     pairs = []
     for match in _DEFINITION.finditer(text):
-        pairs.append(Pair(f"What does “{match[1]}” mean?", _sentence(text, match.start()), match.start()))
+        term = match[1] or match[2]
+        start = match.start() if match[1] else match.start(2)
+        pairs.append(Pair(f"What does “{term}” mean?", _sentence(text, start), start))
+    for match in _NAMED.finditer(text):
+        start = _sentence_start(text, match.start(), 0)
+        pairs.append(Pair(f"What is the “{match[1].removeprefix('the ')}”?", _sentence(text, start), start))
     for match in _SECTION.finditer(text):
-        number, title = match[1], " ".join(match[2].split())
-        body = match.end()
-        first = _sentence(text, body)
-        if len(first) > 40:
-            pairs.append(Pair(f"What does section {number} ({title}) say?", first, body))
-        section_end = next((m.start() for m in _SECTION.finditer(text, body)), len(text))
+        title = " ".join(match[2].split())
+        if title.split()[-1].lower() in _SMALL_WORDS:
+            continue
+        topic = title.lower() if title.isupper() or title.istitle() else title
+        label = _CLAUSE_LABEL.match(text, match.end())  # "3. ORDERS / A. Distributor may ...": skip the "A."
+        body = label.end() if label else match.end()
+        pairs.append(Pair(f"What does the document say about {topic}?", _sentence(text, body), body))
+        following = _NUMBERED_LINE.search(text, body)
+        section_end = following.start() if following else len(text)
         for pattern, question in ((_AMOUNT, "What amount"), (_TIME, "What date or time limit")):
             found = pattern.search(text, body, section_end)
             if found:
                 start = _sentence_start(text, found.start(), body)
-                pairs.append(Pair(f"{question} does section {number} ({title}) set?", _sentence(text, start), start))
-    return [pair for pair in pairs if pair.answer]
+                pairs.append(Pair(f"{question} is set for {topic}?", _sentence(text, start), start))
+    unique = {pair.question: pair for pair in reversed(pairs) if len(pair.answer) >= MIN_ANSWER}
+    return sorted(unique.values(), key=lambda pair: pair.offset)
 
 
 def _sentence_start(text: str, position: int, floor: int) -> int:

@@ -27,14 +27,12 @@ from core import hosts, jobs
 from core.datasets import dataset
 from core.engine.config import PRESET_NAMES, load_config
 from core.library import Library
-from core.models import DEMO, PACKAGED, resolve_base
+from core.models import DEMO, PACKAGED, base_settings, resolve_base
 from desktop.loss_chart import LossChart
 from desktop.tasks import Task
 from desktop.view import View
 
 POLL_S = 0.5
-# The demo model is small: it learns a LoRA adapter at a higher rate than the presets' (as `tunedesk demo`).
-DEMO_LR = 1e-3
 
 
 class JobWatcher(QThread):
@@ -64,9 +62,9 @@ class TrainingView(View):
     def __init__(self, main) -> None:
         super().__init__(main)
         self.base = QComboBox(editable=True)
-        self.base.addItems([DEMO, *PACKAGED])
+        self.base.addItems([*PACKAGED, DEMO])  # the real model first: the first run's default
         self.base.setToolTip(
-            "demo (tiny, built here), smollm2 (a real 135M instruct model, offline), a model folder "
+            "smollm2 (a real 135M instruct model, offline), demo (a toy model built here), a model folder "
             "(safetensors), or a Hugging Face id such as org/name"
         )
         browse = QPushButton("Folder…")
@@ -226,7 +224,7 @@ class TrainingView(View):
             self.base.setCurrentText(folder)
 
     def settings(self) -> dict[str, Any]:
-        overrides: dict[str, Any] = {"lr": DEMO_LR} if self.base.currentText().strip() == DEMO else {}
+        overrides = base_settings(self.base.currentText().strip())
         if self.advanced.isChecked():
             overrides |= {"lr": self.lr.value(), "seq_len": self.seq_len.value(), "lora_rank": self.rank.value()}
             if self.max_steps.value():

@@ -4,15 +4,18 @@ the engine accepts."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from core import qa
-from core.datasets import DatasetSettings, build_dataset, dataset
+from core.datasets import SYSTEM, DatasetSettings, build_dataset, dataset, question_turn
 from core.engine.data import read_records
 from core.errors import KnownError
 from core.ingest import add_documents
-from tests.conftest import SAMPLE
+from core.retrieval import search
+from tests.conftest import SAMPLE, make_pdf
+from tests.test_qa import CLAUSES
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +55,36 @@ def test_held_out_questions_come_from_validation_pages(sample_library):
     assert set(held[0]) >= {"question", "answer", "document", "page", "chunk_id"}
 
 
-def test_grounded_examples_hold_the_answering_passage_and_cite_it(sample_library):
+def test_grounded_examples_show_what_chat_retrieves_and_cite_the_answering_page(sample_library):
     built = build_dataset(sample_library, DatasetSettings(kinds=("grounded",), distractors=2))
-    example = lines(built.dir / "train.jsonl")[0]
-    system, user, answer = example["messages"]
-    assert system["role"] == "system" and "cite the page" in system["content"]
-    assert user["content"].count("[license_agreement_50p.pdf p. ") == 3  # the passage and two distractors
-    citation = f"[license_agreement_50p.pdf p. {example['pages'][0]}]"
-    assert answer["content"].endswith(citation)
-    quoted = answer["content"][1 : answer["content"].index("” [")]
-    assert " ".join(quoted.removesuffix(" …").split())[:60] in " ".join(user["content"].split())
+    train, val = lines(built.dir / "train.jsonl"), lines(built.dir / "val.jsonl")
+    val_pages = {p for r in val for p in r["pages"]}
+    first_is_chats_first = 0
+    for example in train:
+        system, user, answer = example["messages"]
+        assert system == {"role": "system", "content": SYSTEM}
+        labels = re.findall(r"(?m)^\[(license_agreement_50p\.pdf pp?\. (\d+)(?:-(\d+))?)\]$", user["content"])
+        assert len(labels) == 3  # the answering passage and two others
+        shown = {p for _, first, last in labels for p in range(int(first), int(last or first) + 1)}
+        assert not shown & val_pages  # no validation text in a training prompt
+        question = user["content"].split("\n\nQuestion: ")[1].split("\n")[0]
+        # The answer's form is shown with a real label, not a placeholder a small model would copy.
+        assert user["content"].endswith(question_turn(question, labels[0][0]))
+        assert answer["content"].endswith(f"[license_agreement_50p.pdf p. {example['pages'][0]}]")
+        quoted = answer["content"][1 : answer["content"].index("” [")]
+        assert "“" not in quoted and "”" not in quoted  # its own quotation marks are single ones
+        plain = " ".join(user["content"].translate(str.maketrans("“”", "‘’")).split())
+        assert " ".join(quoted.removesuffix(" …").split())[:60] in plain
+        first_is_chats_first += labels[0][0] == search(sample_library, question, k=1)[0].citation
+    assert first_is_chats_first >= len(train) // 2  # chat's ranking, where the search's best is a training page
+
+
+def test_a_short_document_keeps_most_of_its_pages_for_training(library, tmp_path):
+    pages = [f"Page {n}. " + CLAUSES for n in range(1, 8)]
+    list(add_documents(library, [make_pdf(tmp_path / "short.pdf", pages)]))
+    built = build_dataset(library, DatasetSettings(kinds=("raw",), chunk_size=200))
+    val_pages = {p for r in lines(built.dir / "val.jsonl") for p in r["pages"]}
+    assert len(val_pages) == 1  # a tenth of 7 pages: one, not a block of three
 
 
 def test_the_files_are_what_the_engine_reads(sample_library):

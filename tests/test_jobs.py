@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -161,8 +162,12 @@ def test_the_demo_runs_the_whole_workflow(tmp_path, tiny_base):
     assert "training, " in out and "Job 1 finished at step 4 of 4." in out
     assert (tmp_path / "home" / "demo" / "jobs" / "1" / "checkpoints" / "step-000004").is_dir()
     assert "verified: llama.cpp loads it" in out
-    assert (tmp_path / "home" / "demo" / "jobs" / "1" / "exports" / "step-000004-q4_k_m.gguf").is_file()
-    assert "step     4  answer score " in out and "best: step 4, by answer score" in out
+    assert "step     2  answer score " in out and "step     4  answer score " in out  # both checkpoints scored
+    best = re.search(
+        r"best: step (\d), by answer score .*; by the last step it would be step 4, by validation loss", out
+    )
+    assert best, out
+    assert (tmp_path / "home" / "demo" / "jobs" / "1" / "exports" / f"step-00000{best[1]}-q8_0.gguf").is_file()
     assert "6. Asking it, offline through llama.cpp" in out
     assert out.count("unsupported: no citation backed by a passage") + out.count("cited: ") == 2
 

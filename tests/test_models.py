@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 
 import pytest
@@ -142,6 +143,7 @@ def test_smollm2_is_converted_once_and_fine_tuned(tmp_path):
     folder = data / "models" / "smollm2"
     check_base_folder(folder)
     config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config  # llama.cpp's converter refuses a model that claims a GGUF quant
     shape = (config["architectures"], config["hidden_size"], config["num_hidden_layers"])
     assert shape == (["LlamaForCausalLM"], 576, 30)
     assert "<|im_start|>" in (folder / "chat_template.jinja").read_text()  # ChatML, from the GGUF's metadata
@@ -164,3 +166,23 @@ def test_smollm2_answers_before_any_training(tmp_path):
     words = answer["answer"].split()
     # A real model's answer: sentences of English words, not the demo model's empty or garbled output.
     assert len(words) >= 5 and sum(word.strip(".,;:'\"()").isalpha() for word in words) / len(words) > 0.7
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)  # `make demo` itself: about 8 minutes on an idle 2-core machine
+def test_the_demo_tunes_smollm2_and_it_answers_in_english_with_a_verified_citation(tmp_path):
+    result = tunedesk("demo", data_dir=tmp_path / "home", timeout=1440)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Fine-tuning the smollm2 model" in out and "Job 1 finished at step 40 of 40." in out
+    asked = out.split("6. Asking it")[1]
+    answers = re.findall(r"(?m)^     (?!cited|unsupported)(.*)$", asked)
+    verdicts = re.findall(r"(?m)^     (cited: .*|unsupported: .*)$", asked)
+    assert len(verdicts) == 2
+    words = " ".join(answers).split()
+    english = {"the", "of", "and", "this", "agreement", "shall", "by", "to", "in", "or"}
+    assert len(words) >= 10 and sum(word.lower().strip("“”‘’\"'.,") in english for word in words) >= 5
+    letters = [c for c in " ".join(answers) if c.isalpha()]
+    assert sum(c.isascii() for c in letters) >= 0.95 * len(letters)
+    # A citation shown as "cited" passed the check: a retrieved passage and its page back it.
+    assert any(verdict.startswith("cited: license_agreement_50p.pdf p. ") for verdict in verdicts), asked

@@ -24,16 +24,36 @@ def test_extractive_pairs_quote_the_passage():
     pairs = qa.extractive_pairs(CLAUSES)
     by_question = {p.question: p.answer for p in pairs}
     assert by_question["What does “Net Sales” mean?"].startswith("“Net Sales” means the gross amount invoiced")
-    assert by_question["What does section 2.1 (Royalties) say?"] == (
+    assert by_question["What does the document say about royalties?"] == (
         "Vyera shall pay CytoDyn a royalty of fifteen percent (15%) of Net Sales."
     )
-    assert "fifteen percent" in by_question["What amount does section 2.1 (Royalties) set?"]
-    assert by_question["What date or time limit does section 2.1 (Royalties) set?"].startswith(
-        "Payments are due within"
-    )
+    assert "fifteen percent" in by_question["What amount is set for royalties?"]
+    assert by_question["What date or time limit is set for royalties?"].startswith("Payments are due within")
     flat = " ".join(CLAUSES.split())
     assert all(p.answer in flat for p in pairs)
     assert all(CLAUSES[p.offset :].startswith(p.answer.split()[0]) for p in pairs)
+
+
+# Headings and definitions as real contracts write them (CUAD): capitals, a dash, a title on its own line
+# with a lettered clause under it, an unquoted defined term, a term named in parentheses.
+HEADINGS = """3.       ORDERS
+A.       Distributor may purchase Products by placing orders under this Agreement which are accepted.
+5. Ownership - Individual agrees that she does not have any right, title or interest in the materials.
+1.9. Effective Date shall mean May 1, 2016, the day the parties signed this Agreement.
+The initial term shall continue for a period of five (5) years from the Effective Date (the "Term").
+2.7 The Professional agrees to use only the golf clubs of the Company.
+"""
+
+
+def test_headings_and_terms_as_contracts_write_them():
+    by_question = {p.question: p.answer for p in qa.extractive_pairs(HEADINGS)}
+    assert by_question["What does the document say about orders?"].startswith("Distributor may purchase Products")
+    assert by_question["What does the document say about ownership?"].startswith("Individual agrees that she")
+    assert by_question["What does “Effective Date” mean?"].startswith("Effective Date shall mean May 1, 2016")
+    assert by_question["What is the “Term”?"].startswith("The initial term shall continue")
+    assert by_question["What date or time limit is set for ownership?"].startswith("Effective Date shall mean")
+    # A numbered sentence is not a heading: "The Professional agrees ..." asks nothing.
+    assert not any("professional" in question.lower() for question in by_question)
 
 
 def test_model_replies_keep_only_quoted_answers():

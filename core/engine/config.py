@@ -44,7 +44,8 @@ class TrainConfig:
     )
     eval_every: int = 50
     save_every: int = 100
-    dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16
+    # auto: bfloat16 on CUDA; on CPU float32 weights, computed in bfloat16 where the CPU has bf16 units
+    dtype: str = "auto"  # auto, float32 or bfloat16
     qlora: bool = False  # 4-bit NF4 base weights (bitsandbytes); on CUDA
     gradient_checkpointing: bool = False
 

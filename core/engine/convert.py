@@ -25,8 +25,10 @@ def convert(gguf: Path, folder: Path) -> dict[str, Any]:
     tool.say("progress", message=f"reading {gguf.name}", done=0, total=2)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # Its weights are plain float32 tensors now; the GGUF quantizer left attached only refuses to save.
+    # Its weights are plain float32 tensors now. The GGUF quantizer left attached only refuses to save, and
+    # its config entry, saved, would make llama.cpp's converter refuse the merged model ("quant method gguf").
     model.hf_quantizer = None  # type: ignore[assignment]
+    del model.config.quantization_config
     tool.say("progress", message=f"writing {folder.name}", done=1, total=2)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)

@@ -36,7 +36,7 @@ def score_job(job_dir: Path, questions: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from core.engine.config import config_from
-    from core.engine.train import load_model
+    from core.engine.train import computing, load_model
 
     items = _read_items(questions)
     saved = checkpoint.complete(job_dir)
@@ -53,7 +53,8 @@ def score_job(job_dir: Path, questions: Path) -> dict[str, Any]:
         set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
         answers: list[str] = []
         for start in range(0, len(items), BATCH):
-            answers += generate(model, tokenizer, [item["messages"] for item in items[start : start + BATCH]], device)
+            with computing(config, device):
+                answers += generate(model, tokenizer, [i["messages"] for i in items[start : start + BATCH]], device)
             tool.say("progress", step=step, done=len(answers), total=len(items))
         scored = [_score(item, answer) for item, answer in zip(items, answers, strict=True)]
         _write_answers(questions.with_name(f"{path.name}.jsonl"), items, answers, scored)

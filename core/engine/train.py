@@ -60,6 +60,7 @@ def run(job_dir: Path) -> None:
         config=config.to_dict(),
         base=job.get("base_name", str(base)),
         device=device,
+        bfloat16_compute=cpu_bfloat16(config, device),
         resumed_from=done,
         steps_total=total_steps,
         tokens_total=sum(len(e.ids) for row in train_rows for e in row),
@@ -96,7 +97,7 @@ def run(job_dir: Path) -> None:
         )
         val_loss = None
         if val_rows and (step % config.eval_every == 0 or step % config.save_every == 0 or step == total_steps):
-            val_loss = evaluate(model, val_rows, device)
+            val_loss = evaluate(model, val_rows, device, config)
             events.write("eval", step=step, val_loss=val_loss)
         if step % config.save_every == 0 or step == total_steps:
             _save(job_dir, step, model, optimizer, scheduler, events, val_loss)
@@ -143,11 +144,22 @@ def load_model(base: Path, config: TrainConfig, device: str) -> tuple[Any, Any]:
     return tokenizer, get_peft_model(model, lora)
 
 
-def evaluate(model: Any, rows: list[list[Example]], device: str) -> float:
+def cpu_bfloat16(config: TrainConfig, device: str) -> bool:
+    """Whether to compute in bfloat16 over float32 weights: on a CPU with bf16 matrix units (AMX or
+    AVX512-BF16), where it doubles LoRA's tokens a second on a 135M model, with `dtype` left on auto."""
+    return device == "cpu" and config.dtype == "auto" and torch.cpu._is_avx512_bf16_supported()
+
+
+def computing(config: TrainConfig, device: str) -> Any:
+    """The forward pass's precision (cpu_bfloat16); the weights, gradients and optimizer stay as loaded."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bfloat16(config, device))
+
+
+def evaluate(model: Any, rows: list[list[Example]], device: str, config: TrainConfig) -> float:
     """Mean loss per predicted token over the validation rows."""
     model.eval()
     total, count = 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), computing(config, device):
         for row in rows:
             batch = {k: v.to(device) for k, v in batch_tensors([row]).items()}
             n = int((batch["labels"][:, 1:] != -100).sum())
@@ -186,7 +198,8 @@ def _train_step(
     loss_sum = 0.0
     for batch, count in zip(batches, counts, strict=True):
         # Weighted by predicted tokens, so that the step's loss is the mean over all its tokens.
-        loss = model(**batch, use_cache=False).loss * (count / total)
+        with computing(config, device):
+            loss = model(**batch, use_cache=False).loss * (count / total)
         loss.backward()
         loss_sum += loss.item()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
