@@ -64,8 +64,9 @@ def test_grounded_examples_show_what_chat_retrieves_and_cite_the_answering_page(
         system, user, answer = example["messages"]
         assert system == {"role": "system", "content": SYSTEM}
         labels = re.findall(r"(?m)^\[(license_agreement_50p\.pdf pp?\. (\d+)(?:-(\d+))?)\]$", user["content"])
-        assert len(labels) == 3  # the answering passage and two others
+        assert 1 <= len(labels) <= 3  # what search finds, at most three, the answering passage among them
         shown = {p for _, first, last in labels for p in range(int(first), int(last or first) + 1)}
+        assert example["pages"][0] in shown
         assert not shown & val_pages  # no validation text in a training prompt
         question = user["content"].split("\n\nQuestion: ")[1].split("\n")[0]
         # The answer's form is shown with a real label, not a placeholder a small model would copy.
@@ -80,7 +81,7 @@ def test_grounded_examples_show_what_chat_retrieves_and_cite_the_answering_page(
 
 
 def test_a_short_document_keeps_most_of_its_pages_for_training(library, tmp_path):
-    pages = [f"Page {n}. " + CLAUSES for n in range(1, 8)]
+    pages = [f"Page {n}. " + CLAUSES.replace("“", '"').replace("”", '"') for n in range(1, 8)]
     list(add_documents(library, [make_pdf(tmp_path / "short.pdf", pages)]))
     built = build_dataset(library, DatasetSettings(kinds=("raw",), chunk_size=200))
     val_pages = {p for r in lines(built.dir / "val.jsonl") for p in r["pages"]}
