@@ -27,6 +27,7 @@ import shlex
 import stat
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,9 +317,17 @@ def cancel(remote: Remote, job_dir: Path) -> None:
     remote.run(f"touch {shlex.quote(posixpath.join(folder, CANCEL_FILE))}")
 
 
+SUPERVISOR_EXIT_S = 15  # how long a wipe waits for the supervisor there to exit after the engine's last event
+
+
 def wipe(remote: Remote, job_dir: Path) -> str | None:
-    """Delete the remote job directory and check that it is gone; None, or what is left where."""
+    """Delete the remote job directory and check that it is gone; None, or what is left where. The
+    supervisor there writes a moment after the engine's last event: deleting before it exits once left
+    its newest file behind."""
     folder = where(job_dir)["dir"]
+    deadline = time.monotonic() + SUPERVISOR_EXIT_S
+    while is_alive(remote, job_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
     # The engine log is the one thing worth keeping from there: it may explain a failure.
     with remote.files() as sftp, contextlib.suppress(FileNotFoundError):
         sftp.get(posixpath.join(folder, "engine.log"), str(job_dir / "engine.log"))
