@@ -204,8 +204,8 @@ def _search(args: argparse.Namespace) -> int:
 
 
 DEMO_QUESTIONS = ("Which state's law governs the agreement?", "When can Vyera terminate the agreement?")
-# Of the sample's ~250 grounded examples, 2 x 40 rows of about four: 3 minutes of a 2-core CPU for SmolLM2-135M
-# (docs/benchmarks.md), and enough for it to learn to quote a passage and cite its label.
+# The sample's 124 grounded examples, in 40 rows of about four (1.3 passes): 3 minutes of a 2-core CPU for
+# SmolLM2-135M (docs/benchmarks.md), and enough for it to learn to quote a passage and cite its label.
 DEMO_STEPS = 40
 
 
@@ -241,7 +241,8 @@ def _demo(args: argparse.Namespace) -> int:
         print("\n2. Building a dataset: Q&A pairs drawn from the text, each asked over the passages search finds")
         pairs = qa.generate(library)
         # Grounded examples only: what the demo's minutes teach is the answer's form (a quote and the label of
-        # its passage), and raw text did not teach it (docs/benchmarks.md).
+        # its passage); in the one comparison made so far, raw text added to them did not teach it
+        # (docs/benchmarks.md).
         dataset = build_dataset(library, DatasetSettings(kinds=("grounded",)))
         print(f"   {pairs} Q&A pairs; {dataset.train_examples} training, {dataset.val_examples} validation examples")
 
