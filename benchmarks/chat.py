@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import save, verdict
 from core import RESOURCES
-from core.chat import PASSAGES, Chat, grounded_messages
-from core.ingest import add_documents
-from core.library import Library
-from core.retrieval import search
+from core.answers.chat import PASSAGES, Chat, grounded_messages
+from core.library.ingest import add_documents
+from core.library.search import search
+from core.library.store import Library
 
 QUESTIONS = RESOURCES / "questions" / "license_agreement_50p.jsonl"
 EXPORT_BENCHMARK = Path(__file__).with_name("export.py")

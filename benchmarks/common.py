@@ -1,4 +1,4 @@
-"""What every benchmark shares: the verdict line of DESIGN.md and the results file."""
+"""What every benchmark shares: the verdict line (docs/benchmarks.md) and the results file."""
 
 from __future__ import annotations
 

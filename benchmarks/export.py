@@ -67,8 +67,8 @@ def make_model(work: Path) -> None:
     from transformers import MistralConfig, MistralForCausalLM
 
     from core import default_data_dir
-    from core.demo import build
-    from core.models import demo_dir
+    from core.engine.demo_model import build
+    from core.models.base_models import demo_dir
 
     demo = build(demo_dir(default_data_dir()), on_progress=print)
     torch.manual_seed(0)
@@ -117,7 +117,7 @@ def main() -> None:
                 [
                     sys.executable,
                     "-c",
-                    "from core.engine.gguf import converter_dir; import json; print(json.dumps(str(converter_dir())))",
+                    "from core.llamacpp import converter_dir; import json; print(json.dumps(str(converter_dir())))",
                 ],
                 cwd=ROOT,
                 check=True,

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import RESULTS, save, verdict
 from benchmarks.train import build_dataset, example_lengths, model_folder, run_engine, run_trainer
 from core.engine import sizing
-from core.engine.config import load_config
+from core.jobdir.config import load_config
 
 GOAL_SECONDS, GOAL_USD = 600, 0.20
 

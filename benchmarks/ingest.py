@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import median, save, timed, verdict
 from core import RESOURCES
-from core.ingest import add_documents
-from core.library import Library
+from core.library.ingest import add_documents
+from core.library.store import Library
 
 CONTRACT = RESOURCES / "samples" / "transportation_contract_106p.pdf"
 

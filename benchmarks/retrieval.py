@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import save, verdict
 from core import RESOURCES
-from core.ingest import add_documents
-from core.library import Library
-from core.retrieval import Hit, match_expression, query_words, search
+from core.library.ingest import add_documents
+from core.library.search import Hit, match_expression, query_words, search
+from core.library.store import Library
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_QUESTIONS = RESOURCES / "questions" / "license_agreement_50p.jsonl"

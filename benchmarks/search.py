@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import median, save, timed, verdict
 from core import RESOURCES
-from core.extract import extract
-from core.ingest import add_documents
-from core.library import Library
-from core.retrieval import match_expression, search
+from core.library.extract import extract
+from core.library.ingest import add_documents
+from core.library.search import match_expression, search
+from core.library.store import Library
 
 TARGET_CHUNKS = 100_000
 QUESTIONS = [

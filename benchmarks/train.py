@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import save, verdict
 from core import RESOURCES
-from core.engine.config import load_config
-from core.engine.events import read_events
+from core.jobdir.config import load_config
+from core.jobdir.events import read_events
 
 # Mistral 7B v0.1's shape; random weights are fine for speed, so nothing is downloaded.
 MISTRAL_7B = {
@@ -98,21 +98,21 @@ def main() -> None:
 
 
 def build_dataset(work: Path) -> Path:
-    from core import qa
-    from core.datasets import build_dataset as build
-    from core.ingest import add_documents
-    from core.library import Library
+    from core.dataset import qa_pairs
+    from core.dataset.build import build_dataset as build
+    from core.library.ingest import add_documents
+    from core.library.store import Library
 
     with Library(work / "library") as library:
         list(add_documents(library, [RESOURCES / "samples" / "license_agreement_50p.pdf"]))
-        qa.generate(library)
+        qa_pairs.generate(library)
         return build(library).dir
 
 
 def model_folder(work: Path, model: str, layers: int | None) -> Path:
     from core import default_data_dir
-    from core.demo import build
-    from core.models import demo_dir
+    from core.engine.demo_model import build
+    from core.models.base_models import demo_dir
 
     demo = build(demo_dir(default_data_dir()), on_progress=print)
     if model == "demo":

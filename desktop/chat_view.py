@@ -24,8 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import chat, exports
-from core.library import Library
+from core.answers import chat
+from core.library.store import Library
+from core.models import gguf_models
 from desktop.tasks import sentence
 from desktop.view import View
 
@@ -131,7 +132,7 @@ class ChatView(View):
     # -- models and conversations ---------------------------------------------------------------------
     def refresh(self) -> None:
         def work(library: Library, task) -> dict[str, Any]:
-            return {"models": exports.models(library), "conversations": chat.conversations(library)}
+            return {"models": gguf_models.models(library), "conversations": chat.conversations(library)}
 
         self.main.tasks.start(work, self._show)
 

@@ -1,5 +1,5 @@
-"""The dataset: chunk size, overlap, validation share, where the Q&A pairs come from, which example kinds;
-build it (with progress and cancel), then a preview of the examples it made."""
+"""The dataset: the validation share, where the Q&A pairs come from, which example kinds; build it (with
+progress and cancel), then a preview of the examples it made. Its passages are the chunks `add` made."""
 
 from __future__ import annotations
 
@@ -17,17 +17,14 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QTextBrowser,
     QVBoxLayout,
 )
 
-from core import qa
-from core.chunking import DEFAULT_SIZE
-from core.datasets import DatasetSettings, build_dataset
-from core.errors import Cancelled
-from core.exports import models
-from core.library import Library
+from core.dataset import qa_pairs
+from core.dataset.build import DatasetSettings, prepare_dataset
+from core.library.store import Library
+from core.models.gguf_models import models
 from desktop.tasks import Task
 from desktop.view import View
 
@@ -39,11 +36,9 @@ PREVIEW = 2  # examples of each kind
 class DatasetView(View):
     def __init__(self, main) -> None:
         super().__init__(main)
-        self.chunk_size = QSpinBox(minimum=64, maximum=8192, singleStep=64, value=DEFAULT_SIZE, suffix=" characters")
-        self.overlap = QSpinBox(minimum=0, maximum=4096, singleStep=16, value=0, suffix=" characters")
         self.val_share = QDoubleSpinBox(minimum=0.0, maximum=0.5, singleStep=0.05, value=0.1, decimals=2)
         self.source = QComboBox()
-        self.source.addItem("Extractive: sentences of the documents", qa.EXTRACTIVE)
+        self.source.addItem("Extractive: sentences of the documents", qa_pairs.EXTRACTIVE)
         self.source.addItem("Import a file of pairs (JSONL or CSV)…", "import")
         self.kinds = {kind: QCheckBox(label) for kind, label in KINDS.items()}
         for kind in DatasetSettings().kinds:
@@ -53,8 +48,6 @@ class DatasetView(View):
             kinds.addWidget(box)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-        form.addRow("Chunk size", self.chunk_size)
-        form.addRow("Overlap", self.overlap)
         form.addRow("Validation share (of pages)", self.val_share)
         form.addRow("Q&&A pairs from", self.source)
         form.addRow("Example kinds", kinds)
@@ -105,27 +98,18 @@ class DatasetView(View):
                 return
             pairs_file = Path(name)
         settings = DatasetSettings(
-            chunk_size=self.chunk_size.value(),
-            overlap=self.overlap.value(),
             val_share=round(self.val_share.value(), 2),
             kinds=tuple(kind for kind, box in self.kinds.items() if box.isChecked()),
         )
 
         def work(library: Library, task) -> dict[str, Any]:
-            if pairs_file:
-                added, _ = qa.import_pairs(library, pairs_file)
-                made = f"{added} Q&A pairs imported from {pairs_file.name}"
-            else:
-                count = qa.generate(
-                    library,
-                    source=source,
-                    on_progress=lambda done, total: task.report((done, total)),
-                    cancel=task.is_cancelled,
-                )
-                made = f"{count} Q&A pairs ({'extractive' if source == qa.EXTRACTIVE else Path(source).name})"
-            if task.is_cancelled():
-                raise Cancelled()
-            dataset = build_dataset(library, settings)
+            dataset, made = prepare_dataset(
+                library,
+                settings,
+                pairs=str(pairs_file or source),
+                on_progress=lambda done, total: task.report((done, total)),
+                cancel=task.is_cancelled,
+            )
             return {"dataset": dataset, "made": made, "examples": _preview(dataset.dir / "train.jsonl")}
 
         self._busy(True)

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from desktop.view import View
 
 if TYPE_CHECKING:
-    from core.library import Library
+    from core.library.store import Library
 
 HINT = "Open a document from the library, a search hit or a citation in the chat."
 HIGHLIGHT = QColor(255, 214, 0, 110)

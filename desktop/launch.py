@@ -1,4 +1,4 @@
-"""The `tunedesk` command: with no command, the desktop app; with one, the CLI (core/cli.py). It decides
+"""The `tunedesk` command: with no command, the desktop app; with one, the CLI (core/cli/main.py). It decides
 before importing either, so that neither pays for the other's imports."""
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from desktop.app import main as desktop
 
         return desktop(Path(known.data_dir) if known.data_dir else None, [Path(name) for name in known.open])
-    from core.cli import main as cli
+    from core.cli.main import main as cli
 
     return cli(args)
 
 
 def _frozen_child(args: list[str]) -> None:
     """In the bundle (packaging/tunedesk.spec) the executable is the only Python: the app's helper processes
-    (`sys.executable -m core.chat_worker`, extraction's fork server) start it again, and are run here."""
+    (`sys.executable -m core.answers.chat_worker`, extraction's fork server) start it again, and are run here."""
     import multiprocessing
 
     multiprocessing.freeze_support()  # PyInstaller's: runs a fork server or resource tracker, then exits

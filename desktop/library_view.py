@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 from desktop.view import View
 
 if TYPE_CHECKING:
-    from core.library import Library
+    from core.library.store import Library
 
 # core's modules are imported by the tasks, off the GUI thread: this view is the first one shown, and the
 # window must paint before the SQLite layer (0.1 s to import) is loaded.
@@ -86,7 +86,7 @@ class LibraryView(View):
     # -- showing the library --------------------------------------------------------------------------
     def refresh(self) -> None:
         def work(library: Library, task) -> list[dict[str, Any]]:
-            from core.extract import format_size
+            from core.library.extract import format_size
 
             return [vars(d) | {"size": format_size(d.bytes)} for d in library.documents()]
 
@@ -152,7 +152,7 @@ class LibraryView(View):
 
     def add_paths(self, paths: list[Path]) -> None:
         def work(library: Library, task) -> None:
-            from core.ingest import add_documents, collect_files
+            from core.library.ingest import add_documents, collect_files
 
             files = collect_files(paths, recursive=True)
             task.report(("queued", files))
@@ -197,7 +197,7 @@ class LibraryView(View):
         if query:
 
             def work(library: Library, task) -> list[Any]:
-                from core.retrieval import search
+                from core.library.search import search
 
                 return search(library, query, k=10)
 

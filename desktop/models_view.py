@@ -20,14 +20,16 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core import evaluation, exports, jobs
-from core.extract import format_size
-from core.library import Library
+from core.answers import evaluation
+from core.jobs import jobs
+from core.library.extract import format_size
+from core.library.store import Library
+from core.llamacpp import QUANTS
+from core.models import gguf_models
 from desktop.tasks import Task
 from desktop.view import View
 
 PHASES = ("merge", "convert", "quantize", "verify")
-QUANTS = ("q4_k_m", "q5_k_m", "q8_0", "f16")
 
 
 def _table(headers: tuple[str, ...]) -> QTableWidget:
@@ -58,7 +60,7 @@ class ModelsView(View):
         self.score_button.setToolTip("Score every checkpoint on the held-out questions, or on a question set file")
         self.score_button.clicked.connect(self._pick_questions)
         self.quant = QComboBox()
-        self.quant.addItems(QUANTS)
+        self.quant.addItems(list(QUANTS))
         self.export_button = QPushButton("Export to GGUF")
         self.export_button.clicked.connect(self.export)
         self.cancel_button = QPushButton("Cancel")
@@ -99,7 +101,7 @@ class ModelsView(View):
     # -- loading --------------------------------------------------------------------------------------
     def refresh(self) -> None:
         def work(library: Library, task) -> dict[str, Any]:
-            return {"jobs": jobs.jobs(library), "models": exports.models(library)}
+            return {"jobs": jobs.jobs(library), "models": gguf_models.models(library)}
 
         self.main.tasks.start(work, self._show)
 
@@ -179,7 +181,7 @@ class ModelsView(View):
 
         def work(library: Library, task) -> Any:
             phase = lambda name, done, total: task.report((name, done, total))  # noqa: E731
-            return exports.export_checkpoint(library, job_id, quant=quant, on_phase=phase, cancel=task.is_cancelled)
+            return gguf_models.export_checkpoint(library, job_id, quant=quant, on_phase=phase, cancel=task.is_cancelled)
 
         self._run(work, "exporting")
 
@@ -227,16 +229,16 @@ class ModelsView(View):
     def import_model(self) -> None:
         name, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", "", "GGUF (*.gguf)")
         if name:
-            self.main.tasks.start(lambda library, task: exports.import_gguf(library, Path(name)), self._changed)
+            self.main.tasks.start(lambda library, task: gguf_models.import_gguf(library, Path(name)), self._changed)
 
     def delete_model(self) -> None:
         rows = self.models.selectionModel().selectedRows()
         if rows:
             model_id = self.model_ids[rows[0].row()]
-            self.main.tasks.start(lambda library, task: exports.delete_model(library, model_id), self._changed)
+            self.main.tasks.start(lambda library, task: gguf_models.delete_model(library, model_id), self._changed)
 
 
-def _origin(model: exports.Model) -> str:
+def _origin(model: gguf_models.Model) -> str:
     return f"job {model.job_id}, step {model.step}" if model.source == "export" else f"imported ({model.path.parent})"
 
 

@@ -24,11 +24,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core.extract import format_size
+from core.library.extract import format_size
 from desktop.view import View
 
 if TYPE_CHECKING:
-    from core.library import Library
+    from core.library.store import Library
 
 DATA_DIR_SETTING = "data_dir"
 HOST_COLUMNS = ("Name", "Address", "Python", "Folder there", "USD/h")
@@ -120,7 +120,7 @@ class SettingsView(View):
         self.log.setText(str(self.main.data_dir / "tunedesk.log"))
 
         def work(library: Library, task) -> list[Any]:
-            from core.hosts import hosts
+            from core.jobs.hosts import hosts
 
             return hosts(library)
 
@@ -128,7 +128,7 @@ class SettingsView(View):
         data_dir = self.main.data_dir
 
         def engine(library: Library, task) -> str:
-            from core.runners.engine_env import local_state
+            from core.jobs.runners.engine_env import local_state
 
             return local_state(data_dir)
 
@@ -148,7 +148,7 @@ class SettingsView(View):
         python, price = self.python.text().strip() or "python3", self.price.value() or None
 
         def work(library: Library, task) -> Any:
-            from core.hosts import add_host
+            from core.jobs.hosts import add_host
 
             return add_host(library, name, target, key=Path(key) if key else None, python=python, price_per_hour=price)
 
@@ -170,7 +170,7 @@ class SettingsView(View):
             return
 
         def work(library: Library, task) -> tuple[str, str]:
-            from core.hosts import fingerprint, host, offered_key
+            from core.jobs.hosts import fingerprint, host, offered_key
 
             return name, fingerprint(offered_key(host(library, name)))
 
@@ -189,7 +189,7 @@ class SettingsView(View):
             return
 
         def work(library: Library, task) -> str:
-            from core.hosts import trust_host
+            from core.jobs.hosts import trust_host
 
             return trust_host(library, name, fingerprint)
 
@@ -202,8 +202,8 @@ class SettingsView(View):
         self.host_status.setText(f"Checking {name}…")
 
         def work(library: Library, task) -> str:
-            from core.hosts import host
-            from core.runners import ssh
+            from core.jobs.hosts import host
+            from core.jobs.runners import ssh
 
             remote = ssh.Remote.to(host(library, name), library.data_dir)
             checked = ssh.preflight(remote)
@@ -221,7 +221,7 @@ class SettingsView(View):
         if name is not None:
 
             def work(library: Library, task) -> Any:
-                from core.hosts import remove_host
+                from core.jobs.hosts import remove_host
 
                 return remove_host(library, name)
 

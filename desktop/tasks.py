@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QInputDialog, QLineEdit, QWidget
 from core.errors import Cancelled, KnownError
 
 if TYPE_CHECKING:
-    from core.library import Library
+    from core.library.store import Library
 
 log = logging.getLogger("tunedesk")
 
@@ -50,7 +50,7 @@ class Task(QThread):
         return self.cancel_event.is_set()
 
     def run(self) -> None:
-        from core.library import Library  # here, off the GUI thread: sqlite-utils takes 0.1 s to import
+        from core.library.store import Library  # here, off the GUI thread: sqlite-utils takes 0.1 s to import
 
         try:
             with Library(self.data_dir) as library:
@@ -64,7 +64,7 @@ class Task(QThread):
 
 
 class SecretPrompt(QObject):
-    """core.prompts.ask_secret for the app: a task's thread asks, a password dialog opens on the GUI thread,
+    """core.secret_prompt.ask_secret for the app: a task's thread asks, a password dialog opens on the GUI thread,
     and the task waits for the answer. Cancelling the dialog cancels the task."""
 
     asked = Signal(str)

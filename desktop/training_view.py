@@ -23,11 +23,10 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core import hosts, jobs
-from core.datasets import dataset
-from core.engine.config import PRESET_NAMES, load_config
-from core.library import Library
-from core.models import DEMO, PACKAGED, base_settings, resolve_base
+from core.jobdir.config import PRESET_NAMES
+from core.jobs import hosts, jobs
+from core.library.store import Library
+from core.models.base_models import DEMO, PACKAGED, base_settings
 from desktop.loss_chart import LossChart
 from desktop.tasks import Task
 from desktop.view import View
@@ -106,7 +105,7 @@ class TrainingView(View):
         buttons.addStretch(1)
         self.status = QLabel("No training job yet.")
         self.status.setWordWrap(True)
-        # The engine's environment, made the first time this computer trains (core/runners/engine_env.py).
+        # The engine's environment, made the first time this computer trains (core/jobs/runners/engine_env.py).
         self.setup_bar = QProgressBar()
         self.setup_bar.setVisible(False)
         self.chart = LossChart()
@@ -233,20 +232,15 @@ class TrainingView(View):
 
     def start(self) -> None:
         spec, preset, overrides = self.base.currentText().strip(), self.preset.currentText(), self.settings()
-        data_dir = self.main.data_dir
 
         host = self.host.currentData()
 
         def work(library: Library, task) -> int:
-            config = load_config(preset, overrides)
-            base_path = resolve_base(spec, data_dir, on_progress=task.report)
-            chosen = dataset(library)
-            job = jobs.launch(
+            job, _ = jobs.start_training(
                 library,
                 base=spec,
-                base_path=base_path,
-                config=config,
-                dataset=chosen,
+                preset=preset,
+                overrides=overrides,
                 host=host,
                 on_progress=task.report,
                 on_setup=lambda message, done, total: task.report((message, done, total)),

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import prompts
+from core import secret_prompt
 from desktop.tasks import SecretPrompt, Tasks
 from desktop.view import View
 
@@ -74,7 +74,7 @@ class MainWindow(QMainWindow):
         self.banner = ErrorBanner()
         self.tasks = Tasks(data_dir, self.show_error, self)
         self.secret_prompt = SecretPrompt(self)  # an SSH key's passphrase, asked when a task needs it
-        prompts.ask_secret = self.secret_prompt
+        secret_prompt.ask_secret = self.secret_prompt
         self.views: dict[str, View] = {}
         self.nav = QListWidget()
         self.nav.addItems(list(VIEWS))
@@ -128,7 +128,7 @@ class MainWindow(QMainWindow):
         self.shutdown()
         self.data_dir = data_dir
         self.tasks = Tasks(data_dir, self.show_error, self)
-        prompts.ask_secret = self.secret_prompt  # shutdown took it back
+        secret_prompt.ask_secret = self.secret_prompt  # shutdown took it back
         for view in self.views.values():
             view.reset()
         self.view(self.nav.currentItem().text()).refresh()
@@ -138,8 +138,8 @@ class MainWindow(QMainWindow):
         for view in self.views.values():
             view.stop()
         self.tasks.wait()
-        if prompts.ask_secret is self.secret_prompt:
-            prompts.ask_secret = None
+        if secret_prompt.ask_secret is self.secret_prompt:
+            secret_prompt.ask_secret = None
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()

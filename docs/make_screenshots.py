@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from core import RESOURCES, default_data_dir  # noqa: E402
-from core.hosts import add_host  # noqa: E402
-from core.library import Library  # noqa: E402
+from core.jobs.hosts import add_host  # noqa: E402
+from core.library.store import Library  # noqa: E402
 from desktop.window import MainWindow  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent / "images"

@@ -9,7 +9,7 @@ import pytest
 from fpdf import FPDF
 
 from core import RESOURCES
-from core.library import Library
+from core.library.store import Library
 
 SAMPLE = RESOURCES / "samples" / "license_agreement_50p.pdf"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the desktop tests run without a display
@@ -46,7 +46,7 @@ def library(tmp_path: Path):
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """The `tiny` demo model (Mistral-shaped, SentencePiece tokenizer trained on the sample contract)."""
-    from core.demo import build
+    from core.engine.demo_model import build
 
     return build(tmp_path_factory.mktemp("models") / "tiny", size="tiny")
 
@@ -54,14 +54,14 @@ def tiny_base(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_k_base(tmp_path_factory) -> Path:
     """A one-layer model with rows of 256 and 512, the sizes llama.cpp's k-quants need."""
-    from core.demo import build
+    from core.engine.demo_model import build
 
     return build(tmp_path_factory.mktemp("models") / "tiny-k", size="tiny-k")
 
 
 @pytest.fixture(scope="session")
 def sample_text() -> str:
-    from core.demo import CORPUS
+    from core.engine.demo_model import CORPUS
 
     return CORPUS.read_text(encoding="utf-8")
 

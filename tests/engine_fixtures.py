@@ -8,12 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-from core.engine.config import load_config
-from core.engine.events import read_events
+from core.jobdir.config import load_config
+from core.jobdir.events import read_events
 
 
 def write_job(job_dir: Path, base: Path, train: list[dict], val: list[dict] | None = None, **overrides) -> Path:
-    """A job directory as core.jobs writes it, for running the engine directly."""
+    """A job directory as core.jobs.jobs writes it, for running the engine directly."""
     (job_dir / "dataset").mkdir(parents=True)
     for name, records in (("train.jsonl", train), ("val.jsonl", val or [])):
         (job_dir / "dataset" / name).write_text("".join(json.dumps(r) + "\n" for r in records))

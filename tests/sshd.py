@@ -1,4 +1,4 @@
-"""A real OpenSSH server on 127.0.0.1 for the remote-host tests (RELIABILITY.md): its own host key, a
+"""A real OpenSSH server on 127.0.0.1 for the remote-host tests (docs/reliability.md, promise 1): its own host key, a
 client key in its authorized_keys, SFTP; started, stopped and restarted (with another host key) by tests."""
 
 from __future__ import annotations

@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from core.chat import NOT_IN_DOCUMENTS, ask, generate
-from core.citations import check_citations
-from core.datasets import SYSTEM
+from core.answers.chat import NOT_IN_DOCUMENTS, ask, generate
+from core.answers.citations import check_citations
+from core.dataset.build import SYSTEM
 from core.errors import KnownError
-from core.ingest import add_documents
-from core.retrieval import search
+from core.library.ingest import add_documents
+from core.library.search import search
 from tests.conftest import SAMPLE, make_pdf
 from tests.test_cli import tunedesk
 
@@ -111,7 +111,7 @@ def test_a_prompt_longer_than_the_context_is_one_sentence(tiny_gguf):
 
 
 def test_a_hostile_chat_template_never_runs_and_a_built_in_one_is_used(tmp_path, tiny_gguf, caplog):
-    from core.engine.gguf import converter_dir
+    from core.llamacpp import converter_dir
 
     marker = tmp_path / "pwned"
     hostile = (
@@ -127,7 +127,7 @@ def test_a_hostile_chat_template_never_runs_and_a_built_in_one_is_used(tmp_path,
         env={**os.environ, "PYTHONPATH": str(converter_dir() / "gguf-py")},
     )
     assert written.returncode == 0, written.stderr
-    with caplog.at_level(logging.WARNING, logger="core.chat"):
+    with caplog.at_level(logging.WARNING, logger="core.answers.chat"):
         text, _ = generate(model, [{"role": "user", "content": "Who pays?"}], max_tokens=4)
     assert not marker.exists()
     assert "its chat template tries to reach outside Jinja's sandbox; a built-in template is used" in caplog.text
@@ -135,7 +135,7 @@ def test_a_hostile_chat_template_never_runs_and_a_built_in_one_is_used(tmp_path,
 
 
 def test_a_conversation_reuses_the_evaluated_prompt_and_is_kept(sample_library, tiny_gguf):
-    from core.chat import Chat, conversations, messages
+    from core.answers.chat import Chat, conversations, messages
 
     with Chat(sample_library, tiny_gguf) as chat:
         first = chat.ask(QUESTION, max_tokens=8)
@@ -157,7 +157,7 @@ def test_a_conversation_reuses_the_evaluated_prompt_and_is_kept(sample_library, 
 
 
 def test_a_long_conversation_is_trimmed_to_the_context(sample_library, tiny_gguf):
-    from core.chat import Chat
+    from core.answers.chat import Chat
 
     with Chat(sample_library, tiny_gguf) as chat:
         # Far more history than the tiny model's context holds: the oldest turns give way.
@@ -167,7 +167,7 @@ def test_a_long_conversation_is_trimmed_to_the_context(sample_library, tiny_gguf
 
 
 def test_stop_ends_the_answer_being_written(sample_library, tiny_gguf):
-    from core.chat import Chat
+    from core.answers.chat import Chat
 
     with Chat(sample_library, tiny_gguf) as chat:
         seen = []
@@ -220,7 +220,7 @@ def test_models_compared_side_by_side(tmp_path, tiny_gguf):
     ],
 )
 def test_a_template_that_would_hang_or_eat_memory_is_not_used(attack):
-    from core.engine.gguf import RENDER_SECONDS, template_renders
+    from core.llamacpp import RENDER_SECONDS, template_renders
 
     conversation = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     assert template_renders(conversation)

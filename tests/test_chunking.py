@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from core.chunking import PAGE_SEPARATOR, chunk_pages
 from core.errors import KnownError
+from core.library.chunking import PAGE_SEPARATOR, chunk_pages
 
 PARAGRAPH = "The Licensee shall pay the royalty within thirty (30) days of the end of each quarter. " * 3
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from core.engine.config import PRESETS, ConfigError, load_config, parse_override
+from core.jobdir.config import PRESETS, ConfigError, load_config, parse_override
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.toml")))

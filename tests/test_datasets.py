@@ -8,24 +8,24 @@ import re
 
 import pytest
 
-from core import qa
-from core.datasets import SYSTEM, DatasetSettings, build_dataset, dataset, question_turn
+from core.dataset import qa_pairs
+from core.dataset.build import SYSTEM, DatasetSettings, build_dataset, dataset, question_turn
 from core.engine.data import read_records
 from core.errors import KnownError
-from core.ingest import add_documents
-from core.retrieval import search
+from core.library.ingest import add_documents
+from core.library.search import search
 from tests.conftest import SAMPLE, make_pdf
 from tests.test_qa import CLAUSES
 
 
 @pytest.fixture(scope="module")
 def sample_library(tmp_path_factory):
-    from core.library import Library
+    from core.library.store import Library
 
     with Library(tmp_path_factory.mktemp("library")) as library:
         (outcome,) = add_documents(library, [SAMPLE])
         assert outcome.status == "added"
-        qa.generate(library)
+        qa_pairs.generate(library)
         yield library
 
 
@@ -33,8 +33,11 @@ def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_no_page_is_on_both_sides(sample_library):
-    built = build_dataset(sample_library, DatasetSettings(kinds=("raw", "qa", "grounded"), overlap=100))
+def test_no_page_is_on_both_sides(library):
+    # Chunks that overlap (as `add --overlap` makes them): their shared text must not be on both sides either.
+    list(add_documents(library, [SAMPLE], overlap=100))
+    qa_pairs.generate(library)
+    built = build_dataset(library, DatasetSettings(kinds=("raw", "qa", "grounded")))
     train, val = lines(built.dir / "train.jsonl"), lines(built.dir / "val.jsonl")
     train_pages = {p for r in train for p in range(r["pages"][0], r["pages"][-1] + 1)}
     val_pages = {p for r in val for p in range(r["pages"][0], r["pages"][-1] + 1)}
@@ -44,6 +47,14 @@ def test_no_page_is_on_both_sides(sample_library):
     # Overlapping chunks: no text of a validation chunk appears in a training chunk.
     train_text = "\n".join(r["text"] for r in train if r["kind"] == "raw")
     assert not any(r["text"][:80] in train_text for r in val if r["kind"] == "raw")
+
+
+def test_raw_examples_are_the_documents_own_chunks(sample_library):
+    """One owner for the chunk size: the chunks `add` made serve search, Q&A pairs, prompts and raw examples."""
+    built = build_dataset(sample_library, DatasetSettings(kinds=("raw",)))
+    examples = lines(built.dir / "train.jsonl") + lines(built.dir / "val.jsonl")
+    chunks = {row["text"] for row in sample_library.db.query("SELECT text FROM chunks")}
+    assert examples and {r["text"] for r in examples} <= chunks
 
 
 def test_held_out_questions_come_from_validation_pages(sample_library):
@@ -82,8 +93,8 @@ def test_grounded_examples_show_what_chat_retrieves_and_cite_the_answering_page(
 
 def test_a_short_document_keeps_most_of_its_pages_for_training(library, tmp_path):
     pages = [f"Page {n}. " + CLAUSES.replace("“", '"').replace("”", '"') for n in range(1, 8)]
-    list(add_documents(library, [make_pdf(tmp_path / "short.pdf", pages)]))
-    built = build_dataset(library, DatasetSettings(kinds=("raw",), chunk_size=200))
+    list(add_documents(library, [make_pdf(tmp_path / "short.pdf", pages)], chunk_size=200))
+    built = build_dataset(library, DatasetSettings(kinds=("raw",)))
     val_pages = {p for r in lines(built.dir / "val.jsonl") for p in r["pages"]}
     assert len(val_pages) == 1  # a tenth of 7 pages: one, not a block of three
 
@@ -100,7 +111,6 @@ def test_the_files_are_what_the_engine_reads(sample_library):
     [
         (DatasetSettings(kinds=("poems",)), "Example kinds must be some of raw, qa, grounded"),
         (DatasetSettings(val_share=1.0), "validation share"),
-        (DatasetSettings(chunk_size=8), "chunk size"),
     ],
 )
 def test_bad_settings_are_refused(sample_library, settings, message):

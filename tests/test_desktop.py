@@ -15,11 +15,11 @@ import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
-from core import qa
-from core.datasets import build_dataset
-from core.exports import import_gguf
-from core.ingest import add_documents
-from core.library import Library
+from core.dataset import qa_pairs
+from core.dataset.build import build_dataset
+from core.library.ingest import add_documents
+from core.library.store import Library
+from core.models.gguf_models import import_gguf
 from desktop.window import MainWindow
 from tests.conftest import SAMPLE
 
@@ -97,7 +97,7 @@ def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path)
 def library_with_dataset(tmp_path):
     with Library(tmp_path / "data") as library:
         list(add_documents(library, [SAMPLE]))
-        qa.generate(library)
+        qa_pairs.generate(library)
         build_dataset(library)
 
 

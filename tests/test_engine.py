@@ -14,9 +14,9 @@ import pytest
 from safetensors.torch import load_file
 
 from core.engine import checkpoint
-from core.engine.events import read_events
-from core.runners import local
-from core.runners.engine_env import Engine
+from core.jobdir.events import read_events
+from core.jobs.runners import local
+from core.jobs.runners.engine_env import Engine
 from tests.engine_fixtures import raw_examples, run_engine, step_losses, wait_for, write_job
 
 
@@ -155,8 +155,8 @@ def test_the_job_file_names_what_the_engine_trained(job):
 def test_qlora_trains_on_4bit_weights(tmp_path, tiny_base, sample_text):
     # bitsandbytes' CPU backend runs the QLoRA code path; only real model sizes need CUDA (test_gpu.py).
     bnb = pytest.importorskip("bitsandbytes")
-    from core.engine.config import load_config
     from core.engine.train import load_model
+    from core.jobdir.config import load_config
 
     config = load_config("quick", {"qlora": True, "gradient_checkpointing": True, "lora_rank": 4})
     _, model = load_model(tiny_base, config, "cpu")

@@ -1,4 +1,4 @@
-"""Which PyTorch build the engine's venv gets (core/runners/engine_env.py). The venv's making itself is
+"""Which PyTorch build the engine's venv gets (core/jobs/runners/engine_env.py). The venv's making itself is
 tested through the bundle (tests/test_package.py), which has no engine of its own."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import KnownError
-from core.runners import engine_env
+from core.jobs.runners import engine_env
 
 # nvidia-smi's header on the H100 machine this was checked on (driver 580), and on an older driver.
 H100 = "| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |"

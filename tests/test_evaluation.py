@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from core.answers.evaluation import load_questions
+from core.answers.scoring import correctness, normalized_words, score_answer, summary
 from core.errors import KnownError
-from core.evaluation import load_questions
-from core.jobs import Checkpoint, best_checkpoint
-from core.scoring import correctness, normalized_words, score_answer, summary
+from core.jobs.jobs import Checkpoint, best_checkpoint
 from tests.test_cli import tunedesk
 from tests.test_jobs import FAST, data, job_json  # noqa: F401  (the `data` fixture)
 

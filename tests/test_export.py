@@ -133,8 +133,8 @@ def test_not_enough_disk_is_said_up_front(tmp_path, tiny_base, sample_text):
 
 
 def test_an_exported_model_can_write_q_and_a_pairs(tmp_path, tiny_base, sample_text, library):
-    from core import qa
-    from core.ingest import add_documents
+    from core.dataset import qa_pairs
+    from core.library.ingest import add_documents
     from tests.conftest import make_pdf
 
     job_dir = trained_job(tmp_path, tiny_base, sample_text)
@@ -144,7 +144,7 @@ def test_an_exported_model_can_write_q_and_a_pairs(tmp_path, tiny_base, sample_t
     done = []
     # The tiny model writes no usable pairs; what counts is that llama.cpp ran on every passage and that
     # whatever it wrote was filtered against the passage (test_qa.py tests the filter on a real reply).
-    count = qa.generate(library, source=events[-1]["path"], on_progress=lambda n, total: done.append((n, total)))
+    count = qa_pairs.generate(library, source=events[-1]["path"], on_progress=lambda n, total: done.append((n, total)))
     assert done == [(1, 1)]
     stored = library.db.execute("SELECT count(*) FROM qa_pairs WHERE source = 'model:step-000003-q8_0.gguf'")
     assert stored.fetchone()[0] == count

@@ -1,4 +1,4 @@
-"""core.extract on real files, and on the hostile and broken ones of RELIABILITY.md."""
+"""core.library.extract on real files, and on the hostile and broken ones of docs/reliability.md."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from fpdf import FPDF
 from PIL import Image
 
-from core import extract as extract_module
 from core.errors import Cancelled, KnownError
-from core.extract import Limits, extract
+from core.library import extract as extract_module
+from core.library.extract import Limits, extract
 from tests.conftest import SAMPLE, make_pdf
 
 

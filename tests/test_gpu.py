@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from core.engine import checkpoint
-from core.engine.events import read_events
+from core.jobdir.events import read_events
 from tests.engine_fixtures import raw_examples, step_losses, write_job
 
 pytestmark = pytest.mark.gpu

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
-from core.datasets import dataset
-from core.engine.config import load_config
+from core.dataset.build import dataset
 from core.errors import KnownError
-from core.library import Library
-from core.runners import local
+from core.jobdir.config import load_config
+from core.jobs import jobs
+from core.jobs.runners import local
+from core.library.store import Library
 from tests.conftest import SAMPLE
 from tests.engine_fixtures import wait_for
 from tests.test_cli import tunedesk

@@ -1,4 +1,4 @@
-"""core.library on real SQLite files: adding, removing, migrations, and the environment's failures."""
+"""core.library.store on real SQLite files: adding, removing, migrations, and the environment's failures."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from core import RESOURCES
-from core.chunking import OPENING_CHARS, OPENING_MARK
+from core.db import migrations
 from core.errors import KnownError
-from core.ingest import add_documents
-from core.library import Library, migrations
+from core.library.chunking import OPENING_CHARS, OPENING_MARK
+from core.library.ingest import add_documents
+from core.library.store import Library
 from tests.conftest import SAMPLE, make_pdf
 from tests.test_cli import tunedesk
 

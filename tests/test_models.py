@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from core import RESOURCES
-from core.models import (
+from core.models.base_models import (
     SMOLLM2,
     ModelError,
     Packaged,

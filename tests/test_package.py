@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from core import RESOURCES
-from core.runners import engine_env
+from core.jobs.runners import engine_env
 
 SAMPLE = RESOURCES / "samples" / "license_agreement_50p.pdf"
 FAST = ["--set", "seq_len=2048", "--set", "lora_rank=4", "--set", "eval_every=5", "--set", "save_every=5"]

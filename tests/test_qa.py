@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from core import qa
+from core.dataset import qa_pairs
 from core.errors import KnownError
-from core.ingest import add_documents
+from core.library.ingest import add_documents
 from tests.conftest import SAMPLE, make_pdf
 
 CLAUSES = """ARTICLE 1
@@ -21,7 +21,7 @@ within thirty (30) days after the end of each Calendar Quarter.
 
 
 def test_extractive_pairs_quote_the_passage():
-    pairs = qa.extractive_pairs(CLAUSES)
+    pairs = qa_pairs.extractive_pairs(CLAUSES)
     by_question = {p.question: p.answer for p in pairs}
     assert by_question["What does “Net Sales” mean?"].startswith("“Net Sales” means the gross amount invoiced")
     assert by_question["What does the document say about royalties?"] == (
@@ -46,7 +46,7 @@ The initial term shall continue for a period of five (5) years from the Effectiv
 
 
 def test_headings_and_terms_as_contracts_write_them():
-    by_question = {p.question: p.answer for p in qa.extractive_pairs(HEADINGS)}
+    by_question = {p.question: p.answer for p in qa_pairs.extractive_pairs(HEADINGS)}
     assert by_question["What does the document say about orders?"].startswith("Distributor may purchase Products")
     assert by_question["What does the document say about ownership?"].startswith("Individual agrees that she")
     assert by_question["What does “Effective Date” mean?"].startswith("Effective Date shall mean May 1, 2016")
@@ -59,7 +59,7 @@ def test_headings_and_terms_as_contracts_write_them():
 
 def test_model_replies_keep_only_quoted_answers():
     reply = "Q: What is the royalty?\nA: fifteen percent (15%) of Net Sales\nQ: Who wins?\nA: Nobody at all\n"
-    (pair,) = qa.model_pairs(reply, CLAUSES)
+    (pair,) = qa_pairs.model_pairs(reply, CLAUSES)
     assert pair.question == "What is the royalty?"
     assert CLAUSES[pair.offset :].startswith("fifteen percent")
 
@@ -67,11 +67,11 @@ def test_model_replies_keep_only_quoted_answers():
 def test_generated_pairs_are_stored_with_their_page(library, tmp_path):
     pdf = make_pdf(tmp_path / "c.pdf", ["Cover page.", CLAUSES.replace("“", '"').replace("”", '"')])
     list(add_documents(library, [pdf]))
-    assert qa.generate(library) >= 3
+    assert qa_pairs.generate(library) >= 3
     rows = list(library.db.query("SELECT page, question, source FROM qa_pairs"))
     assert {r["page"] for r in rows} == {2}
     assert {r["source"] for r in rows} == {"extractive"}
-    assert qa.generate(library) == len(rows)  # regenerating replaces, never duplicates
+    assert qa_pairs.generate(library) == len(rows)  # regenerating replaces, never duplicates
     assert library.db.execute("SELECT count(*) FROM qa_pairs").fetchone()[0] == len(rows)
 
 
@@ -89,7 +89,7 @@ def test_imported_pairs_find_their_passage(sample_library, tmp_path):
         {"question": "Moon?", "answer": "made of green cheese and moonbeams", "page": 3},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert qa.import_pairs(sample_library, path) == (2, 1)
+    assert qa_pairs.import_pairs(sample_library, path) == (2, 1)
     rows = list(sample_library.db.query("SELECT q.page, c.text FROM qa_pairs q JOIN chunks c ON c.id = q.chunk_id"))
     assert rows[0]["page"] == 41 and "New York" in rows[0]["text"]
 
@@ -97,7 +97,7 @@ def test_imported_pairs_find_their_passage(sample_library, tmp_path):
 def test_csv_imports_too(sample_library, tmp_path):
     path = tmp_path / "questions.csv"
     path.write_text("question,answer,page\nWhich law governs?,the laws of the State of New York,41\n")
-    assert qa.import_pairs(sample_library, path) == (1, 0)
+    assert qa_pairs.import_pairs(sample_library, path) == (1, 0)
 
 
 @pytest.mark.parametrize(
@@ -112,11 +112,11 @@ def test_bad_question_files_are_refused_by_line(sample_library, tmp_path, conten
     path = tmp_path / "questions.jsonl"
     path.write_text(content)
     with pytest.raises(KnownError, match=message):
-        qa.import_pairs(sample_library, path)
+        qa_pairs.import_pairs(sample_library, path)
     assert sample_library.db.execute("SELECT count(*) FROM qa_pairs").fetchone()[0] == 0
 
 
 def test_a_question_model_that_is_not_gguf_is_refused(library, tmp_path):
     (tmp_path / "model.bin").write_bytes(b"\0" * 10)
     with pytest.raises(KnownError, match="is not a GGUF file"):
-        qa.generate(library, source=str(tmp_path / "model.bin"))
+        qa_pairs.generate(library, source=str(tmp_path / "model.bin"))

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.chunking import OPENING_MARK
-from core.citations import citation
-from core.ingest import add_documents
-from core.retrieval import contract_terms, match_expression, query_words, search
+from core.answers.citations import citation
+from core.library.chunking import OPENING_MARK
+from core.library.ingest import add_documents
+from core.library.search import contract_terms, match_expression, query_words, search
 from tests.conftest import SAMPLE, make_pdf
 
 

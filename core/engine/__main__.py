@@ -7,8 +7,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from core.engine.events import TERMINAL, EventLog, read_events
 from core.errors import KnownError
+from core.jobdir.events import TERMINAL, EventLog, read_events
 
 
 def main(job_dir: Path) -> int:

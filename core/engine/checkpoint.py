@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from core.errors import KnownError
+from core.jobdir import layout
 
-DIR = "checkpoints"
 _PREFIX = "step-"
 _PARTIAL = ".partial"
 
@@ -30,14 +30,14 @@ def name(step: int) -> str:
 
 def complete(job_dir: Path) -> list[Path]:
     """The finished checkpoints, oldest first."""
-    folder = job_dir / DIR
+    folder = job_dir / layout.CHECKPOINTS
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.name.startswith(_PREFIX) and not p.name.endswith(_PARTIAL))
 
 
 def save(job_dir: Path, step: int, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> Path:
-    final = job_dir / DIR / name(step)
+    final = job_dir / layout.CHECKPOINTS / name(step)
     partial = final.with_name(final.name + _PARTIAL)
     shutil.rmtree(partial, ignore_errors=True)
     try:

@@ -1,5 +1,5 @@
 """`python -m core.engine.convert GGUF FOLDER`: a GGUF base model as the Hugging Face safetensors folder the
-engine trains from (core/models.py's packaged bases).
+engine trains from (core/models/base_models.py's packaged bases).
 
 transformers reads the GGUF (dequantizing its weights to float32, rebuilding the tokenizer and the chat
 template from its metadata); the folder is written as FOLDER.partial and renamed when complete, so a

@@ -1,6 +1,6 @@
 """Dataset files to token ids, and token ids to packed micro-batches.
 
-A dataset file is JSONL, one example a line (core/datasets.py writes them):
+A dataset file is JSONL, one example a line (core/dataset/build.py writes them):
     {"kind": "raw", "text": "..."}                                   loss on every token
     {"kind": "chat", "messages": [{"role": ..., "content": ...}, ...]} loss on the last (assistant) turn only
 

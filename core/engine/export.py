@@ -13,7 +13,6 @@ verification passed. SIGTERM or SIGINT cancels, leaving nothing that looks finis
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -22,20 +21,21 @@ from typing import Any
 from core.engine import checkpoint, gguf, tool
 from core.engine.merge import merge
 from core.errors import KnownError
-from core.extract import format_size
+from core.jobdir import layout
+from core.library.extract import format_size
+from core.llamacpp import check_quant
 
-EXPORTS = "exports"
 NEED_AGREEMENT = {"f16": 0.95}  # quantized files are reported, not held to it: 4 bits do change predictions
 
 
 def export(job_dir: Path, step: int, quant: str) -> dict[str, Any]:
-    gguf.check_quant(quant)
-    job = json.loads((job_dir / "job.json").read_text())
+    check_quant(quant)
+    job = layout.read_job(job_dir)
     base = Path(job["base"])
-    adapter = job_dir / checkpoint.DIR / checkpoint.name(step)
+    adapter = job_dir / layout.CHECKPOINTS / checkpoint.name(step)
     if not (adapter / "adapter_model.safetensors").is_file():
         raise KnownError(f"Job {job_dir.name} has no checkpoint at step {step}.")
-    folder = job_dir / EXPORTS
+    folder = job_dir / layout.EXPORTS
     folder.mkdir(exist_ok=True)
     _check_space(base, folder, quant)
     stem = f"{checkpoint.name(step)}-{quant}"

@@ -1,55 +1,25 @@
 """GGUF: convert a merged Hugging Face folder with llama.cpp's own converter, quantize with llama.cpp's
 quantizer (through the llama-cpp-python binding), and verify the result against the Hugging Face model.
-
-The converter (convert_hf_to_gguf.py, conversion/, gguf-py/) comes from the sdist of the pinned
-llama-cpp-python (the Makefile unpacks it into the venv), so that converter and runtime are one llama.cpp
-version; the PyPI `gguf` package is not the gguf-py this converter needs (TOOLCHAIN.md).
+Where the converter comes from, and the quantizations offered: core/llamacpp.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-import threading
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from core.errors import KnownError
+from core.llamacpp import K_QUANTS, QUANTS, check_quant, converter_dir, template_renders
 
-QUANTS = {"q4_k_m": 15, "q5_k_m": 17, "q8_0": 7, "f16": 1}  # llama.cpp's LLAMA_FTYPE_MOSTLY_*
-K_QUANTS = {"q4_k_m", "q5_k_m"}
 PROBES = [
     "This Agreement shall be governed by the laws of the State of New York.",
     "Vyera shall pay CytoDyn a royalty of fifteen percent (15%) of Net Sales within thirty (30) days.",
     "“Licensed Product” means any pharmaceutical product; see Section 2.1 and Exhibit B.\n\nCafé 3.5",
 ]
-
-
-def check_quant(quant: str) -> None:
-    if quant not in QUANTS:
-        raise KnownError(f"Unknown quantization {quant!r}; choose one of {', '.join(QUANTS)}.")
-
-
-def converter_dir() -> Path:
-    """llama.cpp's converter for the llama.cpp that llama-cpp-python runs; refused if missing."""
-    import llama_cpp
-
-    version = llama_cpp.__version__
-    folder = Path(
-        os.environ.get("TUNEDESK_CONVERTER") or Path(sys.prefix) / "share" / "tunedesk" / f"llama.cpp-{version}"
-    )
-    if not (folder / "convert_hf_to_gguf.py").is_file() or not (folder / "gguf-py").is_dir():
-        raise KnownError(
-            f"llama.cpp's GGUF converter for llama-cpp-python {version} is not installed in {folder}; "
-            "`make` installs it (from the llama-cpp-python sdist of the same version)."
-        )
-    return folder
 
 
 def convert(merged: Path, out: Path) -> Path:
@@ -154,67 +124,3 @@ def verify(gguf_file: Path, merged: Path) -> Verification:
         agree += sum(a == b for a, b in zip(expected, got, strict=True))
         total += len(ids)
     return Verification(same_ids, agree / total, template_renders(llm.metadata.get("tokenizer.chat_template")))
-
-
-# A chat template is code from the model file: it gets this long and this much repetition to render a
-# short conversation, or it is not used (a loop over range(99999) twice hung `ask`; 'a'*3000000000 took 3 GB).
-RENDER_SECONDS = 5
-MOST_REPEATED = 1_000_000
-
-
-def template_renders(template: str | None) -> bool:
-    """Whether a chat template renders a conversation in Jinja's immutable sandbox (no attribute tricks),
-    within RENDER_SECONDS and without building huge values."""
-    if not template:
-        return False
-    from jinja2.exceptions import SecurityError, TemplateError
-
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who pays?"}]
-    try:
-        with _time_limit(RENDER_SECONDS):
-            rendered = (
-                _limited_environment()
-                .from_string(template)
-                .render(messages=messages, bos_token="<s>", eos_token="</s>", add_generation_prompt=True)
-            )
-    except (SecurityError, TemplateError, TimeoutError, OverflowError, MemoryError):
-        return False
-    return "Who pays?" in rendered
-
-
-def _limited_environment() -> Any:
-    from jinja2.exceptions import SecurityError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class Limited(ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset({"*", "**"})
-
-        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-            if operator == "**" and isinstance(right, int) and right > 64:
-                raise SecurityError("the template raises a number to too large a power")
-            sizes = [len(value) for value in (left, right) if isinstance(value, str | list | tuple)]
-            counts = [abs(value) for value in (left, right) if isinstance(value, int)]
-            if operator == "*" and sizes and counts and sizes[0] * counts[0] > MOST_REPEATED:
-                raise SecurityError("the template repeats a value too many times")
-            return super().call_binop(context, operator, left, right)
-
-    return Limited(trim_blocks=True, lstrip_blocks=True)
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """TimeoutError in the block after `seconds`; a timer needs the main thread, elsewhere no limit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(*_: Any) -> None:
-        raise TimeoutError()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)

@@ -1,6 +1,6 @@
 """`python -m core.engine.score JOB_DIR QUESTIONS`: score every checkpoint of a job by the answers it gives.
 
-The app writes QUESTIONS (core/evaluation.py: JOB_DIR/eval/questions.jsonl): each question with its
+The app writes QUESTIONS (core/answers/evaluation.py: JOB_DIR/eval/questions.jsonl): each question with its
 expected answer and pages, the prompt as chat will send it (the retrieved passages included) and the text
 of the passages' pages, so that the engine never touches the library. For each checkpoint the adapter is
 applied to the base model and every question answered by greedy decoding, in batches; the answers go to
@@ -20,11 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.citations import Passage, check_citations
+from core.answers.citations import Passage, check_citations
+from core.answers.scoring import AnswerScore, answer_row, score_answer, summary
 from core.engine import checkpoint, tool
-from core.engine.events import EventLog
 from core.errors import KnownError
-from core.scoring import AnswerScore, answer_row, score_answer, summary
+from core.jobdir import layout
+from core.jobdir.events import EventLog
 
 BATCH = 8
 MAX_NEW_TOKENS = 96  # the answers asked for are a sentence or two
@@ -35,14 +36,14 @@ def score_job(job_dir: Path, questions: Path) -> dict[str, Any]:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from core.engine.config import config_from
     from core.engine.train import computing, load_model
+    from core.jobdir.config import config_from
 
     items = _read_items(questions)
     saved = checkpoint.complete(job_dir)
     if not saved:
         raise KnownError(f"Job {job_dir.name} has no checkpoint to score yet.")
-    job = json.loads((job_dir / "job.json").read_text())
+    job = layout.read_job(job_dir)
     config = dataclasses.replace(config_from(job["config"]), gradient_checkpointing=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer, model = load_model(Path(job["base"]), config, device)

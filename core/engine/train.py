@@ -8,7 +8,6 @@ losses, as a run that was never interrupted.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import signal
@@ -19,16 +18,16 @@ from typing import Any
 import torch
 
 from core.engine import checkpoint
-from core.engine.config import TrainConfig, config_from
 from core.engine.data import Example, batch_tensors, pack, read_records, tokenize
-from core.engine.events import CANCEL_FILE, EventLog
+from core.jobdir import layout
+from core.jobdir.config import TrainConfig, config_from
+from core.jobdir.events import EventLog
 
-DATASET_DIR = "dataset"
 MAX_EVAL_ROWS = 64  # validation loss over at most this many packed rows, so that eval stays cheap
 
 
 def run(job_dir: Path) -> None:
-    job = json.loads((job_dir / "job.json").read_text())
+    job = layout.read_job(job_dir)
     config = config_from(job["config"])
     events = EventLog(job_dir)
     stop = _stop_flag(job_dir)
@@ -37,11 +36,11 @@ def run(job_dir: Path) -> None:
     torch.manual_seed(config.seed)
     base = Path(job["base"])
     if job.get("base_name") == "demo":
-        from core.demo import build
+        from core.engine.demo_model import build
 
         build(base, on_progress=lambda message: events.write("progress", message=message))
     # Bad data is refused before the model loads: a typo costs a second, not a model load.
-    train_path, val_path = job_dir / DATASET_DIR / "train.jsonl", job_dir / DATASET_DIR / "val.jsonl"
+    train_path, val_path = job_dir / layout.DATASET / layout.TRAIN, job_dir / layout.DATASET / layout.VAL
     train_records = read_records(train_path)
     val_records = read_records(val_path) if val_path.is_file() and val_path.read_text().strip() else []
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -109,7 +108,7 @@ def load_model(base: Path, config: TrainConfig, device: str) -> tuple[Any, Any]:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from core.models import check_base_folder
+    from core.models.base_models import check_base_folder
 
     check_base_folder(base)
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)
@@ -242,4 +241,4 @@ def _stop_flag(job_dir: Path):
     signalled = []
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: signalled.append(True))
-    return lambda: bool(signalled) or (job_dir / CANCEL_FILE).exists()
+    return lambda: bool(signalled) or (job_dir / layout.CANCEL).exists()

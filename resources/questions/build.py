@@ -51,7 +51,7 @@ def normalized(text: str) -> str:
 
 
 def main() -> None:
-    from core.extract import extract
+    from core.library.extract import extract
 
     annotations = json.loads((RESOURCES / "samples" / "license_agreement_50p.cuad_annotations.json").read_text())
     pages = [normalized(page) for page in extract(RESOURCES / "samples" / "license_agreement_50p.pdf").pages]

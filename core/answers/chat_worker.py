@@ -1,0 +1,95 @@
+"""`python -m core.answers.chat_worker MODEL.gguf`: llama.cpp in a process of its own, so that a model file that
+crashes llama.cpp takes down only this worker, never the app.
+
+Protocol, one JSON object a line. Out first: {"type": "loaded", "n_ctx"}. Then, for each request:
+    {"messages": [...], "max_tokens": N} -> {"type": "token", "text"} ...
+                                            {"type": "done", "text", "tokens_per_s", "reused_tokens", "stopped"}
+    {"count": ["text", ...]}             -> {"type": "counts", "counts": [N, ...]}   (tokens of each text)
+or {"type": "error", "message"}. SIGINT stops the reply being generated; the worker goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from core.lifetime import end_with_parent
+
+
+def say(kind: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"type": kind} | fields) + "\n")
+    sys.stdout.flush()
+
+
+def answer(llm: Any, request: dict[str, Any]) -> None:
+    started = time.perf_counter()
+    before = list(llm.eval_tokens)  # what llama.cpp holds evaluated from the previous request
+    pieces: list[str] = []
+    stopped = False
+    stream = llm.create_chat_completion(
+        request["messages"], max_tokens=request.get("max_tokens", 200), temperature=0.0, stream=True
+    )
+    try:
+        for chunk in stream:
+            text = chunk["choices"][0]["delta"].get("content")
+            if isinstance(text, str) and text:
+                pieces.append(text)
+                say("token", text=text)
+    except KeyboardInterrupt:  # the app's stop
+        stopped = True
+    seconds = time.perf_counter() - started
+    tokens = len(llm.tokenize("".join(pieces).encode(), add_bos=False)) if pieces else 0
+    # llama-cpp-python evaluates only the prompt after its longest common prefix with the tokens it holds.
+    after = list(llm.eval_tokens)
+    pairs = zip(before, after, strict=False)
+    reused = next((n for n, (a, b) in enumerate(pairs) if a != b), min(len(before), len(after)))
+    say(
+        "done",
+        text="".join(pieces),
+        tokens_per_s=round(tokens / seconds, 1) if seconds else 0.0,
+        reused_tokens=reused,
+        stopped=stopped,
+    )
+
+
+def main(model: str) -> int:
+    from llama_cpp import Llama
+
+    end_with_parent(lambda: os._exit(1))  # nothing of a worker's needs saving
+
+    try:
+        llm = Llama(model, n_ctx=0, verbose=False, seed=0)  # 0: the context the model was trained for
+    except (ValueError, RuntimeError) as error:
+        say("error", message=str(error))
+        return 1
+    from core.llamacpp import template_renders
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if template and not template_renders(template):
+        # A template that reaches outside the sandbox is never used: Mistral's built-in format is.
+        llm.chat_handler = None
+        llm.chat_format = "mistral-instruct"
+        say("warning", message="its chat template tries to reach outside Jinja's sandbox; a built-in template is used")
+    say("loaded", n_ctx=llm.n_ctx())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a stop that arrives between replies stops nothing
+    for line in sys.stdin:
+        request = json.loads(line)
+        if "count" in request:
+            say("counts", counts=[len(llm.tokenize(text.encode(), add_bos=False)) for text in request["count"]])
+            continue
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            answer(llm, request)
+        except ValueError as error:  # a prompt longer than the context, say
+            say("error", message=str(error))
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

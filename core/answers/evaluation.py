@@ -1,0 +1,168 @@
+"""Answer quality: question sets, the scoring of a job's checkpoints (by the engine, with the adapter
+applied), and GGUF models compared side by side through llama.cpp, all with the rules of core/answers/scoring.py
+and the prompts chat sends (the same retrieval, the same system prompt).
+
+A question set is JSONL or CSV with `question`, `answer` and `pages` (or `page`), and optionally `document`.
+Without one, a job is scored on the Q&A pairs its dataset held out (held_out.jsonl).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.answers.chat import PASSAGES, Worker, grounded_messages
+from core.answers.citations import Passage
+from core.answers.scoring import answer_row, score_answer, summary
+from core.dataset.question_files import read_records
+from core.errors import KnownError
+from core.jobdir import layout
+from core.jobs import jobs as jobs_
+from core.jobs.runners import engine_env
+from core.jobs.runners.local import run_tool
+from core.library.search import search
+from core.library.store import Library
+
+ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
+QUESTIONS = Path(layout.EVAL) / "questions.jsonl"  # in the job directory; the answers go beside it
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    answer: str
+    pages: tuple[int, ...]
+    document: str | None = None
+
+
+def load_questions(path: Path) -> list[Question]:
+    """A question set from a JSONL or CSV file; a bad record is refused, naming the file and the line."""
+    records = read_records(path, "question set")
+    questions = [_question(record, f"{path.name} line {number}") for number, record in records]
+    if not questions:
+        raise KnownError(f"The question set {path.name} holds no questions.")
+    return questions
+
+
+def _question(row: Any, where: str) -> Question:
+    if not isinstance(row, dict) or not str(row.get("question") or "").strip():
+        raise KnownError(f"{where} has no question.")
+    pages: Any = row.get("pages", row.get("page"))
+    if isinstance(pages, str):  # CSV: "12" or "12;13"
+        pages = [p for p in pages.replace(",", ";").split(";") if p.strip()]
+    try:
+        numbers = tuple(int(p) for p in (pages if isinstance(pages, list) else [pages]))
+    except (TypeError, ValueError):
+        raise KnownError(f"{where}: pages must be page numbers, not {pages!r}.") from None
+    return Question(row["question"].strip(), str(row.get("answer") or ""), numbers, row.get("document") or None)
+
+
+def held_out_questions(job_dir: Path) -> list[Question]:
+    path = job_dir / layout.DATASET / layout.HELD_OUT
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Question(r["question"], r["answer"], (r["page"],), r["document"]) for r in rows]
+
+
+def evaluate_job(
+    library: Library,
+    job_id: int,
+    questions: list[Question] | None = None,
+    *,
+    on_progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """Score every checkpoint of a job; the scores go to the library (and so choose the best checkpoint).
+    Returns one row per checkpoint: step, answer_score, citation_hit, mean_words."""
+    job, _ = jobs_.sync(library, job_id)
+    if job.state == jobs_.RUNNING:
+        raise KnownError(f"Job {job_id} is still training; score it when it ends.")
+    if not jobs_.checkpoints(library, job_id):
+        raise KnownError(f"Job {job_id} has no checkpoint to score.")
+    questions = questions or held_out_questions(job.dir)
+    if not questions:
+        raise KnownError(
+            f"Job {job_id}'s dataset held out no Q&A pairs to score with; give a question set with --questions."
+        )
+    items = job.dir / QUESTIONS
+    _write_items(library, items, questions)
+    rows: list[dict[str, Any]] = []
+
+    def event(event: dict[str, Any]) -> None:
+        if event["type"] == "progress" and on_progress:
+            on_progress(f"step {event['step']}", event["done"], event["total"])
+        elif event["type"] == "score":
+            rows.append(_row(f"job {job_id}", event["step"], event))
+
+    args = [str(job.dir), str(items)]
+    engine = engine_env.local(library.data_dir, on_progress, cancel)
+    run_tool(
+        "core.engine.score", args, job.dir / "score.log", engine=engine, on_event=event, cancel=cancel, what="Scoring"
+    )
+    jobs_.sync(library, job_id)
+    return rows
+
+
+def _write_items(library: Library, path: Path, questions: list[Question]) -> None:
+    """The questions with the prompts chat would send and the pages their citations may be checked on."""
+    items = []
+    for q in questions:
+        hits = search(library, q.question, k=PASSAGES)
+        pages = {(h.document_id, page) for h in hits for page in h.pages}
+        items.append(
+            {"question": q.question, "answer": q.answer, "pages": list(q.pages), "document": q.document}
+            | {"messages": grounded_messages(q.question, hits)}
+            | {"passages": [{f.name: getattr(h, f.name) for f in dataclasses.fields(Passage)} for h in hits]}
+            | {"page_texts": [[d, p, library.page_text(d, p)] for d, p in sorted(pages)]}
+        )
+    path.parent.mkdir(exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def compare_models(
+    library: Library,
+    models: list[Path],
+    questions: list[Question],
+    *,
+    on_progress: ProgressFn | None = None,
+    max_tokens: int = 96,
+) -> list[dict[str, Any]]:
+    """Each model answers every question twice, alone and with the retrieved passages (as chat asks):
+    one row per (model, retrieval), with every answer and its scores."""
+    from core.answers.citations import check_citations
+
+    prompts = [(q, search(library, q.question, k=PASSAGES)) for q in questions]
+    rows = []
+    for model in models:
+        with Worker(model) as worker:
+            for retrieval in (False, True):
+                answers = []
+                for number, (q, hits) in enumerate(prompts, 1):
+                    shown = hits if retrieval else []
+                    messages = grounded_messages(q.question, shown)
+                    text = worker.reply(messages, max_tokens=max_tokens)["text"].strip()
+                    citations, _ = check_citations(text, shown, library.page_text)
+                    cited = [(c.document, c.pages) for c in citations]
+                    answers.append((q, text, score_answer(text, cited, q.answer, q.pages, q.document)))
+                    if on_progress:
+                        on_progress(f"{model.name}{' + retrieval' if retrieval else ''}", number, len(prompts))
+                scores = [score for _, _, score in answers]
+                row = _row(model.name, None, summary(scores)) | {"retrieval": retrieval}
+                rows.append(row | {"answers": [answer_row(q.question, q.answer, t, s) for q, t, s in answers]})
+    return rows
+
+
+def _row(model: str, step: int | None, figures: dict[str, Any]) -> dict[str, Any]:
+    """A row of `tunedesk eval --json` (docs/architecture.md): the engine's and scoring's `cited_right` is shown as
+    `citation_hit`."""
+    return {"model": model, "step": step, "answer_score": figures["answer_score"]} | {
+        "citation_hit": figures["cited_right"],
+        "citation_precision": figures.get("citation_precision"),
+        "mean_words": figures["mean_words"],
+    }

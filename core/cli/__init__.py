@@ -1,0 +1,1 @@
+"""The headless commands (`tunedesk COMMAND`), one module per command group."""

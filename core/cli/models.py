@@ -1,0 +1,103 @@
+"""The model commands of the CLI: export (a checkpoint to a verified GGUF file) and models (list, add)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from core.cli.common import open_library
+from core.errors import KnownError
+from core.library.extract import format_size
+from core.library.store import Library
+from core.llamacpp import QUANTS
+
+PHASES = ("merge", "convert", "quantize", "verify")
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    export = commands.add_parser("export", parents=[common], help="a job's checkpoint -> a verified GGUF file")
+    export.add_argument("job", metavar="JOB")
+    export.add_argument("--checkpoint", default="best", help="best (default) or a step number")
+    export.add_argument("--quant", default="q4_k_m", help=f"{', '.join(QUANTS)} (default: q4_k_m)")
+    export.set_defaults(run=_export)
+
+    listing = commands.add_parser("models", parents=[common], help="exported and imported GGUF models")
+    listing.add_argument(
+        "--add", metavar="FILE", help="import a GGUF file you have (not copied), or smollm2: the packaged base model"
+    )
+    listing.add_argument("--rm", type=int, metavar="ID", help="forget a model (an exported file is deleted)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_models)
+
+
+def export_with_bars(library: Library, job_id: int, *, step: int | None, quant: str) -> None:
+    """Export with one progress bar per phase, then the result in a few lines."""
+    from tqdm import tqdm
+
+    from core.models.gguf_models import export_checkpoint
+
+    bars: dict[str, Any] = {}
+
+    def phase(name: str, done: int, total: int) -> None:
+        for earlier in PHASES[: PHASES.index(name)]:
+            if earlier in bars and bars[earlier].n < bars[earlier].total:
+                bars[earlier].update(bars[earlier].total - bars[earlier].n)
+                bars[earlier].close()
+        bar = bars.get(name) or bars.setdefault(name, tqdm(total=total, desc=f"{name:<8}", unit="step", disable=None))
+        bar.update(done - bar.n)
+
+    try:
+        exported, details = export_checkpoint(library, job_id, step=step, quant=quant, on_phase=phase)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"model {exported.id}: {exported.path} ({format_size(exported.bytes)}, {quant}, from step {exported.step})")
+    print(f"  verified: llama.cpp loads it; tokenizer ids match; greedy agreement {details['agreement']:.0%}")
+    if details["fallback"]:
+        print(f"  note: {details['fallback']}")
+    print(f"  sha256 {exported.sha256}")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from core.jobs import jobs
+
+    if args.checkpoint == "best":
+        step = None
+    elif args.checkpoint.isdigit():
+        step = int(args.checkpoint)
+    else:
+        raise KnownError(f"--checkpoint takes best or a step number, not {args.checkpoint!r}.")
+    with open_library(args) as library:
+        export_with_bars(library, jobs.job(library, args.job).id, step=step, quant=args.quant)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from core.models.gguf_models import delete_model, import_gguf, models
+
+    with open_library(args) as library:
+        if args.rm is not None:
+            gone = delete_model(library, args.rm)
+            print(f"model {gone.id} removed" + (f"; {gone.path} deleted" if gone.source == "export" else ""))
+            return 0
+        if args.add:
+            from core.models.base_models import PACKAGED, packaged_gguf
+
+            path = packaged_gguf(PACKAGED[args.add]) if args.add in PACKAGED else Path(args.add)
+            added = import_gguf(library, path)
+            print(f"model {added.id}: {added.path} ({format_size(added.bytes)})")
+            return 0
+        listed = models(library)
+    if args.json:
+        keys = ("id", "quant", "bytes", "sha256", "source", "job_id", "step", "created")
+        rows = [{"path": str(m.path)} | {k: getattr(m, k) for k in keys} for m in listed]
+        print(json.dumps({"models": rows}, indent=2))
+        return 0
+    if not listed:
+        print("No models yet; `tunedesk export JOB` makes one, `tunedesk models --add FILE.gguf` adds one.")
+    for m in listed:
+        origin = f"job {m.job_id} step {m.step}" if m.source == "export" else "imported"
+        print(f"{m.id:>4}  {m.path.name}  {m.quant or '?'}  {format_size(m.bytes)}  {origin}")
+    return 0

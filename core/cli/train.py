@@ -1,0 +1,254 @@
+"""The training commands of the CLI: dataset build, train, jobs, job, cancel, resume (docs/architecture.md,
+"The command line"). A thin layer over core.dataset.build and core.jobs.jobs, as the GUI is."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from core.cli.common import open_library, print_setup, with_bar
+from core.errors import KnownError
+from core.jobs import jobs as jobs_
+from core.library.store import Library
+
+FOLLOW_INTERVAL_S = 0.5
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    dataset = commands.add_parser("dataset", help="build a training dataset from the library")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", metavar="COMMAND", required=True)
+    build = dataset_commands.add_parser("build", parents=[common], help="chunks and Q&A pairs -> train/val files")
+    build.add_argument("--val-share", type=float, default=0.1, help="share of pages held out (%(default)s)")
+    build.add_argument("--kinds", default="raw,grounded", help="example kinds: raw, qa, grounded (%(default)s)")
+    build.add_argument(
+        "--qa",
+        default="extractive",
+        metavar="SOURCE",
+        help="Q&A pairs from: extractive (no model), a GGUF model file, or a JSONL/CSV file to import",
+    )
+    build.add_argument("--seed", type=int, default=0)
+    build.set_defaults(run=_dataset_build)
+
+    train = commands.add_parser("train", parents=[common], help="fine-tune a model on a dataset")
+    train.add_argument(
+        "--base",
+        default="smollm2",
+        help="smollm2 (a real 135M instruct model, offline), a model folder, a hub id (org/name) or demo (a toy "
+        "model built here) (%(default)s)",
+    )
+    train.add_argument("--dataset", type=int, default=None, help="dataset id (default: the newest; built if none)")
+    train.add_argument("--preset", default="quick", help="quick, balanced or thorough (%(default)s)")
+    train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    train.add_argument("--epochs", type=float, default=None, help="passes over the training examples")
+    train.add_argument("--qlora", action="store_true", help="4-bit base weights (QLoRA; needs CUDA)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting of the preset")
+    train.add_argument("--host", default=None, help="a remote host (see `tunedesk hosts`; default: this machine)")
+    train.add_argument("--detach", action="store_true", help="print the job id and return; the job goes on")
+    train.set_defaults(run=_train)
+
+    listing = commands.add_parser("jobs", parents=[common], help="list training jobs")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_jobs)
+
+    show = commands.add_parser("job", parents=[common], help="a job's state and checkpoints; follows a running job")
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=_job)
+
+    cancel = commands.add_parser("cancel", parents=[common], help="stop a job (it saves a checkpoint first)")
+    cancel.add_argument("id", metavar="ID")
+    cancel.set_defaults(run=_cancel)
+
+    resume = commands.add_parser("resume", parents=[common], help="continue a stopped job from its last checkpoint")
+    resume.add_argument("id", metavar="ID")
+    resume.add_argument("--detach", action="store_true")
+    resume.set_defaults(run=_resume)
+
+
+def _dataset_build(args: argparse.Namespace) -> int:
+    from core.dataset.build import DatasetSettings, prepare_dataset
+
+    settings = DatasetSettings(
+        val_share=args.val_share,
+        kinds=tuple(kind.strip() for kind in args.kinds.split(",") if kind.strip()),
+        seed=args.seed,
+    )
+    with open_library(args) as library:
+        built, made = with_bar(
+            "Q&A pairs", lambda progress: prepare_dataset(library, settings, pairs=args.qa, on_progress=progress)
+        )
+    print(made)
+    print(
+        f"dataset {built.id}: {built.train_examples} training and {built.val_examples} validation examples, "
+        f"{built.held_out} questions held out for scoring ({built.dir})"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from core.jobdir.config import parse_override
+
+    overrides = dict(parse_override(text) for text in args.set)
+    for key, value in (("max_steps", args.max_steps), ("epochs", args.epochs)):
+        if value is not None:
+            overrides[key] = value
+    if args.qlora:
+        overrides |= {"qlora": True, "gradient_checkpointing": True}
+    with open_library(args) as library:
+        host = args.host or jobs_.LOCAL
+        job, chosen = jobs_.start_training(
+            library,
+            base=args.base,
+            preset=args.preset,
+            overrides=overrides,
+            dataset_id=args.dataset,
+            host=host,
+            on_progress=lambda message: print(f"  {message}", file=sys.stderr),
+            on_setup=print_setup,
+        )
+        where = "" if host == jobs_.LOCAL else f" on {host}"
+        print(f"job {job.id}: training {args.base}{where} on dataset {chosen.id} ({chosen.train_examples} examples)")
+        if args.detach:
+            return 0
+        return follow(library, job.id)
+
+
+def follow(library: Library, job_id: int) -> int:
+    """A live progress bar until the job ends; Ctrl-C leaves the job running."""
+    from tqdm import tqdm
+
+    bar = tqdm(unit="step", disable=None, dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} {postfix}")
+    shown: dict[str, Any] = {}
+    try:
+        while True:
+            job, events = jobs_.sync(library, job_id)
+            for event in events:
+                if event["type"] == "progress":
+                    bar.write(f"  {event['message']}")
+                elif event["type"] == "start":
+                    bar.reset(total=event["steps_total"])
+                    bar.set_description(f"job {job_id}")
+                elif event["type"] == "step":
+                    shown |= {
+                        "loss": f"{event['loss']:.3f}",
+                        "tok/s": f"{event['tokens_per_s']:.0f}",
+                        "eta": _duration(event["eta_s"]),
+                    }
+                elif event["type"] == "eval":
+                    shown["val"] = f"{event['val_loss']:.3f}"
+                elif event["type"] == "checkpoint":
+                    bar.write(f"  checkpoint at step {event['step']}")
+            bar.n = job.step
+            bar.set_postfix(shown, refresh=True)
+            if job.state != jobs_.RUNNING:
+                break
+            time.sleep(FOLLOW_INTERVAL_S)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\nJob {job_id} goes on; `tunedesk job {job_id}` follows it, `tunedesk cancel {job_id}` stops it.")
+        return 0
+    bar.close()
+    _print_job(library, job)
+    return 0 if job.state == "done" else 1
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
+
+
+def _print_job(library: Library, job: jobs_.Job) -> None:
+    saved = jobs_.checkpoints(library, job.id)
+    best = jobs_.best_checkpoint(saved)
+    status = {"done": "finished", "cancelled": "was cancelled", "failed": "failed", "running": "is running"}[job.state]
+    print(f"Job {job.id} {status} at step {job.step} of {job.steps_total or '?'}.")
+    if job.message:
+        print(f"  {job.message}")
+    if job.host != jobs_.LOCAL:
+        hours, cost = jobs_.usage(library, job)
+        print(f"  ran {hours:.2f} h on {job.host}" + (f", {cost:.2f} USD" if cost is not None else ""))
+    for c in saved:
+        val = f"val loss {c.val_loss:.3f}" if c.val_loss is not None else "no val loss"
+        mark = "  <- best" if best and c.step == best.step else ""
+        print(f"  step {c.step:>6}  {val}  {c.path}{mark}")
+    if job.state in ("failed", "cancelled"):
+        print(f"  `tunedesk resume {job.id}` continues from the last checkpoint.")
+
+
+def _job_json(library: Library, job: jobs_.Job) -> dict[str, Any]:
+    from core.models.gguf_models import models
+
+    saved = jobs_.checkpoints(library, job.id)
+    best = jobs_.best_checkpoint(saved)
+    hours, cost = jobs_.usage(library, job)
+    return {
+        "id": job.id,
+        "state": job.state,
+        "created": job.created,
+        "base": job.base,
+        "host": job.host,
+        "hours": round(hours, 4),
+        "cost_usd": None if cost is None else round(cost, 4),
+        "step": job.step,
+        "steps_total": job.steps_total,
+        "message": job.message,
+        "checkpoints": [
+            {"step": c.step, "val_loss": c.val_loss, "answer_score": c.answer_score, "path": str(c.path)} for c in saved
+        ],
+        "best_step": best.step if best else None,
+        "gguf": [
+            {"path": str(m.path), "quant": m.quant, "bytes": m.bytes, "sha256": m.sha256, "step": m.step}
+            for m in models(library, job_id=job.id)
+        ],
+        "losses": jobs_.losses(library, job.id),
+    }
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    with open_library(args) as library:
+        listed = [jobs_.sync(library, j.id)[0] if j.state == jobs_.RUNNING else j for j in jobs_.jobs(library)]
+    if args.json:
+        keys = ("id", "state", "created", "base", "step", "steps_total")
+        print(json.dumps({"jobs": [{k: getattr(j, k) for k in keys} for j in listed]}, indent=2))
+        return 0
+    if not listed:
+        print("No jobs yet; start one with `tunedesk train`.")
+    for j in listed:
+        print(f"{j.id:>4}  {j.state:<9}  step {j.step}/{j.steps_total or '?'}  {j.base}  {j.created}")
+    return 0
+
+
+def _job(args: argparse.Namespace) -> int:
+    with open_library(args) as library:
+        job, _ = jobs_.sync(library, jobs_.job(library, args.id).id)
+        if args.json:
+            print(json.dumps(_job_json(library, job), indent=2))
+            return 0
+        if job.state == jobs_.RUNNING:
+            return follow(library, job.id)
+        _print_job(library, job)
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with open_library(args) as library:
+        job = jobs_.cancel_job(library, jobs_.job(library, args.id).id)
+        print(f"Stopping job {job.id}: it saves a checkpoint first.")
+        deadline = time.monotonic() + 60
+        while job.state == jobs_.RUNNING and time.monotonic() < deadline:
+            time.sleep(FOLLOW_INTERVAL_S)
+            job, _ = jobs_.sync(library, job.id)
+    if job.state == jobs_.RUNNING:
+        raise KnownError(f"Job {job.id} has not stopped yet; `tunedesk job {job.id}` shows when it has.")
+    print(f"Job {job.id} {job.state} at step {job.step}.")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    with open_library(args) as library:
+        job = jobs_.start_job(library, jobs_.job(library, args.id).id, on_setup=print_setup)
+        print(f"job {job.id}: resuming from its last checkpoint")
+        return 0 if args.detach else follow(library, job.id)

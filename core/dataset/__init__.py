@@ -1,0 +1,1 @@
+"""Datasets: Q&A pairs from the library, and train / validation files built from them."""

@@ -1,0 +1,35 @@
+"""The job directory's names: what the app writes there for the engine, and what the engine writes back.
+
+job.json        the base model and the training settings; written once, by the app
+dataset/        train.jsonl, val.jsonl and held_out.jsonl: a copy of the library's dataset
+events.jsonl    the engine's events (core/jobdir/events.py), its only channel back to the app
+cancel          created by the app to ask the engine to stop (the same over SSH)
+runner.json     the supervisor's and the engine's pids
+engine.log      the engine's stderr; each foreground tool has a log of its own (score.log, export.log)
+checkpoints/    one folder per saved step (core/engine/checkpoint.py)
+eval/           the questions a scoring reads, and the answers it gives
+exports/        the GGUF files made from the job's checkpoints
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+JOB = "job.json"
+DATASET = "dataset"
+TRAIN, VAL, HELD_OUT = "train.jsonl", "val.jsonl", "held_out.jsonl"
+EVENTS = "events.jsonl"
+CANCEL = "cancel"
+RUNNER = "runner.json"
+REMOTE = "remote.json"  # where on a remote host the job runs (core/jobs/runners/ssh.py)
+ENGINE_LOG = "engine.log"
+CHECKPOINTS = "checkpoints"
+EVAL = "eval"
+EXPORTS = "exports"
+
+
+def read_job(job_dir: Path) -> dict[str, Any]:
+    """job.json: the base model (`base`), the settings (`config`) and what else the app wrote for the engine."""
+    return json.loads((job_dir / JOB).read_text())

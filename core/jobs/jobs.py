@@ -1,0 +1,301 @@
+"""Jobs: a job directory on disk (core/jobdir/layout.py) and its state in the library, kept up to date by reading the
+engine's events.jsonl from where it was last read.
+
+A job directory holds job.json (base model, settings), dataset/ (train.jsonl, val.jsonl, held_out.jsonl),
+events.jsonl, engine.log, runner.json and checkpoints/. The engine never touches the library; `sync`
+brings its events in.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.dataset.build import Dataset, dataset, prepare_dataset
+from core.db import now
+from core.errors import KnownError
+from core.jobdir import layout
+from core.jobdir.config import DEFAULT_PRESET, TrainConfig, load_config
+from core.jobdir.events import read_events
+from core.jobs import hosts
+from core.jobs.hosts import LOCAL
+from core.jobs.runners import Runner, engine_env, local, ssh
+from core.library.store import Library
+from core.models.base_models import DEMO, PACKAGED, base_settings, convert_packaged, resolve_base
+
+RUNNING = "running"
+ENDED = {"done": "done", "error": "failed", "cancelled": "cancelled"}
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    dir: Path
+    state: str  # running, done, failed or cancelled
+    created: str
+    base: str
+    host: str
+    dataset_id: int | None
+    steps_total: int | None
+    step: int
+    message: str | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    path: Path
+    val_loss: float | None
+    answer_score: float | None
+
+
+def create_job(
+    library: Library, *, base: str, base_path: Path, config: TrainConfig, dataset: Dataset, host: str = LOCAL
+) -> Job:
+    """A new job directory with its settings and a copy of the dataset, recorded in the library.
+
+    Refused while another job runs on the same machine: two trainings would fight over its memory.
+    """
+    for other in jobs(library):
+        if other.host == host and sync(library, other.id)[0].state == RUNNING:
+            raise KnownError(
+                f"Job {other.id} is still running on this machine; wait for it to end, or stop it with "
+                f"`tunedesk cancel {other.id}`."
+            )
+    with library.write() as db:
+        row = {"dir": "", "state": RUNNING, "created": now(), "base": base, "host": host, "dataset_id": dataset.id}
+        job_id = int(db.table("jobs").insert(row).last_pk)  # type: ignore[arg-type]
+        job_dir = library.data_dir / "jobs" / str(job_id)
+        shutil.rmtree(job_dir, ignore_errors=True)
+        spec = {"base": str(base_path), "base_name": base, "config": config.to_dict()}
+        try:
+            shutil.copytree(dataset.dir, job_dir / layout.DATASET)
+            (job_dir / layout.JOB).write_text(json.dumps(spec, indent=2))
+        except OSError as error:  # the row goes with the transaction; the folder must go too
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise KnownError(f"The job's folder {job_dir} could not be written: {_why(error)}.") from None
+        db.execute("UPDATE jobs SET dir = ? WHERE id = ?", [str(job_dir), job_id])
+    return job(library, job_id)
+
+
+def _why(error: OSError) -> str:
+    # shutil.copytree gathers its failures into one shutil.Error whose text holds each one's.
+    if error.errno == errno.ENOSPC or "No space left on device" in str(error):
+        return "the disk is full"
+    return error.strerror or str(error)
+
+
+def start_training(
+    library: Library,
+    *,
+    base: str,
+    preset: str = DEFAULT_PRESET,
+    overrides: dict[str, Any] | None = None,
+    dataset_id: int | None = None,
+    host: str = LOCAL,
+    models_home: Path | None = None,
+    on_progress: Callable[[str], None] = lambda message: None,
+    on_setup: engine_env.ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[Job, Dataset]:
+    """A training started, here or on a remote host: what `train`, the Training view and the demo do.
+
+    The settings are the preset's, then the base model's own, then the user's `overrides`. The base is
+    found (or converted, once, for a packaged one) under `models_home`, by default the library's data dir.
+    The dataset is the one named, else the newest, else one made now with the default settings. Where the
+    job will run is readied before the job is made (this machine's engine environment, or a remote host
+    checked: trusted, reachable, a Python, room for the job), so that a place that cannot run it costs no
+    job and no upload."""
+    config = load_config(preset, base_settings(base) | (overrides or {}))
+    home = models_home or library.data_dir
+    base_path = resolve_base(base, home, on_progress=on_progress)
+    if base in PACKAGED:
+        convert_packaged(base, home, on_progress=on_setup, cancel=cancel)
+    if dataset_id is None and not library.db.execute("SELECT count(*) FROM datasets").fetchone()[0]:
+        on_progress("no dataset yet: building one with the default settings")
+        chosen, _ = prepare_dataset(library, cancel=cancel)
+    else:
+        chosen = dataset(library, dataset_id)
+    _runner(library, host, on_setup, cancel).ready(base_path, chosen.dir, demo=base == DEMO)
+    created = create_job(library, base=base, base_path=base_path, config=config, dataset=chosen, host=host)
+    return start_job(library, created.id, on_progress), chosen
+
+
+def start_job(
+    library: Library,
+    job_id: int,
+    on_progress: Callable[[str], None] = lambda message: None,
+    on_setup: engine_env.ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Job:
+    """Start (or, after a failure or a cancel, resume from its last checkpoint) the job's engine, on this
+    machine or on its remote host."""
+    current, _ = sync(library, job_id)
+    if current.state == RUNNING and _runner(library, current.host).is_alive(current.dir):
+        raise KnownError(f"Job {job_id} is already running.")
+    if current.state == "done":
+        raise KnownError(f"Job {job_id} has finished; there is nothing to resume.")
+    try:
+        _runner(library, current.host, on_setup, cancel).start(current.dir, on_progress)
+    except KnownError as error:
+        with library.write() as db:
+            db.execute("UPDATE jobs SET state = 'failed', message = ? WHERE id = ?", [str(error), job_id])
+        raise
+    with library.write() as db:
+        db.execute("UPDATE jobs SET state = ?, message = NULL WHERE id = ?", [RUNNING, job_id])
+    return job(library, job_id)
+
+
+def cancel_job(library: Library, job_id: int) -> Job:
+    current, _ = sync(library, job_id)
+    if current.state != RUNNING:
+        raise KnownError(f"Job {job_id} is not running (it is {current.state}).")
+    _runner(library, current.host).cancel(current.dir)
+    return current
+
+
+def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
+    """Bring the job's new events into the library; returns the job and those events.
+
+    A job whose engine is gone without a final event is marked failed: it will never finish.
+    """
+    current = job(library, job_id)
+    lost = None
+    try:
+        runner = _runner(library, current.host)
+        runner.bring_home(current.dir)
+        alive = current.state != RUNNING or runner.is_alive(current.dir)
+    except KnownError as error:  # the host is out of reach: the job goes on there; look again later
+        lost = f"{error} The job goes on there; Tunedesk reconnects when it can."
+        alive = True
+    events, offset = read_events(current.dir / layout.EVENTS, _offset(library, job_id))
+    if not alive:  # the engine may have written its last words after the read above
+        more, offset = read_events(current.dir / layout.EVENTS, offset)
+        events += more
+    with library.write() as db:
+        for event in events:
+            _apply(db, job_id, event)
+        db.execute("UPDATE jobs SET events_offset = ? WHERE id = ?", [offset, job_id])
+        if current.state == RUNNING and job(library, job_id).state == RUNNING:
+            db.execute("UPDATE jobs SET message = ? WHERE id = ?", [lost, job_id])
+        if not alive and job(library, job_id).state == RUNNING:
+            db.execute(
+                "UPDATE jobs SET state = 'failed', message = ? WHERE id = ?",
+                ["The engine stopped without a word (its supervisor was killed).", job_id],
+            )
+    return job(library, job_id), events
+
+
+def _runner(
+    library: Library,
+    host: str,
+    on_setup: engine_env.ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Runner:
+    if host == LOCAL:
+        return local.Here(library.data_dir, on_setup, cancel)
+    return ssh.There(hosts.host(library, host), library.data_dir)
+
+
+def _apply(db: Any, job_id: int, event: dict[str, Any]) -> None:
+    kind = event["type"]
+    if kind == "start":
+        db.execute("UPDATE jobs SET steps_total = ?, state = ? WHERE id = ?", [event["steps_total"], RUNNING, job_id])
+    elif kind == "step":
+        db.execute("UPDATE jobs SET step = ? WHERE id = ?", [event["step"], job_id])
+        db.table("losses").upsert(
+            {"job_id": job_id, "step": event["step"], "train_loss": event["loss"]}, pk=("job_id", "step")
+        )
+    elif kind == "eval":
+        db.table("losses").upsert(
+            {"job_id": job_id, "step": event["step"], "val_loss": event["val_loss"]}, pk=("job_id", "step")
+        )
+    elif kind == "checkpoint":
+        row = {"job_id": job_id, "step": event["step"], "path": event["path"], "val_loss": event.get("val_loss")}
+        db.table("checkpoints").upsert(row, pk=("job_id", "step"))
+    elif kind == "score":
+        db.execute(
+            "UPDATE checkpoints SET answer_score = ? WHERE job_id = ? AND step = ?",
+            [event["answer_score"], job_id, event["step"]],
+        )
+    elif kind in ENDED:
+        db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ?", [ENDED[kind], event.get("message"), job_id])
+    elif kind == "warning":
+        db.execute("UPDATE jobs SET message = ? WHERE id = ?", [event["message"], job_id])
+
+
+def jobs(library: Library) -> list[Job]:
+    return [_job(row) for row in library.db.query("SELECT * FROM jobs ORDER BY id")]
+
+
+def job(library: Library, job_id: int | str) -> Job:
+    rows = list(library.db.query("SELECT * FROM jobs WHERE id = ?", [_as_int(job_id)]))
+    if not rows:
+        raise KnownError(f"No job {job_id} (see `tunedesk jobs`).")
+    return _job(rows[0])
+
+
+def checkpoints(library: Library, job_id: int) -> list[Checkpoint]:
+    current = job(library, job_id)
+    rows = library.db.query("SELECT * FROM checkpoints WHERE job_id = ? ORDER BY step", [job_id])
+    return [Checkpoint(r["step"], current.dir / r["path"], r["val_loss"], r["answer_score"]) for r in rows]
+
+
+def best_checkpoint(saved: list[Checkpoint]) -> Checkpoint | None:
+    """The best by answer score where checkpoints were scored (ties: the lower validation loss), else by
+    validation loss, else the last."""
+
+    def val_loss(c: Checkpoint) -> float:
+        return math.inf if c.val_loss is None else c.val_loss
+
+    scored = [c for c in saved if c.answer_score is not None]
+    if scored:
+        return min(scored, key=lambda c: (-(c.answer_score or 0.0), val_loss(c), -c.step))
+    rated = [c for c in saved if c.val_loss is not None]
+    if rated:
+        return min(rated, key=lambda c: (val_loss(c), -c.step))
+    return saved[-1] if saved else None
+
+
+def usage(library: Library, current: Job) -> tuple[float, float | None]:
+    """Hours the job's engine has run (over all its runs) and, on a host with an hourly price, their cost
+    in USD. Counted from each run's start to its end: the renting of a machine before and after is not."""
+    hours, began = 0.0, None
+    for event in read_events(current.dir / layout.EVENTS)[0]:
+        if event["type"] == "start":
+            began = event["time"]
+        elif event["type"] in ENDED and began is not None:
+            hours, began = hours + (event["time"] - began) / 3600, None
+    if began is not None and current.state == RUNNING:
+        hours += (time.time() - began) / 3600
+    price = next((h.price_per_hour for h in hosts.hosts(library) if h.name == current.host), None)
+    return hours, None if price is None else hours * price
+
+
+def losses(library: Library, job_id: int) -> list[dict[str, Any]]:
+    return list(
+        library.db.query("SELECT step, train_loss, val_loss FROM losses WHERE job_id = ? ORDER BY step", [job_id])
+    )
+
+
+def _offset(library: Library, job_id: int) -> int:
+    return library.db.execute("SELECT events_offset FROM jobs WHERE id = ?", [job_id]).fetchone()[0]
+
+
+def _job(row: dict[str, Any]) -> Job:
+    fields = {k: v for k, v in row.items() if k != "events_offset"}
+    return Job(**(fields | {"dir": Path(row["dir"])}))
+
+
+def _as_int(value: int | str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise KnownError(f"{value!r} is not a job id (see `tunedesk jobs`).") from None

@@ -1,0 +1,1 @@
+"""The library: documents, their pages and chunks, and search over them."""

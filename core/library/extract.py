@@ -1,0 +1,429 @@
+"""Files to pages of text, each file parsed in a child process with limits.
+
+A hostile or broken file can crash a native parser, loop, or ask for gigabytes; in a child process with a
+deadline and a memory cap it fails alone (docs/reliability.md, promise 6), with one sentence that names it.
+
+PDF: pypdf does what it is good at (is it a PDF, encryption and passwords, the page count, metadata); PDFium
+(pypdfium2) extracts the text, 20-70x faster than pypdf's extract_text on real contracts
+(docs/extraction.md). DOCX: python-docx, paged at Word's own page breaks. TXT and Markdown: pages at form
+feeds, as `pr` and printers do.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import re
+import resource
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import cast
+
+from core.errors import Cancelled, KnownError
+
+KINDS = {".pdf": "pdf", ".docx": "docx", ".txt": "text", ".md": "text", ".markdown": "text"}
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one file may cost to read; beyond any of these it is refused."""
+
+    max_bytes: int = 256 * MiB
+    max_pages: int = 2000
+    max_seconds: float = 120.0
+    max_memory: int = 2048 * MiB  # address space of the parsing child
+    max_chars: int = 64 * MiB
+
+
+@dataclass(frozen=True)
+class Extracted:
+    sha256: str  # of the bytes that were parsed, so a file that changes meanwhile cannot slip through
+    kind: str
+    pages: list[str]
+    title: str | None
+
+
+ProgressFn = Callable[[int, int], None]  # (pages done, pages in all)
+
+
+def kind_of(path: Path) -> str | None:
+    return KINDS.get(path.suffix.lower())
+
+
+def extract(
+    path: Path,
+    *,
+    limits: Limits = Limits(),
+    on_progress: ProgressFn | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Extracted:
+    """Read `path` into pages of text in a child process (two for a long PDF, each reading half).
+
+    Raises KnownError with one sentence naming the file for every input that cannot be read, and
+    Cancelled as soon as `cancelled()` turns true.
+    """
+    name = path.name
+    kind = _check_file(path, limits)
+    context = _context()
+    children: dict[Connection, multiprocessing.process.BaseProcess] = {}
+    done: dict[Connection, int] = {}  # pages done by each child, for progress
+    parts: dict[int, list[str]] = {}  # first page index -> pages
+    result = None
+
+    def start(target: Callable[..., None], *args: object) -> None:
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=target, args=(*args, sender), daemon=True)
+        child.start()
+        sender.close()  # so that the child's exit shows here as end of file
+        children[receiver] = child
+
+    start(_child_main, str(path), kind, limits, (os.cpu_count() or 1) > 1)
+    deadline = time.monotonic() + limits.max_seconds
+    try:
+        while children:
+            if cancelled is not None and cancelled():
+                raise Cancelled()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise KnownError(f"{name} took longer than {limits.max_seconds:g} s to read, so it was stopped.")
+            ready = cast(list[Connection], wait(list(children), timeout=min(remaining, 0.1)))
+            for receiver in ready:
+                try:
+                    message = json.loads(receiver.recv_bytes())
+                except EOFError:
+                    child = children.pop(receiver)
+                    child.join()
+                    raise KnownError(f"{name} crashed the {kind.upper()} reader ({_how(child.exitcode)}).") from None
+                if "error" in message:
+                    raise KnownError(f"{name} {message['error']}.")
+                if "progress" in message:
+                    done[receiver] = message["progress"][0]
+                    if on_progress is not None:
+                        on_progress(sum(done.values()), message["progress"][1])
+                elif "split" in message:
+                    start(_child_pages, str(path), limits, *message["split"])
+                else:
+                    if "result" in message:
+                        result = message["result"]
+                        parts[0] = result["pages"]
+                    else:
+                        parts[message["part"]["first"]] = message["part"]["pages"]
+                    children.pop(receiver).join()
+                    receiver.close()
+    finally:
+        for receiver, child in children.items():
+            child.kill()
+            child.join()
+            receiver.close()
+    assert result is not None
+    pages = [page for first in sorted(parts) for page in parts[first]]
+    if sum(map(len, pages)) > limits.max_chars:
+        raise KnownError(f"{name} holds more than {limits.max_chars:,} characters of text, the limit for one file.")
+    if not any(page.strip() for page in pages):
+        raise KnownError(f"{name} {_NO_TEXT[kind]}.")
+    return Extracted(sha256=result["sha256"], kind=kind, pages=pages, title=result["title"])
+
+
+def format_size(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def _how(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}; it is probably damaged, or too large to read"
+    return f"exit status {exitcode}; it is probably damaged"
+
+
+def _check_file(path: Path, limits: Limits) -> str:
+    """What can be told without parsing; returns the kind of file."""
+    name = path.name
+    if path.is_dir():
+        raise KnownError(f"{name} is a folder, not a file.")
+    kind = kind_of(path)
+    if kind is None:
+        known = ", ".join(sorted(KINDS))
+        raise KnownError(f"{name} has an unsupported type ({path.suffix or 'no extension'}); Tunedesk reads {known}.")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise KnownError(f"{name} does not exist (was it moved or deleted?).") from None
+    except OSError as error:
+        raise KnownError(f"{name} cannot be read: {error.strerror}.") from None
+    if not path.is_file():
+        raise KnownError(f"{name} is not a regular file (a pipe, socket or device cannot be added).")
+    if size == 0:
+        raise KnownError(f"{name} is empty (0 bytes).")
+    if size > limits.max_bytes:
+        raise KnownError(f"{name} is {format_size(size)}, more than the limit of {format_size(limits.max_bytes)}.")
+    if not os.access(path, os.R_OK):
+        raise KnownError(f"{name} cannot be read: permission denied.")
+    return kind
+
+
+@functools.cache
+def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
+    # A fork server forks each child from a small, clean, single-threaded process that has the parsers
+    # already imported: milliseconds a file instead of 200 ms for a fresh interpreter, and safe to use
+    # from a process with threads (the GUI), which plain fork is not. Each child still runs the main
+    # module again (multiprocessing's rule; its own preload of "__main__" does nothing in Python 3.11:
+    # it looks for a "main_path" that get_preparation_data never sets), so the server also preloads the
+    # core modules this process has imported, and the main module's imports are then already there.
+    # Scripts that call extract() need the usual `if __name__ == "__main__":` guard.
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    ours = sorted(name for name in sys.modules if name.partition(".")[0] == "core")
+    context.set_forkserver_preload([*ours, "pypdf", "pypdfium2", "docx"])
+    return context
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The child: everything below runs in the parsing process.
+
+
+class _Refused(Exception):
+    """Raised in the child with the reason, worded to follow the file's name."""
+
+
+Send = Callable[[dict], None]
+
+
+def _child_main(path: str, kind: str, limits: Limits, may_split: bool, sender: Connection) -> None:
+    def work(send: Send) -> None:
+        data = _read_bytes(path, limits)
+        sha256 = hashlib.sha256(data).hexdigest()
+        title, pages = _READERS[kind](data, limits, send, sha256 if may_split else None)
+        send({"result": {"sha256": sha256, "title": title, "pages": [_clean(page) for page in pages]}})
+
+    _run_child(work, limits, sender)
+
+
+def _child_pages(
+    path: str, limits: Limits, sha256: str, password: str | None, first: int, last: int, sender: Connection
+) -> None:
+    """Pages [first, last) of a PDF that the main child has already checked."""
+
+    def work(send: Send) -> None:
+        data = _read_bytes(path, limits)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise _Refused("changed while it was being read")
+        pages = _pdf_text(data, password, first, last, send)
+        send({"part": {"first": first, "pages": [_clean(page) for page in pages]}})
+
+    _run_child(work, limits, sender)
+
+
+def _run_child(work: Callable[[Send], None], limits: Limits, sender: Connection) -> None:
+    def send(message: dict) -> None:
+        sender.send_bytes(json.dumps(message).encode())
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its repair notes are not for the user's terminal
+    # A Ctrl-C at the terminal reaches the whole process group: the parent answers it and ends its
+    # children, which must not each print a KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory, limits.max_memory))
+            work(send)
+        except _Refused as refusal:
+            send({"error": str(refusal)})
+        except MemoryError:
+            send({"error": f"needs more than {format_size(limits.max_memory)} of memory to read"})
+        except FileNotFoundError:
+            send({"error": "disappeared before it could be read"})
+        except OSError as error:
+            send({"error": f"cannot be read: {error.strerror}"})
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass  # the parent is gone (killed): there is no one to tell
+    finally:
+        sender.close()
+
+
+def _read_bytes(path: str, limits: Limits) -> bytes:
+    with open(path, "rb") as file:
+        data = file.read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        raise _Refused(f"grew past the limit of {format_size(limits.max_bytes)} while being read")
+    return data
+
+
+_NO_TEXT = {
+    "pdf": "has no text layer (is it a scan?); Tunedesk cannot read text from images",
+    "docx": "contains no text",
+    "text": "contains no text",
+}
+
+# C0 controls other than tab, newline and form feed; NUL bytes in particular break FTS and display.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0d-\x1f\x7f]")
+
+
+def _clean(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\ufffe", "-")  # PDFium marks hyphens it found at line ends this way
+    text = _CONTROLS.sub("", text)
+    # Lone surrogates (from broken UTF-16 in PDFs) cannot be stored as UTF-8.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# Below this many pages a second child costs more than it saves.
+SPLIT_FROM_PAGES = 24
+
+
+def _read_pdf(data: bytes, limits: Limits, send: Send, split_as: str | None) -> tuple[str | None, list[str]]:
+    """Checks the PDF, then reads its text; with `split_as` (the file's hash) a long PDF's second half is
+    handed to a second child."""
+    import pypdf
+    from pypdf.errors import PyPdfError
+
+    if b"%PDF-" not in data[:1024]:
+        raise _Refused(f"is not a PDF{_looks_like(data)}")
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        password = None
+        if reader.is_encrypted:
+            # Many PDFs are encrypted only against editing: the empty user password opens them.
+            if not reader.decrypt(""):
+                raise _Refused("is encrypted and needs a password")
+            password = ""
+        count = len(reader.pages)
+        title = reader.metadata.title if reader.metadata else None
+    except (PyPdfError, ValueError, KeyError, TypeError, RecursionError, AttributeError) as error:
+        raise _Refused(f"is damaged and cannot be read as a PDF ({_short(error)})") from None
+    if count > limits.max_pages:
+        raise _Refused(f"has {count:,} pages, more than the limit of {limits.max_pages:,}")
+    if count == 0:
+        raise _Refused("has no pages")
+    last = count
+    if split_as is not None and count >= SPLIT_FROM_PAGES:
+        last = count // 2
+        send({"split": [split_as, password, last, count]})
+    return (str(title) if title else None), _pdf_text(data, password, 0, last, send, total=count)
+
+
+def _pdf_text(
+    data: bytes, password: str | None, first: int, last: int, send: Send, *, total: int | None = None
+) -> list[str]:
+    import pypdfium2
+
+    try:
+        pdf = pypdfium2.PdfDocument(data, password=password)
+    except pypdfium2.PdfiumError as error:
+        # pypdf cannot tell every encryption (AES-256 without its crypto library) from none; PDFium can.
+        if "password" in str(error).lower():
+            raise _Refused("is encrypted and needs a password") from None
+        raise _Refused(f"is damaged and cannot be read as a PDF ({_short(error)})") from None
+    total = total or len(pdf)
+    pages = []
+    for index in range(first, min(last, len(pdf))):
+        page = pdf[index]
+        textpage = page.get_textpage()
+        pages.append(textpage.get_text_range())
+        textpage.close()
+        page.close()
+        if len(pages) % 10 == 0:
+            send({"progress": [len(pages), total]})
+    pdf.close()
+    send({"progress": [len(pages), total]})
+    return pages
+
+
+def _read_docx(data: bytes, limits: Limits, send: Send, split_as: str | None) -> tuple[str | None, list[str]]:
+    import zipfile
+
+    import docx
+    from docx.oxml.ns import qn
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        expanded = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile:
+        raise _Refused(f"is not a Word document{_looks_like(data)}") from None
+    if expanded > limits.max_bytes:
+        raise _Refused(f"expands to {format_size(expanded)}, more than the limit of {format_size(limits.max_bytes)}")
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as error:  # python-docx raises a range of types for broken packages
+        raise _Refused(f"is damaged and cannot be read as a Word document ({_short(error)})") from None
+
+    body = document.element.body
+    # Word records where its last layout broke pages; where it never laid the file out, only the
+    # explicit page breaks are known.
+    rendered = next(body.iter(qn("w:lastRenderedPageBreak")), None) is not None
+    pages: list[list[str]] = [[]]
+
+    def walk(element) -> None:
+        for child in element:
+            tag = child.tag
+            if tag == qn("w:t"):
+                pages[-1].append(child.text or "")
+            elif tag == qn("w:tab"):
+                pages[-1].append("\t")
+            elif tag == qn("w:br"):
+                if child.get(qn("w:type")) == "page" and not rendered:
+                    pages.append([])
+                else:
+                    pages[-1].append("\n")
+            elif tag == qn("w:lastRenderedPageBreak") and rendered:
+                pages.append([])
+            elif tag == qn("w:p"):
+                walk(child)
+                pages[-1].append("\n\n")
+            else:
+                walk(child)
+
+    walk(body)
+    title = document.core_properties.title or None
+    return title, ["".join(parts).strip("\n") for parts in pages]
+
+
+def _read_text(data: bytes, limits: Limits, send: Send, split_as: str | None) -> tuple[str | None, list[str]]:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = data.decode("utf-16", errors="replace")
+    else:
+        head = data[:8192]
+        if head.count(0) > len(head) // 10:
+            raise _Refused(f"is not a text file{_looks_like(data)}")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = data.decode("cp1252", errors="replace")  # the usual encoding of old Windows text files
+    return None, text.split("\f")
+
+
+_READERS = {"pdf": _read_pdf, "docx": _read_docx, "text": _read_text}
+
+_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"PK\x03\x04": "a ZIP archive",
+    b"%PDF-": "a PDF",
+    b"{\\rtf": "an RTF document",
+    b"\xd0\xcf\x11\xe0": "an old Office document (.doc/.xls)",
+}
+
+
+def _looks_like(data: bytes) -> str:
+    for magic, what in _MAGIC.items():
+        if data.startswith(magic):
+            return f" (its bytes say it is {what})"
+    return ""
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().rstrip(".") or type(error).__name__
+    return text if len(text) <= 120 else text[:117] + "..."

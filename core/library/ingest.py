@@ -1,0 +1,126 @@
+"""Adding files to the library: extract (in parallel child processes), chunk, store; one outcome per file.
+
+Each file is its own transaction: a file that fails, or a kill halfway through a batch, leaves the files
+before it added and nothing of the file it was on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.db import LibraryError
+from core.errors import KnownError
+from core.library.chunking import DEFAULT_SIZE, check_settings, chunk_pages
+from core.library.extract import Extracted, Limits, extract, kind_of
+from core.library.store import Document, Library
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: Path
+    status: str  # "added", "already there" or "refused"
+    document: Document | None = None
+    reason: str | None = None  # the sentence shown when refused
+
+
+FileProgressFn = Callable[[Path, int, int], None]  # (file, pages done, pages in all)
+
+
+def collect_files(paths: Iterable[Path], *, recursive: bool) -> list[Path]:
+    """The files to add: each path as given, and with `recursive`, the readable files inside folders.
+
+    A folder given without `recursive` stays in the list, to be refused with its own sentence.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if recursive and path.is_dir():
+            files.extend(sorted(found for found in path.rglob("*") if found.is_file() and kind_of(found) is not None))
+        else:
+            files.append(path)
+    return files
+
+
+def add_documents(
+    library: Library,
+    paths: Iterable[Path],
+    *,
+    chunk_size: int = DEFAULT_SIZE,
+    overlap: int = 0,
+    limits: Limits = Limits(),
+    on_progress: FileProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[Outcome]:
+    """Add each file; yields its outcome as soon as it is known, in the order given.
+
+    Files are parsed in parallel, one child process per core; `on_progress` is called from worker threads.
+    Raises core.errors.Cancelled when `cancel` is set, and LibraryError when the library itself fails (busy,
+    disk full); the files whose outcome was yielded stay added.
+    """
+    check_settings(size=chunk_size, overlap=overlap)  # before any file is parsed
+    stop = threading.Event()  # set when this batch ends early, so that its parses in flight end too
+
+    def cancelled() -> bool:
+        return stop.is_set() or (cancel is not None and cancel.is_set())
+
+    def parse(path: Path) -> Extracted:
+        progress = (lambda done, total: on_progress(path, done, total)) if on_progress else None
+        return extract(path, limits=limits, on_progress=progress, cancelled=cancelled)
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        jobs: list[tuple[Path, Document | Future[Extracted]]] = []
+        for path in paths:
+            # Hashing costs milliseconds; parsing a file that is already there costs far more.
+            sha256 = _sha256(path)
+            existing = library.find_sha256(sha256) if sha256 else None
+            jobs.append((path, existing or pool.submit(parse, path)))
+        try:
+            for path, job in jobs:
+                if isinstance(job, Document):
+                    yield Outcome(path, "already there", document=job)
+                    continue
+                try:
+                    yield _store(library, path, job.result(), chunk_size, overlap)
+                except LibraryError:
+                    raise
+                except KnownError as error:
+                    yield Outcome(path, "refused", reason=str(error))
+        finally:
+            stop.set()
+            for _, job in jobs:
+                if isinstance(job, Future):
+                    job.cancel()
+
+
+def _store(library: Library, path: Path, extracted: Extracted, chunk_size: int, overlap: int) -> Outcome:
+    if (existing := library.find_sha256(extracted.sha256)) is not None:
+        return Outcome(path, "already there", document=existing)  # a copy earlier in the same batch
+    chunks = chunk_pages(extracted.pages, size=chunk_size, overlap=overlap)
+    document = library.insert_document(
+        source=path,
+        sha256=extracted.sha256,
+        kind=extracted.kind,
+        title=extracted.title,
+        pages=extracted.pages,
+        chunks=chunks,
+    )
+    return Outcome(path, "added", document=document)
+
+
+def _sha256(path: Path) -> str | None:
+    """The file's hash, or None where it cannot be read; extract() then says why."""
+    if not path.is_file():  # a pipe or a device would be read forever
+        return None
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while block := file.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()

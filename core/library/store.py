@@ -1,0 +1,210 @@
+"""The library's documents: their pages and chunks, with an FTS5 index (core/db.py holds the database).
+
+A document's bytes are kept under files/ so that its pages can be shown even after the original moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import os
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.db import LibraryDatabase, known_error, now
+from core.errors import KnownError
+from core.library.chunking import Chunk, index_context, page_starts
+
+
+@dataclass(frozen=True)
+class Document:
+    id: int
+    name: str
+    kind: str
+    pages: int
+    chunks: int
+    bytes: int
+    sha256: str
+    title: str | None
+    source: str
+    added: str
+
+
+class Library(LibraryDatabase):
+    """One library in `data_dir`: its documents, and (through core/db.py) every other table."""
+
+    # -- documents --------------------------------------------------------------------------------
+
+    def documents(self) -> list[Document]:
+        return [Document(**row) for row in self.db.query(_DOCUMENTS + " ORDER BY d.id")]
+
+    def document(self, ref: str | int) -> Document:
+        """A document by id or by name."""
+        rows = list(self.db.query(_DOCUMENTS + " WHERE d.id = ? OR d.name = ?", [_as_id(ref), str(ref)]))
+        if not rows:
+            raise KnownError(f"No document {ref!s} in the library (see `tunedesk docs`).")
+        return Document(**rows[0])
+
+    def find_sha256(self, sha256: str) -> Document | None:
+        rows = list(self.db.query(_DOCUMENTS + " WHERE d.sha256 = ?", [sha256]))
+        return Document(**rows[0]) if rows else None
+
+    def insert_document(
+        self, *, source: Path, sha256: str, kind: str, title: str | None, pages: list[str], chunks: list[Chunk]
+    ) -> Document:
+        """Store a parsed document and its chunks in one transaction, with a copy of its file.
+
+        The copy is hashed on the way, so a file that changed since it was parsed is refused; a refusal (a
+        busy library, a full disk) leaves no copy behind.
+        """
+        stored = self._store_file(source, sha256, kind)
+        try:
+            with self.write() as db:
+                row = {
+                    "sha256": sha256,
+                    "name": self._free_name(shown(source.name)),
+                    "kind": kind,
+                    "bytes": stored.stat().st_size,
+                    "title": title,
+                    "source": shown(str(source.absolute())),
+                    "added": now(),
+                }
+                document_id = int(db.table("documents").insert(row).last_pk)  # type: ignore[arg-type]
+                db.table("pages").insert_all(
+                    {"document_id": document_id, "number": number, "start": start, "text": text}
+                    for number, (start, text) in enumerate(zip(page_starts(pages), pages, strict=True), 1)
+                )
+                db.table("chunks").insert_all(
+                    {
+                        "document_id": document_id,
+                        "page_first": chunk.page_first,
+                        "page_last": chunk.page_last,
+                        "start": chunk.start,
+                        "end": chunk.end,
+                        "text": chunk.text,
+                        "context": index_context(chunk.start),
+                    }
+                    for chunk in chunks
+                )
+        except BaseException:
+            self._forget_copy(stored, sha256)
+            raise
+        return self.document(document_id)
+
+    def _forget_copy(self, stored: Path, sha256: str) -> None:
+        # Unless another opener added the same file meanwhile: the copy is then its document's.
+        with contextlib.suppress(sqlite3.Error, KnownError):
+            if self.find_sha256(sha256) is None:
+                stored.unlink(missing_ok=True)
+
+    def remove(self, ref: str | int) -> Document:
+        """Remove a document with its pages, chunks, Q&A pairs and index rows, in one transaction."""
+        document = self.document(ref)
+        with self.write() as db:
+            db.execute(
+                "DELETE FROM qa_pairs WHERE chunk_id IN (SELECT id FROM chunks WHERE document_id = ?)", [document.id]
+            )
+            db.execute("DELETE FROM chunks WHERE document_id = ?", [document.id])
+            db.execute("DELETE FROM pages WHERE document_id = ?", [document.id])
+            db.execute("DELETE FROM documents WHERE id = ?", [document.id])
+        self.stored_file(document).unlink(missing_ok=True)
+        return document
+
+    def backup(self, target: Path | None = None) -> Path:
+        """A consistent copy of the database (SQLite's VACUUM INTO: a snapshot even while others write), by
+        default in backups/ with the time in its name. The documents' stored copies (files/) are not in it."""
+        if target is None:
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+            target = self.data_dir / "backups" / f"library-{stamp}.db"
+            target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            raise KnownError(f"{target} exists already; choose another name.")
+        if not target.parent.is_dir():  # a typo in the path should not make folders
+            raise KnownError(f"The folder {target.parent} does not exist; make it first or choose another.")
+        partial = target.with_name(target.name + ".partial")
+        partial.unlink(missing_ok=True)
+        try:
+            self.db.execute("VACUUM INTO ?", [str(partial)])
+        except sqlite3.Error as error:
+            partial.unlink(missing_ok=True)
+            raise known_error(error, target) from error
+        partial.replace(target)
+        return target
+
+    def stored_file(self, document: Document) -> Path:
+        return self.files_dir / f"{document.sha256}{_SUFFIX[document.kind]}"
+
+    def page_text(self, document_id: int, number: int) -> str:
+        rows = list(self.db.query("SELECT text FROM pages WHERE document_id = ? AND number = ?", [document_id, number]))
+        return rows[0]["text"] if rows else ""
+
+    def _store_file(self, source: Path, sha256: str, kind: str) -> Path:
+        self.files_dir.mkdir(exist_ok=True)
+        final = self.files_dir / f"{sha256}{_SUFFIX[kind]}"
+        partial = final.with_name(final.name + ".partial")
+        digest = hashlib.sha256()
+        try:
+            with open(source, "rb") as reader, open(partial, "wb") as writer:
+                while block := reader.read(1 << 20):
+                    digest.update(block)
+                    writer.write(block)
+                writer.flush()
+                os.fsync(writer.fileno())
+        except FileNotFoundError:
+            partial.unlink(missing_ok=True)
+            raise KnownError(f"{source.name} disappeared while it was being added.") from None
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise KnownError(f"{source.name} could not be copied into the library: {error.strerror}.") from None
+        if digest.hexdigest() != sha256:
+            partial.unlink()
+            raise KnownError(f"{source.name} changed while it was being added; add it again.")
+        partial.replace(final)
+        return final
+
+    def _free_name(self, name: str) -> str:
+        name = _shorten(name)
+        stem, dot, suffix = name.rpartition(".") if "." in name else (name, "", "")
+        candidate, counter = name, 1
+        while self.db.execute("SELECT 1 FROM documents WHERE name = ?", [candidate]).fetchone():
+            counter += 1
+            candidate = f"{stem} ({counter}){dot}{suffix}"
+        return candidate
+
+
+_DOCUMENTS = """
+    SELECT d.id, d.name, d.kind, d.bytes, d.sha256, d.title, d.source, d.added,
+        (SELECT count(*) FROM pages WHERE document_id = d.id) AS pages,
+        (SELECT count(*) FROM chunks WHERE document_id = d.id) AS chunks
+    FROM documents d"""
+
+_SUFFIX = {"pdf": ".pdf", "docx": ".docx", "text": ".txt"}
+
+
+def shown(text: str) -> str:
+    """A file name (or a line naming one) as text that can be stored and printed: bytes that are not UTF-8
+    (which Python keeps as lone surrogates) and control characters (a newline in a name could fake a line
+    of output, or a citation) become U+FFFD."""
+    return _CONTROL.sub("\ufffd", text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _as_id(ref: str | int) -> int:
+    try:
+        return int(ref)
+    except ValueError:
+        return -1
+
+
+def _shorten(name: str, limit: int = 120) -> str:
+    if len(name) <= limit:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or len(suffix) > 10:
+        return name[: limit - 1] + "…"
+    return f"{stem[: limit - len(suffix) - 2]}….{suffix}"

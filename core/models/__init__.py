@@ -1,0 +1,1 @@
+"""Models: the base models training starts from, and the GGUF files chat runs."""

