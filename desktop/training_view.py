@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core.jobdir.config import PRESET_NAMES
+from core.jobdir.config import PRESET_NAMES, TrainConfig, load_config
 from core.jobs import hosts, jobs
 from core.library.store import Library
 from core.models.base_models import DEMO, PACKAGED, base_settings
@@ -75,12 +75,13 @@ class TrainingView(View):
         self.host.addItem("This computer", jobs.LOCAL)
         self.preset = QComboBox()
         self.preset.addItems(PRESET_NAMES)
+        # Unchecked, the advanced settings show what the job will run with: the preset's, with the base's own.
         self.advanced = QGroupBox("Advanced settings (instead of the preset's)", checkable=True, checked=False)
         self.max_steps = QSpinBox(minimum=0, maximum=1_000_000)
         self.max_steps.setSpecialValueText("as the epochs take")
-        self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=0.1, singleStep=0.0001, value=0.0002)
-        self.seq_len = QSpinBox(minimum=64, maximum=32768, singleStep=256, value=1024)
-        self.rank = QSpinBox(minimum=1, maximum=256, value=16)
+        self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=0.1, singleStep=0.0001)
+        self.seq_len = QSpinBox(minimum=64, maximum=32768, singleStep=256)
+        self.rank = QSpinBox(minimum=1, maximum=256)
         advanced = QFormLayout(self.advanced)
         advanced.addRow("Steps", self.max_steps)
         advanced.addRow("Learning rate", self.lr)
@@ -123,6 +124,9 @@ class TrainingView(View):
         self.starting: Task | None = None
         self.watcher: JobWatcher | None = None
         self.last_step: dict[str, Any] = {}
+        for changed in (self.base.currentTextChanged, self.preset.currentTextChanged, self.advanced.toggled):
+            changed.connect(self._show_chosen_settings)
+        self._show_chosen_settings()
 
     # -- the job shown ---------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -221,6 +225,20 @@ class TrainingView(View):
         folder = QFileDialog.getExistingDirectory(self, "Base model folder (safetensors)")
         if folder:
             self.base.setCurrentText(folder)
+
+    def _show_chosen_settings(self) -> None:
+        if self.advanced.isChecked():
+            return  # the user's own now
+        spec, preset = self.base.currentText().strip(), self.preset.currentText()
+        self.main.tasks.start(lambda library, task: load_config(preset, base_settings(spec)), self._show_settings)
+
+    def _show_settings(self, config: TrainConfig) -> None:
+        if self.advanced.isChecked():
+            return
+        self.max_steps.setValue(config.max_steps or 0)
+        self.lr.setValue(config.lr)
+        self.seq_len.setValue(config.seq_len)
+        self.rank.setValue(config.lora_rank)
 
     def settings(self) -> dict[str, Any]:
         overrides = base_settings(self.base.currentText().strip())

@@ -128,6 +128,31 @@ def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, 
     again.shutdown()
 
 
+def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset, tiny_base, qtbot, window):
+    from core.jobdir.config import load_config
+
+    view = window.view("Training")
+    window.show_view("Training")
+    view.base.setCurrentText("demo")  # a small base trains at its own learning rate
+    qtbot.waitUntil(lambda: view.lr.value() == 0.001, timeout=10_000)
+    assert (view.seq_len.value(), view.rank.value(), view.max_steps.value()) == (2048, 8, 0)
+    view.preset.setCurrentText("thorough")
+    thorough = load_config("thorough", {"lr": 0.001, "lora_dropout": 0.0})
+    qtbot.waitUntil(lambda: view.rank.value() == thorough.lora_rank, timeout=10_000)
+    assert view.seq_len.value() == thorough.seq_len
+
+    view.base.setCurrentText(str(tiny_base))
+    view.preset.setCurrentText("quick")
+    qtbot.waitUntil(lambda: view.lr.value() == 0.0002 and view.rank.value() == 8, timeout=10_000)
+    view.start()
+    qtbot.waitUntil(lambda: view.job is not None, timeout=120_000)
+    config = json.loads((view.job.dir / "job.json").read_text())["config"]
+    shown = {"lr": view.lr.value(), "seq_len": view.seq_len.value(), "lora_rank": view.rank.value()}
+    assert {key: config[key] for key in shown} == shown
+    view.cancel()
+    qtbot.waitUntil(lambda: view.job.state == "cancelled", timeout=120_000)
+
+
 @pytest.fixture
 def chat_library(tmp_path, tiny_gguf):
     """The sample contract, the tiny model, and a kept answer that cites page 41 (as chat keeps one)."""
