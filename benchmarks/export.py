@@ -70,7 +70,7 @@ def make_model(work: Path) -> None:
     from core.engine.demo_model import build
     from core.models.base_models import demo_dir
 
-    demo = build(demo_dir(default_data_dir()), on_progress=print)
+    demo = build(demo_dir(default_data_dir()), on_progress=lambda message, done, total: print(message))
     torch.manual_seed(0)
     config = MistralConfig(
         vocab_size=2000,

@@ -114,7 +114,7 @@ def model_folder(work: Path, model: str, layers: int | None) -> Path:
     from core.engine.demo_model import build
     from core.models.base_models import demo_dir
 
-    demo = build(demo_dir(default_data_dir()), on_progress=print)
+    demo = build(demo_dir(default_data_dir()), on_progress=lambda message, done, total: print(message))
     if model == "demo":
         return demo
     import shutil

@@ -124,6 +124,7 @@ class TrainingView(View):
         self.starting: Task | None = None
         self.watcher: JobWatcher | None = None
         self.last_step: dict[str, Any] = {}
+        self.preparing: dict[str, Any] | None = None  # the engine's last progress event before its start
         for changed in (self.base.currentTextChanged, self.preset.currentTextChanged, self.advanced.toggled):
             changed.connect(self._show_chosen_settings)
         self._show_chosen_settings()
@@ -149,7 +150,7 @@ class TrainingView(View):
     def watch(self, job_id: int) -> None:
         self.stop()
         self.chart.clear()
-        self.last_step = {}
+        self.last_step, self.preparing = {}, None
         self.watcher = JobWatcher(self.main.data_dir, job_id, self)
         self.watcher.history.connect(self._history)
         self.watcher.events.connect(self._events)
@@ -186,6 +187,7 @@ class TrainingView(View):
         for event in new:
             kind = event["type"]
             if kind == "start":
+                self.preparing = None
                 self.chart.set_steps_total(event["steps_total"])
             elif kind == "step":
                 self.chart.add_loss(event["step"], train=event["loss"])
@@ -196,8 +198,8 @@ class TrainingView(View):
                 self.chart.mark_checkpoint(event["step"], event.get("val_loss"))
             elif kind == "score":
                 self.chart.mark_checkpoint(event["step"], None, event["answer_score"])
-            elif kind == "progress":
-                self.status.setText(event["message"])
+            elif kind == "progress":  # what the engine prepares before training (the demo model's build)
+                self.preparing = event
         self._show_status()
         if self.job.state != jobs.RUNNING:
             self.watcher = None
@@ -206,6 +208,12 @@ class TrainingView(View):
         job = self.job
         assert job is not None
         text = f"Job {job.id} ({job.base}): {job.state}, step {job.step} of {job.steps_total or '?'}"
+        preparing = self.preparing if job.state == jobs.RUNNING else None
+        if preparing:
+            text = f"Job {job.id} ({job.base}): preparing, {preparing['message']}"
+            self._show_bar(preparing.get("done", 0), preparing.get("total", 0))
+        else:
+            self.setup_bar.hide()
         if job.state == jobs.RUNNING and self.last_step:
             eta = datetime.timedelta(seconds=round(self.last_step["eta_s"]))
             text += f", {self.last_step['tokens_per_s']:,.0f} tokens/s, {eta} to go"
@@ -282,6 +290,9 @@ class TrainingView(View):
             return
         message, done, total = progress
         self.status.setText(message)
+        self._show_bar(done, total)
+
+    def _show_bar(self, done: int, total: int) -> None:
         self.setup_bar.setRange(0, total)
         self.setup_bar.setValue(done)
         self.setup_bar.setVisible(done < total)

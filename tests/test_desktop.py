@@ -128,6 +128,20 @@ def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, 
     again.shutdown()
 
 
+def test_the_first_run_shows_the_demo_models_build_and_cancel_stops_it(library_with_dataset, qtbot, window):
+    view = window.view("Training")
+    window.show_view("Training")
+    view.base.setCurrentText("demo")  # not built yet in this data dir: the job's engine builds it first
+    view.start()
+    qtbot.waitUntil(lambda: "preparing, building the demo model" in view.status.text(), timeout=180_000)
+    assert view.setup_bar.isVisible() and 0 < view.setup_bar.value() < view.setup_bar.maximum()
+    view.cancel()
+    qtbot.waitUntil(lambda: view.job.state == "cancelled", timeout=60_000)
+    assert not view.setup_bar.isVisible()
+    models = window.data_dir / "models"
+    assert not (models / "demo").exists() and not (models / "demo.partial").exists()
+
+
 def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset, tiny_base, qtbot, window):
     from core.jobdir.config import load_config
 

@@ -15,6 +15,7 @@ from core.jobs import jobs as jobs_
 from core.library.store import Library
 
 FOLLOW_INTERVAL_S = 0.5
+PROGRESS_LINE_EVERY = 100  # of the engine's preparation steps (the demo model's build reports every 10)
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -127,7 +128,9 @@ def follow(library: Library, job_id: int) -> int:
             job, events = jobs_.sync(library, job_id)
             for event in events:
                 if event["type"] == "progress":
-                    bar.write(f"  {event['message']}")
+                    done = event.get("done", 0)
+                    if done % PROGRESS_LINE_EVERY == 0 or done == event.get("total"):
+                        bar.write(f"  {event['message']}")
                 elif event["type"] == "start":
                     bar.reset(total=event["steps_total"])
                     bar.set_description(f"job {job_id}")

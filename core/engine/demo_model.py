@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import RESOURCES
+from core.errors import Cancelled
 from core.library.chunking import DEFAULT_SIZE, chunk_pages
 
 CORPUS = RESOURCES / "samples" / "license_agreement_50p.txt"  # the sample PDF's text, pages split by \f
@@ -59,25 +60,36 @@ PEAK_LR = 3e-3
 WARMUP = 30
 
 
-def build(folder: Path, *, size: str = "demo", on_progress: Callable[[str], None] | None = None) -> Path:
-    """Build the model into `folder` unless it is there; written beside it and renamed when complete."""
+def build(
+    folder: Path,
+    *,
+    size: str = "demo",
+    on_progress: Callable[[str, int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Path:
+    """Build the model into `folder` unless it is there; written beside it and renamed when complete.
+    `on_progress` gets a message and the pre-training steps done of all; `cancel` stops it (Cancelled),
+    and nothing is left behind."""
     if (folder / "config.json").is_file():
         return folder
     import torch
 
-    say = on_progress or (lambda message: None)
+    say = on_progress or (lambda message, done, total: None)
     shape = SIZES[size]
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    torch.manual_seed(0)
-    pages = CORPUS.read_text(encoding="utf-8").split("\f")
-    say("training the demo tokenizer on the sample contract")
-    tokenizer = _train_tokenizer(partial, pages, shape.vocab)
-    model = _new_model(shape, tokenizer)
-    say(f"pre-training the demo model ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
-    _pretrain(model, tokenizer, pages, shape.pretrain_steps, say)
-    model.save_pretrained(partial)
+    try:
+        torch.manual_seed(0)
+        pages = CORPUS.read_text(encoding="utf-8").split("\f")
+        say("training the demo tokenizer on the sample contract", 0, shape.pretrain_steps)
+        tokenizer = _train_tokenizer(partial, pages, shape.vocab)
+        model = _new_model(shape, tokenizer)
+        _pretrain(model, tokenizer, pages, shape.pretrain_steps, say, cancel or (lambda: False))
+        model.save_pretrained(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     partial.rename(folder)
     return folder
 
@@ -145,7 +157,9 @@ def _new_model(shape: Size, tokenizer):
     return MistralForCausalLM(config)
 
 
-def _pretrain(model, tokenizer, pages: list[str], steps: int, say: Callable[[str], None]) -> None:
+def _pretrain(
+    model, tokenizer, pages: list[str], steps: int, say: Callable[[str, int, int], None], cancel: Callable[[], bool]
+) -> None:
     import torch
 
     from core.engine.data import Example, batch_tensors, pack
@@ -159,8 +173,11 @@ def _pretrain(model, tokenizer, pages: list[str], steps: int, say: Callable[[str
     order = [i for _ in range(steps // len(rows) + 1) for i in torch.randperm(len(rows)).tolist()]
     optimizer = torch.optim.AdamW(model.parameters(), lr=PEAK_LR, weight_decay=0.01)
     model.train()
+    size = f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
     started = time.monotonic()
     for step in range(steps):
+        if cancel():
+            raise Cancelled()
         row = batch_tensors([[examples[i] for i in rows[order[step]]]])
         for group in optimizer.param_groups:  # warm-up, then a cosine decay to a tenth
             group["lr"] = PEAK_LR * min(1, (step + 1) / WARMUP) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / steps)))
@@ -169,10 +186,11 @@ def _pretrain(model, tokenizer, pages: list[str], steps: int, say: Callable[[str
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
-        if step % 100 == 0 or step == steps - 1:
-            say(f"pre-training step {step + 1}/{steps}, loss {loss.item():.2f}, {time.monotonic() - started:.0f} s")
+        if step % 10 == 0 or step == steps - 1:
+            elapsed = time.monotonic() - started
+            say(f"building the demo model ({size}): loss {loss.item():.2f}, {elapsed:.0f} s", step + 1, steps)
 
 
 if __name__ == "__main__":
     size = sys.argv[2] if len(sys.argv) > 2 else "demo"
-    print(build(Path(sys.argv[1]), size=size, on_progress=print))
+    print(build(Path(sys.argv[1]), size=size, on_progress=lambda message, done, total: print(message, done, total)))

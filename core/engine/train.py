@@ -19,6 +19,7 @@ import torch
 
 from core.engine import checkpoint
 from core.engine.data import Example, batch_tensors, pack, read_records, tokenize
+from core.errors import Cancelled
 from core.jobdir import layout
 from core.jobdir.config import TrainConfig, config_from
 from core.jobdir.events import EventLog
@@ -38,7 +39,15 @@ def run(job_dir: Path) -> None:
     if job.get("base_name") == "demo":
         from core.engine.demo_model import build
 
-        build(base, on_progress=lambda message: events.write("progress", message=message))
+        try:
+            build(
+                base,
+                on_progress=lambda m, done, total: events.write("progress", message=m, done=done, total=total),
+                cancel=stop,
+            )
+        except Cancelled:
+            events.write("cancelled", step=0)
+            return
     # Bad data is refused before the model loads: a typo costs a second, not a model load.
     train_path, val_path = job_dir / layout.DATASET / layout.TRAIN, job_dir / layout.DATASET / layout.VAL
     train_records = read_records(train_path)
