@@ -12,6 +12,8 @@ from pathlib import Path
 from core import RESOURCES, default_data_dir, versions
 from core.errors import KnownError
 
+GEOMETRY_SETTING = "window/geometry"
+
 
 def main(data_dir: Path | None = None, open_paths: list[Path] | None = None) -> int:
     """The window on the library in `data_dir`, else $TUNEDESK_HOME, else the folder chosen in Settings,
@@ -41,6 +43,8 @@ def main(data_dir: Path | None = None, open_paths: list[Path] | None = None) -> 
         QMessageBox.critical(None, "Tunedesk", str(error))
         return 1
     window = MainWindow(data_dir)
+    if geometry := QSettings().value(GEOMETRY_SETTING):
+        window.restoreGeometry(geometry)  # type: ignore[arg-type]
     window.show()
     if open_paths:
         window.view("Library").add_paths(open_paths)
@@ -51,7 +55,9 @@ def main(data_dir: Path | None = None, open_paths: list[Path] | None = None) -> 
     wake = QTimer()
     wake.timeout.connect(lambda: None)
     wake.start(200)
-    return app.exec()
+    status = app.exec()
+    QSettings().setValue(GEOMETRY_SETTING, window.saveGeometry())  # the next start opens at this size and place
+    return status
 
 
 def _log_to(path: Path) -> None:

@@ -1,8 +1,12 @@
 """The library: drop files or folders (or pick them), watch each one's progress, then its pages and chunks
-or the reason it was refused; remove a document; search, and open a hit at its page."""
+or the reason it was refused; remove a document (once confirmed) or a refused file's row; search, with the
+query's words marked in each hit, and open a hit at its page."""
 
 from __future__ import annotations
 
+import html
+import re
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +21,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QPushButton,
     QSplitter,
     QTableWidget,
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
 # window must paint before the SQLite layer (0.1 s to import) is loaded.
 
 COLUMNS = ("Document", "Pages", "Chunks", "Size", "Status")
+HIT_CHARS = 300  # of a hit's text shown in the list, cut at a word
 
 
 class LibraryView(View):
@@ -51,7 +57,7 @@ class LibraryView(View):
         self.rows: dict[str, int] = {}  # file path or document id -> table row
 
         add = QPushButton("Add files…")
-        add.clicked.connect(self._pick_files)
+        add.clicked.connect(self.pick_files)
         self.remove_button = QPushButton("Remove")
         self.remove_button.clicked.connect(self._remove_selected)
         hint = QLabel("Drop PDF, DOCX, TXT or Markdown files, or folders, anywhere here.")
@@ -122,6 +128,7 @@ class LibraryView(View):
         for column, value in enumerate(values):
             item = QTableWidgetItem(value)
             item.setData(Qt.ItemDataRole.UserRole, document["id"] if document is not None else None)
+            item.setToolTip(value)  # a long reason is cut to the column's width
             self.table.setItem(row, column, item)
 
     def _text(self, row: int, column: int) -> str:
@@ -143,7 +150,7 @@ class LibraryView(View):
             event.acceptProposedAction()
             self.add_paths(paths)
 
-    def _pick_files(self) -> None:
+    def pick_files(self) -> None:
         names, _ = QFileDialog.getOpenFileNames(
             self, "Add documents", "", "Documents (*.pdf *.docx *.txt *.md *.markdown);;All files (*)"
         )
@@ -187,30 +194,52 @@ class LibraryView(View):
 
     # -- removing, searching, opening -----------------------------------------------------------------
     def _remove_selected(self) -> None:
-        rows = self.table.selectionModel().selectedRows()
-        ids = {i for i in (self._document_id(index.row()) for index in rows) if i is not None}
-        if ids:
+        """Documents leave the library once the user confirms; a refused or waiting file's row just goes."""
+        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        ids = {i for i in (self._document_id(row) for row in rows) if i is not None}
+        names = [self._text(row, 0) for row in rows if self._document_id(row) is not None]
+        files = [row for row in rows if self._document_id(row) is None]
+        for row in reversed(files):
+            self.table.removeRow(row)
+        self.rows = {key: row - sum(r < row for r in files) for key, row in self.rows.items() if row not in files}
+        if ids and self.confirm(
+            f"Remove {', '.join(names)} from the library? Its pages, chunks and Q&A pairs go with it; the "
+            "original file is not touched."
+            if len(ids) == 1
+            else f"Remove these {len(ids)} documents from the "
+            "library? Their pages, chunks and Q&A pairs go with them; the original files are not touched."
+        ):
             self.main.tasks.start(lambda library, task: [library.remove(i) for i in ids], lambda _: self.refresh())
+
+    def confirm(self, question: str) -> bool:
+        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel
+        answer = QMessageBox.question(self, "Remove", question, buttons, QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _search(self) -> None:
         query = self.query.text().strip()
         if query:
 
-            def work(library: Library, task) -> list[Any]:
-                from core.library.search import search
+            def work(library: Library, task) -> list[tuple[Any, str]]:
+                from core.library.search import query_words, search
 
-                return search(library, query, k=10)
+                words = query_words(query)
+                return [(hit, _marked(hit.text, words)) for hit in search(library, query, k=10)]
 
             self.main.tasks.start(work, self._show_hits)
 
-    def _show_hits(self, hits: list[Any]) -> None:
+    def _show_hits(self, hits: list[tuple[Any, str]]) -> None:
         self.hits.clear()
         if not hits:
             self.hits.addItem("Nothing in the documents matches.")
-        for hit in hits:
-            item = QListWidgetItem(f"[{hit.citation}]  {' '.join(hit.text.split())[:300]}")
+        for hit, marked in hits:
+            item = QListWidgetItem(f"[{hit.citation}]  {_shortened(hit.text)}")  # the text a screen reader reads
             item.setData(Qt.ItemDataRole.UserRole, hit)
             self.hits.addItem(item)
+            label = QLabel(f"<b>[{html.escape(hit.citation)}]</b>&nbsp; {marked}", wordWrap=True)
+            label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)  # clicks are the list's
+            item.setSizeHint(label.sizeHint())
+            self.hits.setItemWidget(item, label)
 
     def _open_hit(self, item: QListWidgetItem) -> None:
         hit = item.data(Qt.ItemDataRole.UserRole)
@@ -221,3 +250,21 @@ class LibraryView(View):
         document_id = self._document_id(row)
         if document_id is not None:
             self.main.open_document(document_id, 1)
+
+
+def _shortened(text: str) -> str:
+    return textwrap.shorten(" ".join(text.split()), HIT_CHARS, placeholder=" …")
+
+
+def _marked(text: str, words: list[str]) -> str:
+    """A hit's text, shortened, as HTML with the words that begin as the query's words do in bold: search
+    stems, so "terminate" found "termination" too."""
+    if not words:
+        return html.escape(_shortened(text))
+    stems = [word[: max(4, len(word) - 2)] for word in words]
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, stems)) + r")\w*", re.IGNORECASE)
+    shown, marked, last = _shortened(text), [], 0
+    for match in pattern.finditer(shown):
+        marked += [html.escape(shown[last : match.start()]), f"<b>{html.escape(match.group())}</b>"]
+        last = match.end()
+    return "".join([*marked, html.escape(shown[last:])])

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -97,6 +97,24 @@ class MainWindow(QMainWindow):
         outer.addLayout(body, 1)
         self.setCentralWidget(central)
         self.nav.setCurrentRow(0)
+        self._menus()
+
+    def _menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        add = QAction("&Add documents…", self)
+        add.setShortcut(QKeySequence.StandardKey.Open)
+        add.triggered.connect(self._add_documents)
+        quit_app = QAction("&Quit", self)
+        quit_app.setObjectName("quit")
+        quit_app.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_app.triggered.connect(self.close)
+        file_menu.addAction(add)
+        file_menu.addSeparator()
+        file_menu.addAction(quit_app)
+
+    def _add_documents(self) -> None:
+        self.show_view("Library")
+        self.view("Library").pick_files()
 
     def view(self, name: str) -> Any:
         """The view called `name`, built now if it has not been shown yet."""

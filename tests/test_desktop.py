@@ -87,10 +87,27 @@ def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path)
     view._search()
     qtbot.waitUntil(lambda: view.hits.count() > 0, timeout=10_000)
     assert view.hits.item(0).text().startswith(f"[{SAMPLE.name} p. 41]")
+    shown = view.hits.itemWidget(view.hits.item(0)).text()
+    assert "<b>laws</b>" in shown and "<b>governed</b>" in shown  # the query's words, as the contract writes them
+    assert not view.hits.item(0).text().endswith(("Agree", "Governing L"))  # cut at a word, if cut
     view._open_hit(view.hits.item(0))
     document = window.view("Document")
     qtbot.waitUntil(lambda: document.highlighted_page() == 41, timeout=20_000)
     assert window.stack.currentWidget() is document
+
+    # Remove: a refused file's row just goes; a document goes once the user confirms.
+    asked = []
+    view.confirm = lambda question: asked.append(question) or len(asked) > 1
+    view.table.selectRow(next(r for r in range(view.table.rowCount()) if view.table.item(r, 0).text() == "empty.pdf"))
+    view._remove_selected()
+    assert "empty.pdf" not in view.refused() and asked == []
+    view.table.selectRow(0)
+    view._remove_selected()  # declined
+    view._remove_selected()  # confirmed
+    assert asked[0].startswith(f"Remove {SAMPLE.name} from the library?")
+    qtbot.waitUntil(lambda: view.table.rowCount() == 0, timeout=10_000)
+    with Library(tmp_path / "data") as library:
+        assert library.documents() == []
 
 
 @pytest.fixture
@@ -272,6 +289,49 @@ def test_pyside_keeps_its_references_to_none(qtbot):
     assert sys.getrefcount(None) >= before - 100
 
 
+REOPEN = """
+import sys
+from pathlib import Path
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from desktop.app import main
+
+app = QApplication(sys.argv)
+
+def act():
+    window = next(w for w in QApplication.topLevelWidgets() if w.windowTitle() == "Tunedesk")
+    print(window.width(), window.height(), flush=True)
+    if sys.argv[2] == "resize":
+        window.resize(780, 520)  # within the offscreen screen's 800x600, above the window's least width
+    window.close()
+
+QTimer.singleShot(500, act)
+sys.exit(main(Path(sys.argv[1])))
+"""
+
+
+def test_the_window_opens_at_the_size_it_was_closed_at_and_ctrl_q_quits(tmp_path, qtbot):
+    import os
+    import sys
+
+    from PySide6.QtGui import QAction, QKeySequence
+
+    env = os.environ | {"QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    command = [sys.executable, "-c", REOPEN, str(tmp_path / "data")]
+    first = subprocess.run([*command, "resize"], env=env, capture_output=True, text=True, timeout=60)
+    again = subprocess.run([*command, "look"], env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout.split() != ["780", "520"] and again.stdout.split() == ["780", "520"]
+
+    window = MainWindow(tmp_path / "data")
+    qtbot.addWidget(window)
+    window.show()
+    quit_action = window.findChild(QAction, "quit")
+    assert quit_action.shortcut() == QKeySequence(QKeySequence.StandardKey.Quit)  # Ctrl+Q
+    quit_action.trigger()
+    assert not window.isVisible()
+
+
 def test_no_torch_in_the_app_process():
     import subprocess
     import sys
@@ -289,7 +349,7 @@ def test_tunedesk_without_a_command_opens_the_window(tmp_path):
     from tests.test_cli import TUNEDESK
 
     data = tmp_path / "data"
-    env = os.environ | {"QT_QPA_PLATFORM": "offscreen"}
+    env = os.environ | {"QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "config")}
     with subprocess.Popen([str(TUNEDESK), "--data-dir", str(data)], env=env, stderr=subprocess.PIPE) as app:
         try:
             # The library view loads the library as soon as the window is up.
