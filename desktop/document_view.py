@@ -1,5 +1,6 @@
-"""A document at a page: the PDF page itself, the cited passage highlighted; a text document (DOCX, TXT,
-Markdown) shows the page's text with the passage marked.
+"""A document at a page: the PDF page itself, the cited passage highlighted, fitted to the view's width
+(again when the window is resized); a text document (DOCX, TXT, Markdown) shows the page's text with the
+passage marked and scrolled to.
 
 The page is rendered (QtPdf) and the passage found on it (QtPdf's text search, on that page only) in a
 task, off the GUI thread: rendering a page and searching a document's text take longer than the GUI
@@ -9,11 +10,12 @@ thread may be busy (desktop.md). The view shows the finished image and scrolls t
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
+from PySide6.QtCore import QRectF, QSize, Qt, QTimer
+from PySide6.QtGui import QColor, QImage, QPainter, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 HINT = "Open a document from the library, a search hit or a citation in the chat."
 HIGHLIGHT = QColor(255, 214, 0, 110)
+MARK = "#ffe680"  # the same yellow, on a text document's page
+REFIT_MS = 200  # a resize re-renders the page once the window has kept its size this long
 
 
 class DocumentView(View):
@@ -61,26 +65,41 @@ class DocumentView(View):
         self.document_id: int | None = None
         self.page = 1
         self.found: int | None = None  # the page the passage was found and highlighted on
+        self.passage = ""
+        self.rendered_width = 0  # of the PDF page shown; 0 for a text document
+        self.refit = QTimer(singleShot=True, interval=REFIT_MS)
+        self.refit.timeout.connect(self._refit)
         self._buttons(1, 1)
 
     def open(self, document_id: int, page: int, passage: str = "") -> None:
-        # The view may not have been shown yet: the window's content area says how wide a page can be.
-        width = max(self.main.stack.width() - 60, 600)
+        width = self._page_width()
 
         def work(library: Library, task) -> dict[str, Any]:
             document = library.document(document_id)
-            shown: dict[str, Any] = {"document": document, "page": page}
+            shown: dict[str, Any] = {"document": document, "page": page, "passage": passage, "width": width}
             if document.kind == "pdf":
                 shown |= render(library.stored_file(document), page, passage, width)
             else:
                 shown["text"] = library.page_text(document_id, page)
-                shown["passage"] = passage
             return shown
 
         self.main.tasks.start(work, self._show)
 
+    def _page_width(self) -> int:
+        # The view may not have been shown yet: the window's content area says how wide a page can be.
+        shown = self.page_area.viewport().width() if self.isVisible() else self.main.stack.width() - 40
+        return max(shown - 20, 400)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.refit.start()
+
+    def _refit(self) -> None:
+        if self.document_id is not None and self.rendered_width and abs(self._page_width() - self.rendered_width) > 8:
+            self.open(self.document_id, self.page, self.passage)
+
     def reset(self) -> None:
-        self.document_id, self.found = None, None
+        self.document_id, self.found, self.passage, self.rendered_width = None, None, "", 0
         self.title.setText(HINT)
         self.image.clear()
         self.text.clear()
@@ -90,15 +109,20 @@ class DocumentView(View):
         return self.found
 
     def _show(self, shown: dict[str, Any]) -> None:
-        document, self.page = shown["document"], shown["page"]
+        document, self.page, self.passage = shown["document"], shown["page"], shown["passage"]
         self.document_id = document.id
         self.title.setText(f"<b>{html.escape(document.name)}</b> — page {self.page} of {document.pages}")
         self._buttons(self.page, document.pages)
         if document.kind != "pdf":
+            self.rendered_width = 0
             self.pages.setCurrentWidget(self.text)
-            self.text.setHtml(_marked(shown["text"], shown["passage"]))
-            self.found = self.page if shown["passage"] and "<mark>" in self.text.toHtml() else None
+            marked, found = _marked(shown["text"], self.passage)
+            self.text.setHtml(marked)
+            self.found = self.page if found else None
+            if found:
+                self.text.scrollToAnchor(PASSAGE_ANCHOR)
             return
+        self.rendered_width = shown["width"]
         self.pages.setCurrentWidget(self.page_area)
         self.image.setPixmap(QPixmap.fromImage(shown["image"]))
         self.found = self.page if shown["top"] is not None else None
@@ -158,9 +182,23 @@ def _probe(passage: str) -> str:
     return " ".join(passage.split()[:3])
 
 
-def _marked(text: str, passage: str) -> str:
-    escaped = html.escape(text)
-    probe = html.escape(_probe(passage)) if passage else ""
-    if probe and probe in escaped:
-        escaped = escaped.replace(probe, f"<mark>{probe}</mark>", 1)
-    return f"<pre style='white-space: pre-wrap; font-family: sans-serif'>{escaped}</pre>"
+PASSAGE_ANCHOR = "passage"
+
+
+def _marked(text: str, passage: str) -> tuple[str, bool]:
+    """The page's text as HTML with the passage marked, and whether it was found. Its words are matched
+    whatever the whitespace between them: a chunk's line breaks are not always the page's."""
+    found = None
+    for count in (len(passage.split()), 10):  # the whole passage, else its first words
+        words = passage.split()[:count]
+        found = re.search(r"\s+".join(map(re.escape, words)), text) if words else None
+        if found:
+            break
+    if found is None:
+        body = html.escape(text)
+    else:
+        start, end = found.span()
+        inside = html.escape(text[start:end])
+        mark = f"<a name='{PASSAGE_ANCHOR}'></a><span style='background-color: {MARK}'>{inside}</span>"
+        body = html.escape(text[:start]) + mark + html.escape(text[end:])
+    return f"<pre style='white-space: pre-wrap; font-family: sans-serif'>{body}</pre>", found is not None

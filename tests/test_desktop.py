@@ -111,6 +111,36 @@ def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path)
 
 
 @pytest.fixture
+def notes_and_sample(tmp_path):
+    """A long Markdown file (one page) and the sample contract; the text of a chunk near the notes' end."""
+    notes = tmp_path / "notes.md"
+    clauses = (f"## Clause {n}\n\nThe parties agree to item {n} of the schedule." for n in range(300))
+    notes.write_text("\n\n".join(clauses))
+    with Library(tmp_path / "data") as library:
+        list(add_documents(library, [notes, SAMPLE]))
+        return library.db.execute("SELECT text FROM chunks WHERE text LIKE '%item 290 %'").fetchone()[0]
+
+
+def test_a_text_documents_passage_is_marked_and_scrolled_to_and_a_pdf_page_refits(notes_and_sample, window, qtbot):
+    from desktop.document_view import MARK
+
+    view = window.view("Document")
+    window.open_document(1, 1, notes_and_sample)
+    qtbot.waitUntil(lambda: view.highlighted_page() == 1, timeout=20_000)
+    qtbot.waitUntil(lambda: view.text.verticalScrollBar().value() > 0, timeout=5_000)  # scrolled to it, far down
+    found = view.text.document().find("item 290 of")
+    assert found.charFormat().background().color().name() == MARK
+    assert view.text.document().find("item 20 of").charFormat().background().color().name() != MARK
+
+    window.open_document(2, 41, "")
+    qtbot.waitUntil(lambda: view.rendered_width > 0, timeout=20_000)
+    wide = view.rendered_width
+    window.resize(1024, 700)  # the page is rendered again, to the narrower view's width
+    qtbot.waitUntil(lambda: 0 < view.rendered_width < wide, timeout=20_000)
+    qtbot.waitUntil(lambda: view.image.pixmap().width() <= view.page_area.viewport().width(), timeout=20_000)
+
+
+@pytest.fixture
 def library_with_dataset(tmp_path):
     with Library(tmp_path / "data") as library:
         list(add_documents(library, [SAMPLE]))
