@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.dataset import qa_pairs
-from core.dataset.build import DatasetSettings, prepare_dataset
+from core.dataset.build import DatasetSettings, added_since, dataset, prepare_dataset
 from core.library.store import Library
 from core.models.gguf_models import models
 from desktop.tasks import Task
@@ -30,6 +30,12 @@ from desktop.view import View
 
 # "&&": a single "&" in a Qt label marks a keyboard shortcut.
 KINDS = {"raw": "Raw chunks (the documents' language)", "qa": "Q&&A pairs", "grounded": "Grounded Q&&A (RAFT)"}
+KIND_TIPS = {
+    "raw": "The documents' own chunks as plain text: the model learns their words and style.",
+    "qa": "A question and its short answer with the page it cites, without any passage.",
+    "grounded": "RAFT, retrieval-augmented fine-tuning: the question over the passages search finds for it, as chat "
+    "asks it, and an answer that quotes the passage that holds it and cites its page. This is how chat answers.",
+}
 PREVIEW = 2  # examples of each kind
 
 
@@ -41,6 +47,8 @@ class DatasetView(View):
         self.source.addItem("Extractive: sentences of the documents", qa_pairs.EXTRACTIVE)
         self.source.addItem("Import a file of pairs (JSONL or CSV)…", "import")
         self.kinds = {kind: QCheckBox(label) for kind, label in KINDS.items()}
+        for kind, box in self.kinds.items():
+            box.setToolTip(KIND_TIPS[kind])
         for kind in DatasetSettings().kinds:
             self.kinds[kind].setChecked(True)
         kinds = QHBoxLayout()
@@ -75,10 +83,26 @@ class DatasetView(View):
         self.task: Task | None = None
 
     def refresh(self) -> None:
-        def work(library: Library, task) -> list[Any]:
-            return [m for m in models(library) if m.path.is_file()]
+        def work(library: Library, task) -> dict[str, Any]:
+            shown: dict[str, Any] = {"models": [m for m in models(library) if m.path.is_file()]}
+            if library.db.execute("SELECT count(*) FROM datasets").fetchone()[0]:
+                shown["dataset"] = dataset(library)
+                shown["added since"] = added_since(library, shown["dataset"])
+            return shown
 
-        self.main.tasks.start(work, self._show_models)
+        if self.task is None:  # a build in progress says how it goes
+            self.main.tasks.start(work, self._show_library)
+
+    def _show_library(self, shown: dict[str, Any]) -> None:
+        self._show_models(shown["models"])
+        if "dataset" not in shown:
+            self.status.setText("No dataset yet: build one from the library's documents.")
+            return
+        built, newer = shown["dataset"], shown["added since"]
+        text = f"Dataset {built.id}, built {built.created[:16].replace('T', ' ')}: {_sizes(built)}"
+        if newer:
+            text += f" Not in it: {', '.join(newer)}, added since; build again to train on them too."
+        self.status.setText(text)
 
     def _show_models(self, gguf_models: list[Any]) -> None:
         chosen = self.source.currentData()
@@ -147,12 +171,17 @@ class DatasetView(View):
 
     def _built(self, built: dict[str, Any]) -> None:
         self._busy(False)
-        dataset = built["dataset"]
-        self.status.setText(
-            f"Dataset {dataset.id}: {built['made']}; {dataset.train_examples} training and {dataset.val_examples} "
-            f"validation examples, {dataset.held_out} questions held out for scoring."
-        )
+        made, kinds = built["dataset"], [kind for kind, box in self.kinds.items() if box.isChecked()]
+        uses = "the Q&A examples and " if {"qa", "grounded"} & set(kinds) else ""
+        self.status.setText(f"Dataset {made.id}: {built['made']}, for {uses}the questions that score. {_sizes(made)}")
         self.preview.setPlainText("\n\n".join(_example_text(example) for example in built["examples"]))
+
+
+def _sizes(built: Any) -> str:
+    return (
+        f"{built.train_examples} training and {built.val_examples} validation examples, {built.held_out} "
+        "questions held out for scoring checkpoints."
+    )
 
 
 def _preview(path: Path) -> list[dict[str, Any]]:

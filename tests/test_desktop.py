@@ -148,6 +148,28 @@ def library_with_dataset(tmp_path):
         build_dataset(library)
 
 
+def test_the_dataset_view_says_what_the_dataset_holds_and_what_came_since(library_with_dataset, tmp_path, qtbot):
+    time.sleep(1.1)  # the library's times are to the second
+    later = tmp_path / "later.txt"
+    later.write_text("An amendment to the agreement, signed later.")
+    with Library(tmp_path / "data") as library:
+        list(add_documents(library, [later]))
+    window = MainWindow(tmp_path / "data")  # a restart: the view learns it all from the library
+    qtbot.addWidget(window)
+    window.show_view("Dataset")
+    view = window.view("Dataset")
+    qtbot.waitUntil(lambda: view.status.text().startswith("Dataset 1, built "), timeout=10_000)
+    assert "held out for scoring" in view.status.text() and "Not in it: later.txt, added since" in view.status.text()
+    assert "RAFT" in view.kinds["grounded"].toolTip() and "quotes the passage" in view.kinds["grounded"].toolTip()
+
+    for kind, box in view.kinds.items():
+        box.setChecked(kind == "raw")
+    view.build()
+    qtbot.waitUntil(lambda: view.status.text().startswith("Dataset 2: made "), timeout=60_000)
+    assert "Q&A pairs (extractive), for the questions that score." in view.status.text()  # not for examples
+    window.shutdown()
+
+
 def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, qtbot, window):
     view = window.view("Training")
     window.show_view("Training")

@@ -54,6 +54,7 @@ class Dataset:
     train_examples: int
     val_examples: int
     held_out: int
+    created: str = ""
 
 
 PAIR_FILES = (".jsonl", ".csv", ".json")  # a file of Q&A pairs to import (core/dataset/question_files.py)
@@ -130,10 +131,11 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
 
     if not split["train"]:
         raise KnownError("These settings give no training examples; add documents or choose other example kinds.")
+    created = now()
     with library.write() as db:
         row = {
             "dir": "",
-            "created": now(),
+            "created": created,
             "settings": json.dumps(dataclasses.asdict(settings)),
             "train_examples": len(split["train"]),
             "val_examples": len(split["val"]),
@@ -142,7 +144,7 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
         folder = library.data_dir / "datasets" / str(dataset_id)
         _write_files(folder, {layout.TRAIN: split["train"], layout.VAL: split["val"], layout.HELD_OUT: held_out})
         db.execute("UPDATE datasets SET dir = ? WHERE id = ?", [str(folder), dataset_id])
-    return Dataset(dataset_id, folder, len(split["train"]), len(split["val"]), len(held_out))
+    return Dataset(dataset_id, folder, len(split["train"]), len(split["val"]), len(held_out), created)
 
 
 def grounded_prompt(passages: list[tuple[str, str]], question: str) -> str:
@@ -181,7 +183,12 @@ def dataset(library: Library, dataset_id: int | None = None) -> Dataset:
     row = rows[0]
     folder = Path(row["dir"])
     held = sum(1 for line in (folder / layout.HELD_OUT).read_text(encoding="utf-8").splitlines() if line.strip())
-    return Dataset(row["id"], folder, row["train_examples"], row["val_examples"], held)
+    return Dataset(row["id"], folder, row["train_examples"], row["val_examples"], held, row["created"])
+
+
+def added_since(library: Library, built: Dataset) -> list[str]:
+    """The documents added to the library after the dataset was built: it has nothing of them."""
+    return [d.name for d in library.documents() if d.added > built.created]
 
 
 def _check(settings: DatasetSettings) -> None:
