@@ -30,6 +30,10 @@ from desktop.tasks import Task
 from desktop.view import View
 
 PHASES = ("merge", "convert", "quantize", "verify")
+SCORE_SCALE = (
+    "Answer score, from 0 to 1: for each question, the mean of the answer's correctness (the expected answer's "
+    "words, numbers and dates in it) and whether it cites an expected page; then the mean over the questions."
+)
 
 
 def _table(headers: tuple[str, ...]) -> QTableWidget:
@@ -56,9 +60,15 @@ class ModelsView(View):
         self.job = QComboBox()
         self.job.currentIndexChanged.connect(lambda _: self._load_checkpoints())
         self.checkpoints = _table(("Step", "Validation loss", "Answer score", ""))
-        self.score_button = QPushButton("Score answers…")
-        self.score_button.setToolTip("Score every checkpoint on the held-out questions, or on a question set file")
-        self.score_button.clicked.connect(self._pick_questions)
+        header = self.checkpoints.horizontalHeaderItem(2)
+        assert header is not None
+        header.setToolTip(SCORE_SCALE)
+        self.score_button = QPushButton("Score answers")
+        self.score_button.setToolTip("Every checkpoint answers the questions; the best answers choose the checkpoint")
+        self.score_button.clicked.connect(self._score_chosen)
+        self.questions = QComboBox()
+        self.questions.addItem("on the dataset's held-out questions", None)
+        self.questions.addItem("on a question set file…", "file")
         self.quant = QComboBox()
         self.quant.addItems(list(QUANTS))
         self.export_button = QPushButton("Export to GGUF")
@@ -73,7 +83,7 @@ class ModelsView(View):
         job_row.addWidget(QLabel("Job"))
         job_row.addWidget(self.job, 1)
         actions = QHBoxLayout()
-        for widget in (self.score_button, self.quant, self.export_button, self.cancel_button):
+        for widget in (self.score_button, self.questions, self.quant, self.export_button, self.cancel_button):
             actions.addWidget(widget)
         actions.addWidget(self.phase)
         actions.addWidget(self.progress, 1)
@@ -91,6 +101,10 @@ class ModelsView(View):
         layout = QVBoxLayout(self)
         layout.addLayout(job_row)
         layout.addWidget(self.checkpoints, 1)
+        scale = QLabel(SCORE_SCALE)
+        scale.setWordWrap(True)
+        scale.setStyleSheet("color: gray")
+        layout.addWidget(scale)
         layout.addLayout(actions)
         layout.addWidget(QLabel("GGUF models (chat with them in Chat)"))
         layout.addWidget(self.models, 1)
@@ -155,11 +169,13 @@ class ModelsView(View):
         )
 
     # -- scoring and exporting ------------------------------------------------------------------------
-    def _pick_questions(self) -> None:
-        name, _ = QFileDialog.getOpenFileName(
-            self, "Question set (cancel: the dataset's held-out questions)", "", "Questions (*.jsonl *.csv)"
-        )
-        self.score(Path(name) if name else None)
+    def _score_chosen(self) -> None:
+        if self.questions.currentData() is None:
+            self.score()
+            return
+        name, _ = QFileDialog.getOpenFileName(self, "Question set", "", "Questions (*.jsonl *.csv)")
+        if name:
+            self.score(Path(name))
 
     def score(self, questions_file: Path | None = None) -> None:
         """Score the chosen job's checkpoints on a question set (default: its held-out questions)."""
@@ -169,8 +185,11 @@ class ModelsView(View):
 
         def work(library: Library, task) -> Any:
             questions = evaluation.load_questions(questions_file) if questions_file else None
-            progress = lambda what, done, total: task.report((what, done, total))  # noqa: E731
-            return evaluation.evaluate_job(library, job_id, questions, on_progress=progress, cancel=task.is_cancelled)
+            progress = lambda what, done, total: task.report((f"scoring {what}", done, total))  # noqa: E731
+            scored = lambda row: task.report(("scored", row["step"], 0))  # noqa: E731
+            return evaluation.evaluate_job(
+                library, job_id, questions, on_progress=progress, on_score=scored, cancel=task.is_cancelled
+            )
 
         self._run(work, "scoring")
 
@@ -218,6 +237,9 @@ class ModelsView(View):
 
     def _progress(self, report: tuple[str, int, int]) -> None:
         what, done, total = report
+        if what == "scored":  # a checkpoint's score is in the library: show it now, not at the end
+            self._load_checkpoints()
+            return
         self.phase.setText(what)
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)

@@ -237,6 +237,45 @@ def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset,
 
 
 @pytest.fixture
+def trained_job(library_with_dataset, tiny_base, tmp_path):
+    """Job 1 of the library: the tiny base, 2 steps, checkpoints at steps 1 and 2."""
+    from tests.test_cli import tunedesk
+    from tests.test_jobs import FAST
+
+    settings = [*FAST, "--set", "save_every=1"]
+    trained = tunedesk("train", "--base", str(tiny_base), "--max-steps", "2", *settings, data_dir=tmp_path / "data")
+    assert trained.returncode == 0, trained.stderr
+
+
+def test_scoring_counts_every_checkpoints_questions_and_shows_each_score_as_it_comes(
+    trained_job, qtbot, window, tmp_path
+):
+    view = window.view("Models")
+    window.show_view("Models")
+    qtbot.waitUntil(lambda: view.checkpoints.rowCount() == 2, timeout=20_000)
+    assert "from 0 to 1" in view.checkpoints.horizontalHeaderItem(2).toolTip()
+    reports, shown_at_first_score = [], []
+
+    def seen(report):
+        reports.append(report)
+        if report[0] == "scored" and not shown_at_first_score:
+            shown_at_first_score.append(True)
+
+    questions = tmp_path / "three.jsonl"  # a few questions: the held-out ones would take minutes here
+    rows = [("Which state's law governs the agreement?", "New York", 41), ("Who is the licensee?", "Vyera", 1)]
+    questions.write_text("".join(json.dumps({"question": q, "answer": a, "pages": [p]}) + "\n" for q, a, p in rows))
+    view.score(questions)
+    view.task.progress.connect(seen)
+    qtbot.waitUntil(lambda: view.score_button.isEnabled(), timeout=240_000)
+    counted = [(done, total) for what, done, total in reports if what != "scored"]
+    assert [what for what, *_ in reports if what == "scored"] == ["scored", "scored"]
+    assert len({total for _, total in counted}) == 1 and counted[-1][0] == counted[-1][1]  # one bar, to its end
+    assert [done for done, _ in counted] == sorted(done for done, _ in counted)  # never back to 0 between
+    assert any(what.startswith("scoring step 1 (1 of 2)") for what, *_ in reports)
+    qtbot.waitUntil(lambda: all(view.checkpoints.item(r, 2).text() != "—" for r in range(2)), timeout=10_000)
+
+
+@pytest.fixture
 def chat_library(tmp_path, tiny_gguf):
     """The sample contract, the tiny model, and a kept answer that cites page 41 (as chat keeps one)."""
     with Library(tmp_path / "data") as library:

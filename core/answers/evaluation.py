@@ -74,10 +74,12 @@ def evaluate_job(
     questions: list[Question] | None = None,
     *,
     on_progress: ProgressFn | None = None,
+    on_score: Callable[[dict[str, Any]], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Score every checkpoint of a job; the scores go to the library (and so choose the best checkpoint).
-    Returns one row per checkpoint: step, answer_score, citation_hit, mean_words."""
+    `on_progress` counts the questions answered over all the checkpoints; `on_score` gets each checkpoint's
+    row as soon as it is scored. Returns one row per checkpoint: step, answer_score, citation_hit, mean_words."""
     job, _ = jobs_.sync(library, job_id)
     if job.state == jobs_.RUNNING:
         raise KnownError(f"Job {job_id} is still training; score it when it ends.")
@@ -90,13 +92,18 @@ def evaluate_job(
         )
     items = job.dir / QUESTIONS
     _write_items(library, items, questions)
+    steps = [c.step for c in jobs_.checkpoints(library, job_id)]
     rows: list[dict[str, Any]] = []
 
     def event(event: dict[str, Any]) -> None:
         if event["type"] == "progress" and on_progress:
-            on_progress(f"step {event['step']}", event["done"], event["total"])
+            which = steps.index(event["step"]) if event["step"] in steps else 0
+            what = f"step {event['step']} ({which + 1} of {len(steps)})"
+            on_progress(what, which * event["total"] + event["done"], len(steps) * event["total"])
         elif event["type"] == "score":
             rows.append(_row(f"job {job_id}", event["step"], event))
+            if on_score:
+                on_score(rows[-1])
 
     args = [str(job.dir), str(items)]
     engine = engine_env.local(library.data_dir, on_progress, cancel)

@@ -95,21 +95,22 @@ def run_tool(
             env=ENGINE_ENV | engine.environ(),
         )
     last: dict[str, Any] = {}
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            # llama.cpp's tools log to the same stdout: only our JSON lines count.
-            event = _json_event(line)
-            if event is None:
-                continue
-            last = event
-            on_event(event)
-            if cancel and cancel():
-                process.terminate()
-    except BaseException:
-        process.terminate()
-        process.wait()
-        raise
+    assert process.stdout is not None
+    with process.stdout:
+        try:
+            for line in process.stdout:
+                # llama.cpp's tools log to the same stdout: only our JSON lines count.
+                event = _json_event(line)
+                if event is None:
+                    continue
+                last = event
+                on_event(event)
+                if cancel and cancel():
+                    process.terminate()
+        except BaseException:
+            process.terminate()
+            process.wait()
+            raise
     process.wait()
     if last.get("type") == "done":
         return last
