@@ -4,7 +4,7 @@ answer score once it has one."""
 from __future__ import annotations
 
 from PySide6.QtCharts import QChart, QChartView, QLineSeries, QScatterSeries, QValueAxis
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QMargins, QPointF, Qt
 from PySide6.QtGui import QColor, QPainter
 
 
@@ -13,6 +13,7 @@ class LossChart(QChartView):
         chart = QChart()
         chart.setTitle("Loss by step")
         chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
+        chart.setMargins(QMargins(10, 10, 90, 10))  # room on the right for the last checkpoint's label
         super().__init__(chart)
         self.setRenderHint(QPainter.RenderHint.Antialiasing)
         self.train, self.val, self.checkpoints = QLineSeries(), QLineSeries(), QScatterSeries()
@@ -22,6 +23,8 @@ class LossChart(QChartView):
             (self.checkpoints, "checkpoints"),
         ):
             series.setName(name)
+        for line in (self.train, self.val):
+            line.setPointsVisible(True)  # a single point (the first validation loss) draws no line
         self.checkpoints.setMarkerSize(11)
         self.checkpoints.setColor(QColor("#d9822b"))
         self.checkpoints.setPointLabelsVisible(True)
@@ -46,11 +49,12 @@ class LossChart(QChartView):
         self.labels.clear()
         self.steps_total = 1
         self.step_axis.setRange(0, 10)
+        self.step_axis.setTickCount(6)  # 0, 2, 4, ... 10: whole steps
         self.loss_axis.setRange(0, 1)
 
     def set_steps_total(self, steps: int) -> None:
         self.steps_total = max(steps, 1)
-        self.step_axis.setRange(0, self.steps_total)
+        self._fit_steps(self.steps_total)
 
     def add_loss(self, step: int, train: float | None = None, val: float | None = None) -> None:
         if train is not None:
@@ -60,9 +64,9 @@ class LossChart(QChartView):
         self._fit()
 
     def mark_checkpoint(self, step: int, val_loss: float | None, score: float | None = None) -> None:
-        """A checkpoint at its validation loss (or the last training loss), labelled with its score."""
-        last_train = self.train.at(self.train.count() - 1).y() if self.train.count() else 0.0
-        y = val_loss if val_loss is not None else last_train
+        """A checkpoint at its validation loss (or the training loss of its step), labelled with its score."""
+        trained = {int(p.x()): p.y() for p in self.train.points()}
+        y = val_loss if val_loss is not None else trained.get(step, trained[max(trained)] if trained else 0.0)
         self.labels[step] = f"step {step}" + (f" · score {score:.2f}" if score is not None else "")
         points = {int(p.x()): p.y() for p in self.checkpoints.points()} | {step: y}
         self.checkpoints.replace([QPointF(s, v) for s, v in sorted(points.items())])
@@ -79,4 +83,8 @@ class LossChart(QChartView):
             margin = max((high - low) * 0.1, 0.05)
             self.loss_axis.setRange(max(low - margin, 0), high + margin)
         last = max((p.x() for p in self.train.points()), default=0)
-        self.step_axis.setRange(0, max(self.steps_total, last, 1))
+        self._fit_steps(max(self.steps_total, last, 1))
+
+    def _fit_steps(self, steps: float) -> None:
+        self.step_axis.setRange(0, max(steps, 10))
+        self.step_axis.applyNiceNumbers()  # whole, round steps on the axis

@@ -140,6 +140,24 @@ def test_a_text_documents_passage_is_marked_and_scrolled_to_and_a_pdf_page_refit
     qtbot.waitUntil(lambda: view.image.pixmap().width() <= view.page_area.viewport().width(), timeout=20_000)
 
 
+def test_the_loss_chart_draws_a_lone_point_keeps_its_markers_and_counts_whole_steps(qtbot):
+    from desktop.loss_chart import LossChart
+
+    chart = LossChart()
+    qtbot.addWidget(chart)
+    low, high = chart.step_axis.min(), chart.step_axis.max()
+    assert (high - low) / (chart.step_axis.tickCount() - 1) == 2  # an empty chart: 0, 2, 4, ... 10
+    chart.add_loss(1, train=2.0, val=2.5)
+    assert chart.val.pointsVisible() and chart.val.count() == 1  # the first validation loss shows alone
+    chart.mark_checkpoint(1, None)
+    chart.add_loss(2, train=1.0)
+    chart.mark_checkpoint(1, None)  # as a reopened window marks it, after every loss so far
+    assert [(p.x(), p.y()) for p in chart.checkpoints.points()] == [(1, 2.0)]  # at its own step's loss
+    chart.set_steps_total(37)
+    step = (chart.step_axis.max() - chart.step_axis.min()) / (chart.step_axis.tickCount() - 1)
+    assert chart.step_axis.max() >= 37 and step == int(step)
+
+
 @pytest.fixture
 def library_with_dataset(tmp_path):
     with Library(tmp_path / "data") as library:
