@@ -214,7 +214,13 @@ class SettingsView(View):
                 f"{gpus}; the engine there: {engine}."
             )
 
-        self.main.tasks.start(work, self.host_status.setText, on_progress=self.host_status.setText)
+        self.main.tasks.start(
+            work, self.host_status.setText, on_progress=self.host_status.setText, on_failed=self._check_failed
+        )
+
+    def _check_failed(self, sentence: str) -> None:
+        self.host_status.setText("")
+        self.main.show_error(sentence)
 
     def remove_selected(self) -> None:
         name = self.selected_host()

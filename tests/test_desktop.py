@@ -158,6 +158,27 @@ def test_the_loss_chart_draws_a_lone_point_keeps_its_markers_and_counts_whole_st
     assert chart.step_axis.max() >= 37 and step == int(step)
 
 
+def test_the_settings_view_adds_checks_and_removes_a_host(window, qtbot):
+    from tests.sshd import free_port
+
+    view = window.view("Settings")
+    window.show_view("Settings")
+    qtbot.waitUntil(lambda: view.data_dir.text() == str(window.data_dir), timeout=10_000)
+    view.name.setText("box")
+    view.target.setText(f"me@127.0.0.1:{free_port()}")
+    view.price.setValue(1.2)
+    view.add_host()
+    qtbot.waitUntil(lambda: view.hosts.rowCount() == 1, timeout=10_000)
+    assert [view.hosts.item(0, c).text() for c in (0, 4)] == ["box", "1.20"]
+    assert "press Trust" in view.host_status.text()
+    view.hosts.selectRow(0)
+    view.check_selected()  # nothing listens there: one sentence in the banner, and the status line is cleared
+    qtbot.waitUntil(lambda: "nothing listens on port" in window.banner.label.text(), timeout=30_000)
+    assert view.host_status.text() == ""
+    view.remove_selected()
+    qtbot.waitUntil(lambda: view.hosts.rowCount() == 0, timeout=10_000)
+
+
 @pytest.fixture
 def library_with_dataset(tmp_path):
     with Library(tmp_path / "data") as library:
