@@ -193,3 +193,27 @@ def test_cancel(tmp_path):
     stop.set()
     with pytest.raises(Cancelled):
         extract(SAMPLE, cancelled=stop.is_set)
+
+
+def test_a_ctrl_c_while_the_fork_server_starts_prints_no_traceback():
+    """A Ctrl-C reaches the whole process group; the fork server, still importing the parsers, once answered
+    it with a KeyboardInterrupt traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import multiprocessing.forkserver as server, time; from core.library import extract; "
+        "extract._context(); server.ensure_running(); print(server._forkserver._forkserver_pid, flush=True); "
+        "time.sleep(3)"
+    )
+    started = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert started.stdout is not None
+    pid = int(started.stdout.readline())
+    os.kill(pid, signal.SIGINT)  # while it preloads (pypdf, pypdfium2, docx and core take a while)
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    ignored = int(next(line for line in status if line.startswith("SigIgn:")).split()[1], 16)
+    _, errors = started.communicate(timeout=60)
+    assert ignored & (1 << (signal.SIGINT - 1))
+    assert "Traceback" not in errors and "KeyboardInterrupt" not in errors

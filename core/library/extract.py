@@ -22,6 +22,7 @@ import re
 import resource
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,7 +190,23 @@ def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.co
     context = multiprocessing.get_context("forkserver")
     ours = sorted(name for name in sys.modules if name.partition(".")[0] == "core")
     context.set_forkserver_preload([*ours, "pypdf", "pypdfium2", "docx"])
+    _start_deaf_to_ctrl_c()
     return context
+
+
+def _start_deaf_to_ctrl_c() -> None:
+    """Start the fork server with SIGINT ignored, which it and its children inherit: a Ctrl-C reaches the
+    whole process group, and CPython's server ignores it only after its preload, so one during the
+    preload printed the server's KeyboardInterrupt. The parent answers a Ctrl-C; its children need not."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # the app's tasks: no terminal, and signal handlers belong to the main thread
+    import multiprocessing.forkserver
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---------------------------------------------------------------------------------------------------------
