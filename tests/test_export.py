@@ -50,7 +50,9 @@ def test_a_checkpoint_becomes_a_verified_gguf_that_llama_cpp_runs(
     assert set(done["types"]) <= {stored_as, "Q6_K", "F32"}
     assert done["types"][stored_as] >= 4
     assert done["fallback"] is None
-    assert finished_files(job_dir) == [f"step-000003-{quant}.gguf"]
+    assert finished_files(job_dir) == [f"step-000003-{quant}.gguf", f"step-000003-{quant}.gguf.json"]
+    receipt = json.loads((job_dir / "exports" / f"step-000003-{quant}.gguf.json").read_text())
+    assert receipt == {key: value for key, value in done.items() if key != "type"} | {"step": 3}
 
     llm = Llama(done["path"], n_ctx=256, verbose=False, seed=0)
     reply = llm.create_chat_completion([{"role": "user", "content": "Who pays?"}], max_tokens=8, temperature=0)
@@ -148,3 +150,27 @@ def test_an_exported_model_can_write_q_and_a_pairs(tmp_path, tiny_base, sample_t
     assert done == [(1, 1)]
     stored = library.db.execute("SELECT count(*) FROM qa_pairs WHERE source = 'model:step-000003-q8_0.gguf'")
     assert stored.fetchone()[0] == count
+
+
+def test_a_finished_export_is_recorded_though_its_command_was_killed(tmp_path, tiny_base):
+    """The engine's tool renamed the GGUF, then the command that would record it died: the library records
+    it from its receipt, and not a file whose receipt does not vouch for it."""
+    from tests.conftest import SAMPLE
+    from tests.test_cli import tunedesk
+    from tests.test_jobs import FAST
+
+    library_dir = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=library_dir).returncode == 0
+    trained = tunedesk("train", "--base", str(tiny_base), "--max-steps", "2", *FAST, data_dir=library_dir)
+    assert trained.returncode == 0, trained.stderr
+    job_dir = library_dir / "jobs" / "1"
+    result, events = export(job_dir, 2, "q8_0")  # the tool alone: no command records what it makes
+    assert events[-1]["type"] == "done", result.stdout
+    stray = job_dir / "exports" / "step-000002-f16.gguf"
+    stray.write_bytes(b"GGUF and nothing else")  # no receipt vouches for it
+    listed = tunedesk("models", "--json", data_dir=library_dir)
+    assert listed.returncode == 0, listed.stderr
+    exported = [m for m in json.loads(listed.stdout)["models"] if m["source"] == "export"]
+    assert [(m["path"], m["job_id"], m["step"], m["sha256"]) for m in exported] == [
+        (events[-1]["path"], 1, 2, events[-1]["sha256"])
+    ]

@@ -7,12 +7,15 @@ model; the chat template renders in the sandbox). Progress and the outcome go to
     {"type": "done", "path", "quant", "bytes", "sha256", "agreement", "types", "fallback"}
     {"type": "error", "message"} | {"type": "cancelled"}
 Everything is written under exports/ with temporary names; only the final GGUF remains, and only when
-verification passed. SIGTERM or SIGINT cancels, leaving nothing that looks finished.
+verification passed, with its receipt (the done event's fields) written just before it takes its name, so
+that the app can record a file whose export command was killed after the rename. SIGTERM or SIGINT cancels,
+leaving nothing that looks finished.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -57,21 +60,24 @@ def export(job_dir: Path, step: int, quant: str) -> dict[str, Any]:
         if problems:
             raise KnownError(f"The GGUF export of step {step} failed verification: {'; '.join(problems)}.")
         types = gguf.tensor_types(work)
+        outcome = {
+            "path": str(final),
+            "step": step,
+            "quant": quant,
+            "bytes": work.stat().st_size,
+            "sha256": _sha256(work),
+            "agreement": round(checked.agreement, 4),
+            "types": dict(types),
+            "fallback": gguf.fallbacks(quant, types),
+        }
+        layout.receipt(final).write_text(json.dumps(outcome))
         work.replace(final)
     finally:
         shutil.rmtree(merged, ignore_errors=True)
         shutil.rmtree(merged.with_name(merged.name + ".partial"), ignore_errors=True)
         for leftover in folder.glob(f"{stem}*.work*"):
             leftover.unlink()
-    return {
-        "path": str(final),
-        "quant": quant,
-        "bytes": final.stat().st_size,
-        "sha256": _sha256(final),
-        "agreement": round(checked.agreement, 4),
-        "types": dict(types),
-        "fallback": gguf.fallbacks(quant, types),
-    }
+    return outcome
 
 
 def _check_space(base: Path, folder: Path, quant: str) -> None:

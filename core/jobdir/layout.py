@@ -8,7 +8,8 @@ runner.json     the supervisor's and the engine's pids
 engine.log      the engine's stderr; each foreground tool has a log of its own (score.log, export.log)
 checkpoints/    one folder per saved step (core/engine/checkpoint.py)
 eval/           the questions a scoring reads, and the answers it gives
-exports/        the GGUF files made from the job's checkpoints
+exports/        the GGUF files made from the job's checkpoints, each with its receipt (NAME.gguf.json: what
+                the export tool reported), written just before the file takes its name
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ ENGINE_LOG = "engine.log"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval"
 EXPORTS = "exports"
+RECEIPT = ".json"  # beside an exported GGUF, added to its whole name
+
+
+def receipt(gguf: Path) -> Path:
+    return gguf.with_name(gguf.name + RECEIPT)
 
 
 def read_job(job_dir: Path) -> dict[str, Any]:

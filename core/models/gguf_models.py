@@ -13,6 +13,7 @@ from typing import Any
 
 from core.db import now
 from core.errors import KnownError
+from core.jobdir import layout
 from core.jobs import jobs as jobs_
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import Engine
@@ -57,22 +58,44 @@ def export_checkpoint(
         raise KnownError(f"Job {job_id} has no checkpoint {'' if step is None else step} (checkpoints: {steps}).")
     engine = engine_env.local(library.data_dir, on_phase, cancel)
     outcome = _run_export(job.dir, chosen.step, quant, engine, on_phase, cancel)
-    details = {key: outcome[key] for key in ("agreement", "types", "fallback")}
+    return _record_export(library, job_id, outcome), {key: outcome[key] for key in DETAILS}
+
+
+DETAILS = ("agreement", "types", "fallback")
+
+
+def _record_export(library: Library, job_id: int, outcome: dict[str, Any]) -> Model:
     with library.write() as db:
         db.execute("DELETE FROM models WHERE path = ?", [outcome["path"]])
         row = {
             "path": outcome["path"],
-            "quant": quant,
+            "quant": outcome["quant"],
             "bytes": outcome["bytes"],
             "sha256": outcome["sha256"],
             "source": "export",
             "job_id": job_id,
-            "step": chosen.step,
-            "details": json.dumps(details),
+            "step": outcome["step"],
+            "details": json.dumps({key: outcome[key] for key in DETAILS}),
             "created": now(),
         }
         model_id = int(db.table("models").insert(row).last_pk)  # type: ignore[arg-type]
-    return model(library, model_id), details
+    return model(library, model_id)
+
+
+def _record_finished_exports(library: Library) -> None:
+    """Record the GGUF files an export finished but did not get to record (its command was killed after the
+    file took its name): each has its receipt, and is the size the receipt says."""
+    recorded = {row["path"] for row in library.db.query("SELECT path FROM models")}
+    for job in jobs_.jobs(library):
+        for receipt in sorted((job.dir / layout.EXPORTS).glob(f"*.gguf{layout.RECEIPT}")):
+            try:
+                outcome = json.loads(receipt.read_text())
+                path = Path(outcome["path"])
+                whole = path.is_file() and path.stat().st_size == outcome["bytes"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a receipt half-written, or hand-edited: the file is not vouched for
+            if whole and outcome["path"] not in recorded:
+                _record_export(library, job.id, outcome)
 
 
 def _run_export(
@@ -137,10 +160,13 @@ def delete_model(library: Library, model_id: int) -> Model:
         db.execute("DELETE FROM models WHERE id = ?", [model_id])
     if gone.source == "export":
         gone.path.unlink(missing_ok=True)
+        layout.receipt(gone.path).unlink(missing_ok=True)
     return gone
 
 
 def models(library: Library, *, job_id: int | None = None) -> list[Model]:
+    """The library's GGUF models, oldest first (with any finished export not yet recorded)."""
+    _record_finished_exports(library)
     where, params = ("WHERE job_id = ?", [job_id]) if job_id is not None else ("", [])
     return [_model(row) for row in library.db.query(f"SELECT * FROM models {where} ORDER BY id", params)]
 
