@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import fcntl
 import os
+import shutil
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -222,6 +223,7 @@ class LibraryDatabase:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             # A library made by an earlier version, or copied in, may be readable by other users.
             self.tightened = _private(data_dir) and existed
+            _balance_reserve(data_dir)
             self.db = sqlite_utils.Database(path)
             self.db.execute("PRAGMA busy_timeout = 5000")
             self.db.execute("PRAGMA journal_mode = WAL")
@@ -320,6 +322,26 @@ def known_error(error: sqlite3.Error, path: Path) -> LibraryError:
     if reason is None:
         raise error
     return LibraryError(f"The library {path} {reason}.")
+
+
+# Room kept aside on the library's disk while it has plenty, and given back when it is nearly full, so that
+# removing documents (which SQLite must write before it frees anything) still works on a full disk: removing a
+# 50-page contract wrote 0.4 MB of WAL, so this is room to remove some 500 pages at once.
+RESERVE = "library.reserve"
+RESERVE_BYTES = 4 << 20
+
+
+def _balance_reserve(data_dir: Path) -> None:
+    reserve = data_dir / RESERVE
+    free = shutil.disk_usage(data_dir).free
+    if reserve.exists() and free < RESERVE_BYTES:
+        reserve.unlink()
+    elif not reserve.exists() and free > 4 * RESERVE_BYTES:
+        try:
+            with open(reserve, "wb") as file:
+                os.posix_fallocate(file.fileno(), 0, RESERVE_BYTES)  # blocks of its own, not a sparse file
+        except OSError:
+            reserve.unlink(missing_ok=True)
 
 
 def now() -> str:
