@@ -344,6 +344,18 @@ def _balance_reserve(data_dir: Path) -> None:
             reserve.unlink(missing_ok=True)
 
 
+MAX_ROW_ID = 2**63 - 1  # SQLite's largest INTEGER: a larger Python int is an OverflowError in a query
+
+
+def row_id(value: int | str) -> int | None:
+    """`value` as a row id, or None where it cannot be one (not a whole number, not positive, too large)."""
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    return number if 0 < number <= MAX_ROW_ID else None
+
+
 def now() -> str:
     """The time a row is written, as stored: UTC, to the second, ISO 8601."""
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

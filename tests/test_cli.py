@@ -159,3 +159,50 @@ def test_sigkill_during_add_never_leaves_a_half_added_document(tmp_path):
     final = subprocess.run(command, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     assert "big.txt" in final.stdout
+
+
+BAD_NUMBERS = [
+    ["train", "--max-steps", "100000000000000000000000", "--detach"],
+    ["train", "--max-steps", "-1", "--detach"],
+    ["train", "--epochs", "1e20", "--detach"],
+    ["train", "--epochs", "nan", "--detach"],
+    ["train", "--set", "lr=nan", "--detach"],
+    ["train", "--set", "lora_rank=0", "--detach"],
+    ["train", "--set", "seq_len=99999999999999999999", "--detach"],
+    ["search", "royalty", "-k", "0"],
+    ["search", "royalty", "-k", "-5"],
+    ["add", "--chunk-size", "0", str(SAMPLE)],
+    ["add", "--chunk-size", "16", "--overlap", "600", str(SAMPLE)],
+    ["dataset", "build", "--val-share", "2"],
+    ["dataset", "build", "--val-share", "nan"],
+    ["job", "99999999999999999999999"],
+    ["cancel", "-3"],
+]
+
+
+def test_bad_numbers_and_odd_files_get_one_sentence_and_leave_the_library_sound(tmp_path):
+    """Fuzz-style: each bad number the CLI takes, and each odd kind of file given to add, is refused with one
+    sentence (or argparse's usage line), no traceback, and the library is as it was."""
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    os.mkfifo(odd / "pipe.pdf")
+    (odd / "loop.txt").symlink_to(odd / "loop.txt")
+    (odd / os.fsdecode(b"name\xff.txt")).write_text("A file whose name is not UTF-8.")
+    (odd / "empty.txt").write_bytes(b"")
+    (odd / "one-line.txt").write_text("word " * 2_000_000)  # 10 MB, no line break
+    runs = [tunedesk(*args, data_dir=data, timeout=60) for args in BAD_NUMBERS]
+    runs += [tunedesk("add", str(path), data_dir=data, timeout=60) for path in sorted(odd.iterdir())]
+    runs.append(tunedesk("add", "-r", str(odd), data_dir=data, timeout=120))
+    named = [*BAD_NUMBERS, *(["add", p.name] for p in sorted(odd.iterdir())), ["add", "-r"]]
+    for args, run in zip(named, runs, strict=True):
+        assert "Traceback" not in run.stderr, (args, run.stderr)
+        last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
+        if args[0] != "add":  # every bad number is refused
+            assert run.returncode in (1, 2) and (last.startswith("tunedesk") or "usage" in run.stderr), (args, last)
+    listed = json.loads(tunedesk("docs", "--json", data_dir=data).stdout)["documents"]
+    assert [d["name"] for d in listed if d["name"] == SAMPLE.name] == [SAMPLE.name]
+    assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout)["jobs"] == []  # nothing started
+    with sqlite3.connect(data / "library.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.answers.chat import NOT_IN_DOCUMENTS
-from core.cli.common import open_library, progress_bar
+from core.cli.common import open_library, progress_bar, row_id_argument
 from core.errors import KnownError
 from core.library.store import Library
 
@@ -28,7 +28,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
     chat = commands.add_parser("chat", parents=[common], help="a conversation about the documents")
     chat.add_argument("--model", default=None, help=model_help)
-    chat.add_argument("--resume", type=int, metavar="ID", help="go on with a kept conversation")
+    chat.add_argument("--resume", type=row_id_argument, metavar="ID", help="go on with a kept conversation")
     chat.add_argument("--list", action="store_true", help="list the kept conversations")
     chat.set_defaults(run=_chat)
 

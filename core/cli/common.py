@@ -7,7 +7,16 @@ import sys
 from typing import Any
 
 from core import default_data_dir
+from core.db import row_id
 from core.library.store import Library
+
+
+def row_id_argument(text: str) -> int:
+    """An argparse type: a row's id (a job's, a dataset's, a model's, a conversation's)."""
+    number = row_id(text)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an id (a whole number from 1)")
+    return number
 
 
 def open_library(args: argparse.Namespace) -> Library:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.cli.common import open_library
+from core.cli.common import open_library, row_id_argument
 from core.errors import KnownError
 from core.library.extract import format_size
 from core.library.store import Library
@@ -27,7 +27,9 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     listing.add_argument(
         "--add", metavar="FILE", help="import a GGUF file you have (not copied), or smollm2: the packaged base model"
     )
-    listing.add_argument("--rm", type=int, metavar="ID", help="forget a model (an exported file is deleted)")
+    listing.add_argument(
+        "--rm", type=row_id_argument, metavar="ID", help="forget a model (an exported file is deleted)"
+    )
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_models)
 

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from core.cli.common import open_library, print_setup, with_bar
+from core.cli.common import open_library, print_setup, row_id_argument, with_bar
 from core.errors import KnownError
 from core.jobs import jobs as jobs_
 from core.library.store import Library
@@ -40,7 +40,9 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         help="smollm2 (a real 135M instruct model, offline), a model folder, a hub id (org/name) or demo (a toy "
         "model built here) (%(default)s)",
     )
-    train.add_argument("--dataset", type=int, default=None, help="dataset id (default: the newest; built if none)")
+    train.add_argument(
+        "--dataset", type=row_id_argument, default=None, help="dataset id (default: the newest; built if none)"
+    )
     train.add_argument("--preset", default="quick", help="quick, balanced or thorough (%(default)s)")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     train.add_argument("--epochs", type=float, default=None, help="passes over the training examples")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core.dataset.build import Dataset, dataset, prepare_dataset
-from core.db import now
+from core.db import now, row_id
 from core.errors import KnownError
 from core.jobdir import layout
 from core.jobdir.config import DEFAULT_PRESET, TrainConfig, load_config
@@ -295,7 +295,7 @@ def _job(row: dict[str, Any]) -> Job:
 
 
 def _as_int(value: int | str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise KnownError(f"{value!r} is not a job id (see `tunedesk jobs`).") from None
+    number = row_id(value)
+    if number is None:
+        raise KnownError(f"{value!r} is not a job id (see `tunedesk jobs`).")
+    return number

@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.db import LibraryDatabase, known_error, now
+from core.db import LibraryDatabase, known_error, now, row_id
 from core.errors import KnownError
 from core.library.chunking import Chunk, index_context, page_starts
 
@@ -195,10 +195,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _as_id(ref: str | int) -> int:
-    try:
-        return int(ref)
-    except ValueError:
-        return -1
+    return row_id(ref) or -1  # a name, then
 
 
 def _shorten(name: str, limit: int = 120) -> str:
