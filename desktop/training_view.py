@@ -125,6 +125,7 @@ class TrainingView(View):
         self.watcher: JobWatcher | None = None
         self.last_step: dict[str, Any] = {}
         self.preparing: dict[str, Any] | None = None  # the engine's last progress event before its start
+        self.settings_shown = False
         for changed in (self.base.currentTextChanged, self.preset.currentTextChanged, self.advanced.toggled):
             changed.connect(self._show_chosen_settings)
         self._show_chosen_settings()
@@ -241,8 +242,9 @@ class TrainingView(View):
         self.main.tasks.start(lambda library, task: load_config(preset, base_settings(spec)), self._show_settings)
 
     def _show_settings(self, config: TrainConfig) -> None:
-        if self.advanced.isChecked():
-            return
+        if self.advanced.isChecked() and self.settings_shown:
+            return  # the user's own (checked before the first settings came, they are filled in once)
+        self.settings_shown = True
         self.max_steps.setValue(config.max_steps or 0)
         self.lr.setValue(config.lr)
         self.seq_len.setValue(config.seq_len)

@@ -254,6 +254,9 @@ def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset,
     from core.jobdir.config import load_config
 
     view = window.view("Training")
+    view.advanced.setChecked(True)  # at once, before the settings have come: they are filled in all the same
+    qtbot.waitUntil(lambda: (view.lr.value(), view.seq_len.value()) == (0.001, 2048), timeout=10_000)
+    view.advanced.setChecked(False)
     window.show_view("Training")
     view.base.setCurrentText("demo")  # a small base trains at its own learning rate
     qtbot.waitUntil(lambda: view.lr.value() == 0.001, timeout=10_000)
