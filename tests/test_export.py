@@ -174,3 +174,55 @@ def test_a_finished_export_is_recorded_though_its_command_was_killed(tmp_path, t
     assert [(m["path"], m["job_id"], m["step"], m["sha256"]) for m in exported] == [
         (events[-1]["path"], 1, 2, events[-1]["sha256"])
     ]
+
+
+def test_an_exported_gguf_names_what_it_was_made_from_and_verify_checks_it(tmp_path, tiny_base):
+    from pathlib import Path
+
+    from core import __version__
+    from core.jobdir import provenance
+    from tests.conftest import SAMPLE
+    from tests.test_cli import tunedesk
+    from tests.test_jobs import FAST
+
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    trained = tunedesk("train", "--base", str(tiny_base), "--max-steps", "2", *FAST, data_dir=data)
+    assert trained.returncode == 0, trained.stderr
+    exported = tunedesk("export", "1", "--quant", "q8_0", data_dir=data)
+    assert exported.returncode == 0, exported.stderr
+    listed = json.loads(tunedesk("models", "--json", data_dir=data).stdout)["models"]
+    ((model,),) = [[m for m in listed if m["source"] == "export"]]
+    assert [(d["name"], d["pages"]) for d in model["made_from"]] == [(SAMPLE.name, 50)]
+
+    # The metadata round trip: what the file says, read back with llama.cpp's gguf-py.
+    made = provenance.read(Path(model["path"]))
+    job_dir = data / "jobs" / "1"
+    assert made["version"] == __version__
+    assert made["job"] == {"job": "1", "step": 2, "answer_score": None}
+    assert made["base"]["name"] == str(tiny_base) and len(made["base"]["sha256"]) == 64
+    assert made["dataset"]["train_sha256"] == provenance.file_sha256(job_dir / "dataset" / "train.jsonl")
+    assert made["dataset"]["settings"]["kinds"] == ["raw", "grounded"]
+    assert made["tensors_sha256"] == provenance.tensors_sha256(Path(model["path"]))
+
+    checked = tunedesk("verify", model["path"], data_dir=data)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert ": intact" in checked.stdout and f"{SAMPLE.name} (50 pages" in checked.stdout
+    assert "unchanged in the library" in checked.stdout
+
+    damaged = tmp_path / "damaged.gguf"  # a copy with one byte of its last tensor changed
+    damaged.write_bytes(Path(model["path"]).read_bytes())
+    with open(damaged, "r+b") as file:
+        file.seek(-100, 2)
+        byte = file.read(1)
+        file.seek(-100, 2)
+        file.write(bytes([byte[0] ^ 0xFF]))
+    assert "NOT intact" in tunedesk("verify", str(damaged), data_dir=data).stdout
+
+    assert tunedesk("rm", SAMPLE.name, data_dir=data).returncode == 0  # the document withdrawn from the library
+    withdrawn = tunedesk("verify", model["path"], "--json", data_dir=data)
+    assert withdrawn.returncode == 1
+    report = json.loads(withdrawn.stdout)
+    assert report["intact"] and [d["state"] for d in report["made_from"]["documents"]] == ["not in the library"]
+    stranger = tunedesk("verify", str(SAMPLE), data_dir=data)
+    assert stranger.returncode == 1 and "tunedesk: license_agreement_50p.pdf is not a GGUF file" in stranger.stderr

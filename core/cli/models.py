@@ -1,4 +1,5 @@
-"""The model commands of the CLI: export (a checkpoint to a verified GGUF file) and models (list, add)."""
+"""The model commands of the CLI: export (a checkpoint to a verified GGUF file), models (list, add) and verify
+(what a GGUF file was made from, and whether that still stands)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_models)
+
+    verify = commands.add_parser(
+        "verify", parents=[common], help="whether a GGUF file is intact, and its documents still in the library"
+    )
+    verify.add_argument("file", type=Path, metavar="FILE.gguf")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(run=_verify)
 
 
 def export_with_bars(library: Library, job_id: int, *, step: int | None, quant: str) -> None:
@@ -77,7 +85,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from core.models.gguf_models import delete_model, import_gguf, models
+    from core.models.gguf_models import delete_model, import_gguf, made_from, models
 
     with open_library(args) as library:
         if args.rm is not None:
@@ -94,7 +102,9 @@ def _models(args: argparse.Namespace) -> int:
         listed = models(library)
     if args.json:
         keys = ("id", "quant", "bytes", "sha256", "source", "job_id", "step", "created")
-        rows = [{"path": str(m.path)} | {k: getattr(m, k) for k in keys} for m in listed]
+        rows = [
+            {"path": str(m.path)} | {k: getattr(m, k) for k in keys} | {"made_from": made_from(m.path)} for m in listed
+        ]
         print(json.dumps({"models": rows}, indent=2))
         return 0
     if not listed:
@@ -103,3 +113,30 @@ def _models(args: argparse.Namespace) -> int:
         origin = f"job {m.job_id} step {m.step}" if m.source == "export" else "imported"
         print(f"{m.id:>4}  {m.path.name}  {m.quant or '?'}  {format_size(m.bytes)}  {origin}")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Exit 0 when the file is intact and every document it was made from is unchanged in the library."""
+    from core.models.gguf_models import check_provenance
+
+    with open_library(args) as library:
+        checked = check_provenance(library, args.file)
+    made, good = checked.made, checked.intact and all(s.startswith("unchanged") for _, s in checked.documents)
+    if args.json:
+        documents = [document | {"state": state} for document, state in checked.documents]
+        print(json.dumps({"intact": checked.intact, "made_from": made | {"documents": documents}}, indent=2))
+        return 0 if good else 1
+    job, base = made.get("job", {}), made.get("base", {})
+    print(
+        f"{args.file.name}: "
+        + ("intact" if checked.intact else "NOT intact: its tensors differ from the exported ones")
+    )
+    score = job.get("answer_score")
+    print(
+        f"  made by Tunedesk {made.get('version')} from job {job.get('job')}, step {job.get('step')}"
+        + (f" (answer score {score:.3f})" if score is not None else "")
+        + f", base {base.get('name')}"
+    )
+    for document, state in checked.documents:
+        print(f"  {document['name']} ({document['pages']} pages, sha256 {document['sha256'][:12]}…): {state}")
+    return 0 if good else 1

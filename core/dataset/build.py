@@ -27,7 +27,7 @@ from core.answers.citations import citation
 from core.dataset import qa_pairs
 from core.db import now
 from core.errors import Cancelled, KnownError
-from core.jobdir import layout
+from core.jobdir import layout, provenance
 from core.library.store import Library
 
 KINDS = ("raw", "qa", "grounded")
@@ -142,7 +142,10 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
         }
         dataset_id = int(db.table("datasets").insert(row).last_pk)  # type: ignore[arg-type]
         folder = library.data_dir / "datasets" / str(dataset_id)
-        _write_files(folder, {layout.TRAIN: split["train"], layout.VAL: split["val"], layout.HELD_OUT: held_out})
+        made_from = [{"name": d.name, "sha256": d.sha256, "pages": d.pages} for d in documents]
+        info = {"settings": dataclasses.asdict(settings), "documents": made_from}
+        files = {layout.TRAIN: split["train"], layout.VAL: split["val"], layout.HELD_OUT: held_out}
+        _write_files(folder, files, info)
         db.execute("UPDATE datasets SET dir = ? WHERE id = ?", [str(folder), dataset_id])
     return Dataset(dataset_id, folder, len(split["train"]), len(split["val"]), len(held_out), created)
 
@@ -255,11 +258,14 @@ def _retrieved(
     return context
 
 
-def _write_files(folder: Path, files: dict[str, list[dict[str, Any]]]) -> None:
+def _write_files(folder: Path, files: dict[str, list[dict[str, Any]]], info: dict[str, Any]) -> None:
+    """The dataset's JSONL files and its dataset.json (what the export records as the model's sources),
+    written beside the folder and renamed when complete."""
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
+        (partial / provenance.DATASET_INFO).write_text(json.dumps(info, indent=2))
         for name, records in files.items():
             with open(partial / name, "w", encoding="utf-8") as file:
                 file.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)

@@ -1,8 +1,9 @@
 """`python -m core.engine.export JOB_DIR STEP QUANT`: one checkpoint of a job to one verified GGUF file.
 
 Phases: merge (the adapter into the base, shard by shard), convert (llama.cpp's converter, f16), quantize
-(llama.cpp's quantizer), verify (the GGUF loads; its tokenizer and greedy predictions agree with the merged
-model; the chat template renders in the sandbox). Progress and the outcome go to stdout as JSON lines:
+(llama.cpp's quantizer, then the provenance keys: core/jobdir/provenance.py), verify (the GGUF loads; its
+tokenizer and greedy predictions agree with the merged model; the chat template renders in the sandbox).
+Progress and the outcome go to stdout as JSON lines:
     {"type": "phase", "phase": "merge", "done": 1, "total": 2}
     {"type": "done", "path", "quant", "bytes", "sha256", "agreement", "types", "fallback"}
     {"type": "error", "message"} | {"type": "cancelled"}
@@ -21,10 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core import __version__
 from core.engine import checkpoint, gguf, tool
 from core.engine.merge import merge
 from core.errors import KnownError
-from core.jobdir import layout
+from core.jobdir import layout, provenance
 from core.library.extract import format_size
 from core.llamacpp import check_quant
 
@@ -54,6 +56,14 @@ def export(job_dir: Path, step: int, quant: str) -> dict[str, Any]:
             f16.replace(work)
         else:
             gguf.quantize(f16, work, quant)
+        made_from = provenance.keys(
+            job_dir,
+            step,
+            base_sha256=_weights_sha256(base),
+            tensors_sha256=provenance.tensors_sha256(work),
+            version=__version__,
+        )
+        gguf.add_metadata(work, made_from)
         _phase("verify", 0, 1)
         checked = gguf.verify(work, merged)
         problems = checked.problems(need_agreement=NEED_AGREEMENT.get(quant, 0.0))
@@ -89,6 +99,16 @@ def _check_space(base: Path, folder: Path, quant: str) -> None:
         raise KnownError(
             f"Exporting needs about {format_size(need)} free in {folder}, but only {format_size(free)} is free."
         )
+
+
+def _weights_sha256(base: Path) -> str:
+    """One SHA-256 over the base model's safetensors files, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(base.glob("*.safetensors")):
+        with open(path, "rb") as file:
+            while block := file.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _sha256(path: Path) -> str:

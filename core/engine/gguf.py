@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import KnownError
-from core.llamacpp import K_QUANTS, QUANTS, check_quant, converter_dir, template_renders
+from core.llamacpp import K_QUANTS, QUANTS, check_quant, converter_dir, gguf_py, template_renders
 
 PROBES = [
     "This Agreement shall be governed by the laws of the State of New York.",
@@ -61,12 +61,22 @@ def quantize(source: Path, out: Path, quant: str, *, threads: int | None = None)
 
 def tensor_types(path: Path) -> Counter[str]:
     """How many tensors of each type (Q4_K, Q6_K, F16, F32...) the GGUF file holds."""
-    sys.path.insert(0, str(converter_dir() / "gguf-py"))
-    try:
-        from gguf import GGUFReader  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
-    return Counter(tensor.tensor_type.name for tensor in GGUFReader(path).tensors)
+    return Counter(tensor.tensor_type.name for tensor in gguf_py().GGUFReader(path).tensors)
+
+
+def add_metadata(path: Path, values: dict[str, str]) -> None:
+    """Give the GGUF file these string keys (a copy made with gguf-py, then renamed over it)."""
+    gguf = gguf_py()
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata  # type: ignore[import-not-found]
+
+    copy = path.with_name(path.name + ".metadata")
+    reader = gguf.GGUFReader(path, "r")
+    writer = gguf.GGUFWriter(
+        copy, arch=reader.fields[gguf.Keys.General.ARCHITECTURE].contents(), endianess=reader.endianess
+    )
+    added = {key: MetadataDetails(gguf.GGUFValueType.STRING, value) for key, value in values.items()}
+    copy_with_new_metadata(reader, writer, added, [])
+    copy.replace(path)
 
 
 def fallbacks(quant: str, types: Counter[str]) -> str | None:

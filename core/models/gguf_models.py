@@ -13,7 +13,7 @@ from typing import Any
 
 from core.db import now
 from core.errors import KnownError
-from core.jobdir import layout
+from core.jobdir import layout, provenance
 from core.jobs import jobs as jobs_
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import Engine
@@ -180,3 +180,47 @@ def model(library: Library, model_id: int) -> Model:
 
 def _model(row: dict[str, Any]) -> Model:
     return Model(**(row | {"path": Path(row["path"])}))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a GGUF file says it was made from, and how that stands against this library."""
+
+    made: dict[str, Any]  # core/jobdir/provenance.py's keys, decoded
+    intact: bool  # its tensors are the ones the export recorded
+    documents: list[tuple[dict[str, Any], str]]  # each recorded document, and what became of it here
+
+
+def made_from(path: Path) -> list[dict[str, Any]]:
+    """The documents (name, SHA-256, pages) a GGUF file records it was made from; none for another file."""
+    try:
+        return provenance.read(path).get("documents", []) if path.is_file() else []
+    except (OSError, ValueError, KeyError, IndexError):
+        return []
+
+
+def check_provenance(library: Library, path: Path) -> Provenance:
+    """Read a GGUF file's provenance (a file from another machine too) and check it: its tensors against
+    the hash it records, its documents against the library."""
+    if not path.is_file():
+        raise KnownError(f"There is no file {path}.")
+    try:
+        made = provenance.read(path)
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        raise KnownError(f"{path.name} is not a GGUF file that can be read ({error}).") from None
+    if "tensors_sha256" not in made:
+        raise KnownError(f"{path.name} records nothing it was made from: Tunedesk did not export it.")
+    by_hash = {d.sha256 for d in library.documents()}
+    names = {d.name for d in library.documents()}
+    documents = [
+        (
+            document,
+            "unchanged in the library"
+            if document["sha256"] in by_hash
+            else "changed: the library holds another version"
+            if document["name"] in names
+            else "not in the library",
+        )
+        for document in made.get("documents", [])
+    ]
+    return Provenance(made, provenance.tensors_sha256(path) == made["tensors_sha256"], documents)
