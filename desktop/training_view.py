@@ -77,6 +77,7 @@ class TrainingView(View):
         self.preset.addItems(PRESET_NAMES)
         # Unchecked, the advanced settings show what the job will run with: the preset's, with the base's own.
         self.advanced = QGroupBox("Advanced settings (instead of the preset's)", checkable=True, checked=False)
+        self.advanced.setEnabled(False)  # until its fields show the settings (a task reads the presets)
         self.max_steps = QSpinBox(minimum=0, maximum=1_000_000)
         self.max_steps.setSpecialValueText("as the epochs take")
         self.lr = QDoubleSpinBox(decimals=5, minimum=0.00001, maximum=0.1, singleStep=0.0001)
@@ -93,6 +94,7 @@ class TrainingView(View):
         form.addRow("Preset", self.preset)
 
         self.start_button = QPushButton("Start training")
+        self.start_button.setEnabled(False)  # until the settings are shown
         self.start_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -125,7 +127,7 @@ class TrainingView(View):
         self.watcher: JobWatcher | None = None
         self.last_step: dict[str, Any] = {}
         self.preparing: dict[str, Any] | None = None  # the engine's last progress event before its start
-        self.settings_shown = False
+        self.settings_asked = 0  # choices of base and preset whose settings were asked for
         for changed in (self.base.currentTextChanged, self.preset.currentTextChanged, self.advanced.toggled):
             changed.connect(self._show_chosen_settings)
         self._show_chosen_settings()
@@ -225,7 +227,8 @@ class TrainingView(View):
 
     def _buttons(self) -> None:
         running = self.job is not None and self.job.state == jobs.RUNNING
-        self.start_button.setEnabled(not running and self.starting is None)
+        ready = self.advanced.isEnabled()  # what the job will run with is known
+        self.start_button.setEnabled(not running and self.starting is None and ready)
         self.cancel_button.setEnabled(running or self.starting is not None)
         self.resume_button.setEnabled(self.job is not None and self.job.state in ("failed", "cancelled"))
 
@@ -239,16 +242,22 @@ class TrainingView(View):
         if self.advanced.isChecked():
             return  # the user's own now
         spec, preset = self.base.currentText().strip(), self.preset.currentText()
-        self.main.tasks.start(lambda library, task: load_config(preset, base_settings(spec)), self._show_settings)
+        self.settings_asked += 1
+        asked = self.settings_asked
+        self.main.tasks.start(
+            lambda library, task: load_config(preset, base_settings(spec)),
+            lambda config: self._show_settings(config) if asked == self.settings_asked else None,
+        )
 
     def _show_settings(self, config: TrainConfig) -> None:
-        if self.advanced.isChecked() and self.settings_shown:
-            return  # the user's own (checked before the first settings came, they are filled in once)
-        self.settings_shown = True
-        self.max_steps.setValue(config.max_steps or 0)
-        self.lr.setValue(config.lr)
-        self.seq_len.setValue(config.seq_len)
-        self.rank.setValue(config.lora_rank)
+        """The newest choice's settings (tasks may end out of order: an earlier choice's are dropped)."""
+        if not self.advanced.isChecked():  # checked, they are the user's own
+            self.max_steps.setValue(config.max_steps or 0)
+            self.lr.setValue(config.lr)
+            self.seq_len.setValue(config.seq_len)
+            self.rank.setValue(config.lora_rank)
+        self.advanced.setEnabled(True)  # its fields hold the job's settings now
+        self._buttons()
 
     def settings(self) -> dict[str, Any]:
         overrides = base_settings(self.base.currentText().strip())
@@ -259,6 +268,8 @@ class TrainingView(View):
         return overrides
 
     def start(self) -> None:
+        if not self.start_button.isEnabled():
+            return  # running, starting, or the settings not shown yet
         spec, preset, overrides = self.base.currentText().strip(), self.preset.currentText(), self.settings()
 
         host = self.host.currentData()

@@ -212,6 +212,7 @@ def test_the_dataset_view_says_what_the_dataset_holds_and_what_came_since(librar
 def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, qtbot, window):
     view = window.view("Training")
     window.show_view("Training")
+    qtbot.waitUntil(view.advanced.isEnabled, timeout=10_000)  # its fields show the settings
     view.base.setCurrentText(str(tiny_base))
     view.advanced.setChecked(True)
     view.max_steps.setValue(STEPS)
@@ -239,6 +240,7 @@ def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, 
 def test_the_first_run_shows_the_demo_models_build_and_cancel_stops_it(library_with_dataset, qtbot, window):
     view = window.view("Training")
     window.show_view("Training")
+    qtbot.waitUntil(view.advanced.isEnabled, timeout=10_000)  # its fields show the settings
     view.base.setCurrentText("demo")  # not built yet in this data dir: the job's engine builds it first
     view.start()
     qtbot.waitUntil(lambda: "preparing, building the demo model" in view.status.text(), timeout=180_000)
@@ -254,9 +256,10 @@ def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset,
     from core.jobdir.config import load_config
 
     view = window.view("Training")
-    view.advanced.setChecked(True)  # at once, before the settings have come: they are filled in all the same
-    qtbot.waitUntil(lambda: (view.lr.value(), view.seq_len.value()) == (0.001, 2048), timeout=10_000)
-    view.advanced.setChecked(False)
+    # Until the fields show the settings (a task reads the presets), they cannot be edited nor a job started.
+    assert not view.advanced.isEnabled() and not view.start_button.isEnabled()
+    qtbot.waitUntil(lambda: view.advanced.isEnabled() and view.start_button.isEnabled(), timeout=10_000)
+    assert (view.lr.value(), view.seq_len.value()) == (0.001, 2048)  # smollm2, the default base
     window.show_view("Training")
     view.base.setCurrentText("demo")  # a small base trains at its own learning rate
     qtbot.waitUntil(lambda: view.lr.value() == 0.001, timeout=10_000)
