@@ -1,7 +1,7 @@
 """The job directory's names: what the app writes there for the engine, and what the engine writes back.
 
 job.json        the base model and the training settings; written once, by the app
-dataset/        train.jsonl, val.jsonl and held_out.jsonl: a copy of the library's dataset
+dataset/        train.jsonl, val.jsonl, held_out.jsonl and dataset.json: a copy of the library's dataset
 events.jsonl    the engine's events (core/jobdir/events.py), its only channel back to the app
 cancel          created by the app to ask the engine to stop (the same over SSH)
 runner.json     the supervisor's and the engine's pids
