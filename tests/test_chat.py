@@ -43,6 +43,13 @@ def test_a_quoted_citation_of_a_retrieved_page_is_kept(sample_library):
     assert citation.quote.startswith("governed by")
 
 
+def test_an_unclosed_quote_of_the_page_is_checked_and_kept(sample_library):
+    hits = search(sample_library, QUESTION, k=3)
+    answer = f"“governed by and construed in accordance with the laws of the State of New York’ [{NAME} p. 41]"
+    (citation,), supported = check_citations(answer, hits, sample_library.page_text)
+    assert supported and citation.quote.endswith("State of New York")
+
+
 def test_whitespace_and_case_do_not_matter_in_a_quote(sample_library):
     hits = search(sample_library, QUESTION, k=3)
     answer = f'"GOVERNED   BY and construed\nin accordance with the laws" [{NAME} p. 41]'
@@ -55,6 +62,8 @@ def test_whitespace_and_case_do_not_matter_in_a_quote(sample_library):
         f"“the laws of the State of New York” [{NAME} p. 999]",  # a page no passage was on
         "“the laws of the State of New York” [other.pdf p. 41]",  # a document that was not retrieved
         f"“the laws of the State of Delaware apply” [{NAME} p. 41]",  # words that are not on the page
+        # A quote opened and never closed is still a quote (a tuned 135M model wrote this, page 6's words):
+        f"“‘GMP means the then-current good manufacturing practices required by the FDA.’ [{NAME} p. 41]",
         "New York law governs.",  # no citation at all
     ],
 )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 _CITATION = re.compile(r"\[([^\[\]]+?) pp?\. (\d+)(?:\s*[-–]\s*(\d+))?\]")
 _QUOTE = re.compile(r"[“\"]([^”\"]{3,})[”\"]")
+_UNCLOSED = re.compile(r"[“\"]([^”\"]{3,})$")  # a quote the model opened and never closed before citing
 
 PageText = Callable[[int, int], str]  # (document id, page number) -> the page's text
 
@@ -61,8 +62,9 @@ def check_citations(text: str, passages: Sequence[Passage], page_text: PageText)
     for match in _CITATION.finditer(text):
         name, first = match[1].strip(), int(match[2])
         last = int(match[3] or first)
-        quotes = _QUOTE.findall(text, previous_end, match.start())
-        quote = quotes[-1] if quotes else None
+        before = text[previous_end : match.start()]
+        quotes = _QUOTE.findall(before) or _UNCLOSED.findall(before.rstrip())
+        quote = quotes[-1].rstrip("’' ") if quotes else None
         previous_end = match.end()
         passage = next(
             (p for p in passages if p.document == name and first <= p.page_last and last >= p.page_first), None
