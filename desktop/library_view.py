@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -232,13 +232,17 @@ class LibraryView(View):
         self.hits.clear()
         if not hits:
             self.hits.addItem("Nothing in the documents matches.")
+        width = self.hits.viewport().width() - self.hits.verticalScrollBar().sizeHint().width() - 8
         for hit, marked in hits:
-            item = QListWidgetItem(f"[{hit.citation}]  {_shortened(hit.text)}")  # the text a screen reader reads
+            item = QListWidgetItem()  # the label below draws it; the plain text is for screen readers
+            item.setData(Qt.ItemDataRole.AccessibleTextRole, f"[{hit.citation}]  {_shortened(hit.text)}")
             item.setData(Qt.ItemDataRole.UserRole, hit)
             self.hits.addItem(item)
-            label = QLabel(f"<b>[{html.escape(hit.citation)}]</b>&nbsp; {marked}", wordWrap=True)
+            label = QLabel(f"<b>[{html.escape(hit.citation)}]</b>&nbsp; {marked}")
+            label.setWordWrap(True)
+            label.setContentsMargins(4, 3, 4, 3)
             label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)  # clicks are the list's
-            item.setSizeHint(label.sizeHint())
+            item.setSizeHint(QSize(width, label.heightForWidth(width)))
             self.hits.setItemWidget(item, label)
 
     def _open_hit(self, item: QListWidgetItem) -> None:
@@ -257,12 +261,13 @@ def _shortened(text: str) -> str:
 
 
 def _marked(text: str, words: list[str]) -> str:
-    """A hit's text, shortened, as HTML with the words that begin as the query's words do in bold: search
-    stems, so "terminate" found "termination" too."""
+    """A hit's text, shortened, as HTML with the query's words in bold, in the forms search found them in
+    too (it stems: "terminate" finds "termination", "governs" finds "governed", "state" not "statement")."""
     if not words:
         return html.escape(_shortened(text))
-    stems = [word[: max(4, len(word) - 2)] for word in words]
-    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, stems)) + r")\w*", re.IGNORECASE)
+    stems = [re.sub(r"(?:es|ed|ing|s|e)$", "", word) or word for word in words]
+    forms = r"(?:e|es|ed|d|s|ing|ion|ions)?"
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, stems)) + r")" + forms + r"\b", re.IGNORECASE)
     shown, marked, last = _shortened(text), [], 0
     for match in pattern.finditer(shown):
         marked += [html.escape(shown[last : match.start()]), f"<b>{html.escape(match.group())}</b>"]

@@ -99,6 +99,7 @@ def main() -> None:
         wait_until(app, lambda: models.checkpoints.rowCount() > 0)
         models.score(QUESTIONS)
         wait_until(app, lambda: models.task is None, timeout=900)
+        models.quant.setCurrentText("q8_0")  # a 135M model keeps its sense at 8 bits, less so at 4 (the demo's)
         models.export()
         wait_until(app, lambda: models.task is None, timeout=900)
         wait_until(app, lambda: models.models.rowCount() > 0)

@@ -154,7 +154,7 @@ def convert_packaged(
 
     def event(event: dict[str, Any]) -> None:
         if event["type"] == "progress" and on_progress:
-            on_progress(event["message"], event["done"], event["total"])
+            on_progress(f"Preparing the {name} base model (once): {event['message']}", event["done"], event["total"])
 
     log = folder.parent / f"{name}.log"
     args = [str(gguf), str(folder)]
