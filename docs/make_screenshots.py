@@ -1,7 +1,7 @@
 """The screenshots in docs/images/: the real app, offscreen, driven through the whole workflow on the
 sample contract (add, search, open a page, build a dataset, fine-tune SmolLM2-135M, score, export, chat).
 
-    make screenshots        # about 15 minutes on 2 cores, most of it the CPU training
+    make screenshots        # about 6 minutes on 2 cores, most of it the CPU training
 """
 
 from __future__ import annotations
