@@ -115,7 +115,9 @@ class ModelsView(View):
     # -- loading --------------------------------------------------------------------------------------
     def refresh(self) -> None:
         def work(library: Library, task) -> dict[str, Any]:
-            return {"jobs": jobs.jobs(library), "models": gguf_models.models(library)}
+            listed = gguf_models.models(library)
+            flags = {m.id: gguf_models.standing(library, gguf_models.made_from(m.path)) for m in listed}
+            return {"jobs": jobs.jobs(library), "models": listed, "flags": flags}
 
         self.main.tasks.start(work, self._show)
 
@@ -136,7 +138,10 @@ class ModelsView(View):
         self.model_ids = [m.id for m in loaded["models"]]
         _fill(
             self.models,
-            [[str(m.id), m.path.name, m.quant or "?", format_size(m.bytes), _origin(m)] for m in loaded["models"]],
+            [
+                [str(m.id), m.path.name, m.quant or "?", format_size(m.bytes), _origin(m, loaded["flags"][m.id])]
+                for m in loaded["models"]
+            ],
         )
 
     def _load_checkpoints(self) -> None:
@@ -260,8 +265,10 @@ class ModelsView(View):
             self.main.tasks.start(lambda library, task: gguf_models.delete_model(library, model_id), self._changed)
 
 
-def _origin(model: gguf_models.Model) -> str:
-    return f"job {model.job_id}, step {model.step}" if model.source == "export" else f"imported ({model.path.parent})"
+def _origin(model: gguf_models.Model, flag: str | None) -> str:
+    """Where the model came from, and what became of its documents since (out of date, or one removed)."""
+    origin = f"job {model.job_id}, step {model.step}" if model.source == "export" else f"imported ({model.path.parent})"
+    return f"{origin} — {flag}" if flag else origin
 
 
 def _number(value: float | None, spec: str) -> str:

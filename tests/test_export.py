@@ -4,6 +4,7 @@ llama.cpp; bad inputs refused with one sentence and nothing left behind."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -226,3 +227,41 @@ def test_an_exported_gguf_names_what_it_was_made_from_and_verify_checks_it(tmp_p
     assert report["intact"] and [d["state"] for d in report["made_from"]["documents"]] == ["not in the library"]
     stranger = tunedesk("verify", str(SAMPLE), data_dir=data)
     assert stranger.returncode == 1 and "tunedesk: license_agreement_50p.pdf is not a GGUF file" in stranger.stderr
+    removed = f"trained on a document you removed: {SAMPLE.name}"
+    assert removed in tunedesk("models", data_dir=data).stdout
+    assert json.loads(tunedesk("models", "--json", data_dir=data).stdout)["models"][0]["standing"] == removed
+
+    # Another version under the same name (an amendment): the model is out of date, in the CLI and the app.
+    amended = tmp_path / "amended" / SAMPLE.name
+    amended.parent.mkdir()
+    amended.write_bytes((SAMPLE.parent / "transportation_contract_106p.pdf").read_bytes())
+    assert tunedesk("add", str(amended), data_dir=data).returncode == 0
+    out_of_date = f"out of date: {SAMPLE.name} changed since"
+    assert out_of_date in tunedesk("models", data_dir=data).stdout
+    assert "changed: the library holds another version" in tunedesk("verify", model["path"], data_dir=data).stdout
+    app = subprocess.run(
+        [sys.executable, "-c", SHOW_MODELS, str(data)],
+        env=os.environ | {"QT_QPA_PLATFORM": "offscreen"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert app.returncode == 0 and out_of_date in app.stdout, app.stderr
+
+
+# The Models view's table, as the app shows it.
+SHOW_MODELS = """
+import sys
+from pathlib import Path
+from PySide6.QtWidgets import QApplication
+from desktop.window import MainWindow
+
+app = QApplication(sys.argv)
+window = MainWindow(Path(sys.argv[1]))
+window.show_view("Models")
+view = window.view("Models")
+while view.models.rowCount() == 0:
+    app.processEvents()
+print(view.models.item(0, 4).text(), flush=True)
+window.close()
+"""

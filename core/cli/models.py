@@ -85,7 +85,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from core.models.gguf_models import delete_model, import_gguf, made_from, models
+    from core.models.gguf_models import delete_model, import_gguf, made_from, models, standing
 
     with open_library(args) as library:
         if args.rm is not None:
@@ -99,19 +99,22 @@ def _models(args: argparse.Namespace) -> int:
             added = import_gguf(library, path)
             print(f"model {added.id}: {added.path} ({format_size(added.bytes)})")
             return 0
-        listed = models(library)
+        listed = [(m, made_from(m.path)) for m in models(library)]
+        flags = {m.id: standing(library, documents) for m, documents in listed}
     if args.json:
         keys = ("id", "quant", "bytes", "sha256", "source", "job_id", "step", "created")
         rows = [
-            {"path": str(m.path)} | {k: getattr(m, k) for k in keys} | {"made_from": made_from(m.path)} for m in listed
+            {"path": str(m.path)} | {k: getattr(m, k) for k in keys} | {"made_from": made, "standing": flags[m.id]}
+            for m, made in listed
         ]
         print(json.dumps({"models": rows}, indent=2))
         return 0
     if not listed:
         print("No models yet; `tunedesk export JOB` makes one, `tunedesk models --add FILE.gguf` adds one.")
-    for m in listed:
+    for m, _ in listed:
         origin = f"job {m.job_id} step {m.step}" if m.source == "export" else "imported"
-        print(f"{m.id:>4}  {m.path.name}  {m.quant or '?'}  {format_size(m.bytes)}  {origin}")
+        flag = f"  ({flags[m.id]})" if flags[m.id] else ""
+        print(f"{m.id:>4}  {m.path.name}  {m.quant or '?'}  {format_size(m.bytes)}  {origin}{flag}")
     return 0
 
 

@@ -210,17 +210,29 @@ def check_provenance(library: Library, path: Path) -> Provenance:
         raise KnownError(f"{path.name} is not a GGUF file that can be read ({error}).") from None
     if "tensors_sha256" not in made:
         raise KnownError(f"{path.name} records nothing it was made from: Tunedesk did not export it.")
-    by_hash = {d.sha256 for d in library.documents()}
-    names = {d.name for d in library.documents()}
-    documents = [
-        (
-            document,
-            "unchanged in the library"
-            if document["sha256"] in by_hash
-            else "changed: the library holds another version"
-            if document["name"] in names
-            else "not in the library",
-        )
-        for document in made.get("documents", [])
-    ]
-    return Provenance(made, provenance.tensors_sha256(path) == made["tensors_sha256"], documents)
+    states = _states(library, made.get("documents", []))
+    return Provenance(made, provenance.tensors_sha256(path) == made["tensors_sha256"], states)
+
+
+UNCHANGED, CHANGED, REMOVED = (
+    "unchanged in the library",
+    "changed: the library holds another version",
+    "not in the library",
+)
+
+
+def standing(library: Library, documents: list[dict[str, Any]]) -> str | None:
+    """What became of a model's documents since it was made, in a few words; None while all are unchanged."""
+    states = _states(library, documents)
+    changed = [d["name"] for d, state in states if state == CHANGED]
+    removed = [d["name"] for d, state in states if state == REMOVED]
+    said = ([f"out of date: {', '.join(changed)} changed since"] if changed else []) + (
+        [f"trained on a document you removed: {', '.join(removed)}"] if removed else []
+    )
+    return "; ".join(said) or None
+
+
+def _states(library: Library, documents: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    here = library.documents()
+    hashes, names = {d.sha256 for d in here}, {d.name for d in here}
+    return [(d, UNCHANGED if d["sha256"] in hashes else CHANGED if d["name"] in names else REMOVED) for d in documents]
