@@ -260,11 +260,12 @@ class TrainingView(View):
         self._buttons()
 
     def settings(self) -> dict[str, Any]:
-        overrides = base_settings(self.base.currentText().strip())
-        if self.advanced.isChecked():
-            overrides |= {"lr": self.lr.value(), "seq_len": self.seq_len.value(), "lora_rank": self.rank.value()}
-            if self.max_steps.value():
-                overrides["max_steps"] = self.max_steps.value()
+        """The user's own settings, when Advanced is checked (start_training adds the base's own under them)."""
+        if not self.advanced.isChecked():
+            return {}
+        overrides = {"lr": self.lr.value(), "seq_len": self.seq_len.value(), "lora_rank": self.rank.value()}
+        if self.max_steps.value():
+            overrides["max_steps"] = self.max_steps.value()
         return overrides
 
     def start(self) -> None:
