@@ -316,3 +316,31 @@ def test_the_app_asks_for_a_key_passphrase_in_a_dialog(data, server, tmp_path, q
         authorized.write_text(before)
     # Kept in memory only: not in the library, its log, or anything else under the data dir.
     assert not [p for p in data.rglob("*") if p.is_file() and passphrase.encode() in p.read_bytes()]
+
+
+def test_commands_leave_no_stdin_file_for_paramikos_thread_to_finalize(data, server, tmp_path):
+    """paramiko's exec_command makes a stdin file caught in a reference cycle; when the collector finalizes
+    it on paramiko's own thread while that thread holds the channel's lock, the connection hangs for good
+    (paramiko #2685; CI hit it twice, in `hosts check` and `train --host`). So no command makes one."""
+    import gc
+
+    import paramiko
+
+    from core.jobs import hosts
+    from core.jobs.runners import ssh
+    from core.library.store import Library
+
+    add_host(data, server, tmp_path)
+    trust(data, server)
+    with Library(data) as library:
+        remote = ssh.Remote(hosts.host(library, "box"), data)
+    gc.collect()
+    gc.disable()  # what the commands leave for the collector stays where it can be seen
+    try:
+        answers = [remote.run(f"echo {i}; echo {i} >&2") for i in range(3)]
+        left = [o for o in gc.get_objects() if type(o) is paramiko.channel.ChannelStdinFile]
+    finally:
+        gc.enable()
+        remote.close()
+    assert answers == [(0, f"{i}\n", f"{i}\n") for i in range(3)]
+    assert left == []

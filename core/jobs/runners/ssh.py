@@ -82,10 +82,24 @@ class Remote:
         with self.lock:
             client = self._client()
             try:
+                # A channel of our own, not SSHClient.exec_command: the stdin file that makes can be finalized
+                # on paramiko's thread while it holds the channel's lock, which hangs the connection for good
+                # (paramiko #2685).
+                channel = client.get_transport().open_session(timeout=hosts.CONNECT_TIMEOUT_S)
+                channel.settimeout(timeout)
                 # What the engine and the shell write there is the user's only: documents, datasets, adapters.
-                _, out, err = client.exec_command(f"umask 077; {command}", timeout=timeout)
-                status = out.channel.recv_exit_status()
-                return status, out.read().decode(errors="replace"), err.read().decode(errors="replace")
+                channel.exec_command(f"umask 077; {command}")
+                channel.shutdown_write()
+                out, err = channel.makefile("rb").read(), channel.makefile_stderr("rb").read()
+                status = channel.recv_exit_status()
+                channel.close()
+                return status, out.decode(errors="replace"), err.decode(errors="replace")
+            except TimeoutError:
+                self.close()
+                raise KnownError(
+                    f"The host {self.host.name} ({self.host.where}) gave no answer for {timeout:.0f} s to a "
+                    "command; Tunedesk closed the connection."
+                ) from None
             except (OSError, EOFError, paramiko.SSHException) as error:
                 raise self._lost(error) from None
 
