@@ -207,6 +207,12 @@ def m006_chunk_context(db: sqlite_utils.Database) -> None:
     db.table("chunks").enable_fts(["text", "context"], fts_version="FTS5", tokenize=_TOKENIZER, create_triggers=True)
 
 
+@migrations()
+def m007_job_processes(db: sqlite_utils.Database) -> None:
+    # How many processes the engine trains a job with (torch.distributed), from its start event.
+    db.execute("ALTER TABLE jobs ADD COLUMN processes INTEGER")
+
+
 class LibraryError(KnownError):
     """The library itself cannot be used (busy, full, read-only, damaged): no other file would fare better."""
 

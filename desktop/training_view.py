@@ -211,6 +211,8 @@ class TrainingView(View):
         job = self.job
         assert job is not None
         text = f"Job {job.id} ({job.base}): {job.state}, step {job.step} of {job.steps_total or '?'}"
+        if job.processes and job.processes > 1:
+            text += f", {job.processes} processes"
         preparing = self.preparing if job.state == jobs.RUNNING else None
         if preparing:
             text = f"Job {job.id} ({job.base}): preparing, {preparing['message']}"

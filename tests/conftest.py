@@ -43,6 +43,19 @@ def library(tmp_path: Path):
         yield library
 
 
+@pytest.fixture
+def data(tmp_path) -> Path:
+    """A data dir, as the CLI makes it, with the sample contract and dataset 1 (raw, Q&A and grounded)."""
+    from tests.test_cli import tunedesk
+
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    built = tunedesk("dataset", "build", "--kinds", "raw,qa,grounded", data_dir=data)
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.splitlines()[-1].startswith("dataset 1: ")
+    return data
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """The `tiny` demo model (Mistral-shaped, SentencePiece tokenizer trained on the sample contract)."""

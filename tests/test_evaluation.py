@@ -14,7 +14,7 @@ from core.answers.scoring import correctness, normalized_words, score_answer, su
 from core.errors import KnownError
 from core.jobs.jobs import Checkpoint, best_checkpoint
 from tests.test_cli import tunedesk
-from tests.test_jobs import FAST, data, job_json  # noqa: F401  (the `data` fixture)
+from tests.test_jobs import FAST, job_json
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ def test_the_best_checkpoint_is_the_best_scoring_with_ties_to_the_lower_validati
     assert best_checkpoint(unscored).step == 6
 
 
-def test_eval_scores_every_checkpoint_and_chooses_the_best_by_score(data, tmp_path, tiny_base):  # noqa: F811
+def test_eval_scores_every_checkpoint_and_chooses_the_best_by_score(data, tmp_path, tiny_base):
     trained = tunedesk(
         "train", "--base", str(tiny_base), "--max-steps", "6", *FAST, "--set", "save_every=2", data_dir=data
     )

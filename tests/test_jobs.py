@@ -18,21 +18,10 @@ from core.jobdir.config import load_config
 from core.jobs import jobs
 from core.jobs.runners import local
 from core.library.store import Library
-from tests.conftest import SAMPLE
 from tests.engine_fixtures import wait_for
 from tests.test_cli import tunedesk
 
 FAST = ["--set", "seq_len=2048", "--set", "lora_rank=4", "--set", "eval_every=5", "--set", "save_every=5"]
-
-
-@pytest.fixture
-def data(tmp_path):
-    data = tmp_path / "data"
-    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
-    built = tunedesk("dataset", "build", "--kinds", "raw,qa,grounded", data_dir=data)
-    assert built.returncode == 0, built.stderr
-    assert built.stdout.splitlines()[-1].startswith("dataset 1: ")
-    return data
 
 
 def job_json(data, job_id=1):

@@ -12,7 +12,6 @@ import sys
 import pytest
 
 from tests import sshd
-from tests.conftest import SAMPLE
 from tests.engine_fixtures import wait_for
 from tests.test_cli import tunedesk
 from tests.test_jobs import FAST, job_json
@@ -30,14 +29,6 @@ def server(tmp_path_factory):
     running.start()
     yield running
     running.stop()
-
-
-@pytest.fixture
-def data(tmp_path):
-    data = tmp_path / "data"
-    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
-    assert tunedesk("dataset", "build", "--kinds", "raw,qa,grounded", data_dir=data).returncode == 0
-    return data
 
 
 def add_host(data, server, tmp_path, name="box", *, key=None, port=None, address="127.0.0.1", price=None):
@@ -160,6 +151,21 @@ def test_a_whole_job_runs_on_the_host_and_leaves_nothing_there(data, server, tmp
     assert sorted(p.name for p in workdir.iterdir()) == ["code", "jobs", "models"]
     exported = tunedesk("export", "1", "--quant", "q8_0", data_dir=data)
     assert exported.returncode == 0, exported.stderr  # the checkpoint that came home exports as any other
+
+
+def test_a_job_there_trains_in_two_processes_with_gpus_2(data, server, tmp_path, tiny_base):
+    workdir = add_host(data, server, tmp_path)
+    trust(data, server)
+    two = ["--gpus", "2", "--set", "grad_accum=2"]
+    trained = tunedesk(
+        "train", "--host", "box", "--base", str(tiny_base), "--max-steps", "2", *FAST, *two, data_dir=data
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "training in 2 processes (cpu)" in trained.stdout
+    assert "ran 0.0" in trained.stdout and " h on box in 2 processes" in trained.stdout
+    shown = job_json(data)
+    assert (shown["state"], shown["processes"], [c["step"] for c in shown["checkpoints"]]) == ("done", 2, [2])
+    assert remote_jobs(workdir) == []
 
 
 def training_there(data, server, tmp_path, tiny_base, *, steps: int):

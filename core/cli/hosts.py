@@ -108,7 +108,8 @@ def _check(args: argparse.Namespace) -> int:
         engine = ssh.engine_state(remote, checked)
         remote.close()
     print(f"host {args.name}: Python {checked.python}; {format_size(checked.free_bytes)} free in {checked.workdir}")
-    print("  GPUs: " + ("; ".join(checked.gpus) if checked.gpus else "none (no nvidia-smi): it would train on CPU"))
+    gpus = f"{len(checked.gpus)} ({'; '.join(checked.gpus)}): a job trains on all of them unless --gpus says"
+    print("  GPUs: " + (gpus if checked.gpus else "none (no nvidia-smi): it would train on CPU"))
     print(f"  engine: {engine}")
     return 0
 

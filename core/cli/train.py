@@ -16,6 +16,7 @@ from core.library.store import Library
 
 FOLLOW_INTERVAL_S = 0.5
 PROGRESS_LINE_EVERY = 100  # of the engine's preparation steps (the demo model's build reports every 10)
+GPUS_HELP = "processes that train together, one per GPU (default: every GPU of the machine; on a CPU, 1)"
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -49,6 +50,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument("--qlora", action="store_true", help="4-bit base weights (QLoRA; needs CUDA)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting of the preset")
     train.add_argument("--host", default=None, help="a remote host (see `tunedesk hosts`; default: this machine)")
+    train.add_argument("--gpus", type=int, default=None, help=GPUS_HELP)
     train.add_argument("--detach", action="store_true", help="print the job id and return; the job goes on")
     train.set_defaults(run=_train)
 
@@ -68,6 +70,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     resume = commands.add_parser("resume", parents=[common], help="continue a stopped job from its last checkpoint")
     resume.add_argument("id", metavar="ID")
     resume.add_argument("--detach", action="store_true")
+    resume.add_argument("--gpus", type=int, default=None, help="processes to go on with (default: as before)")
     resume.set_defaults(run=_resume)
 
 
@@ -109,6 +112,7 @@ def _train(args: argparse.Namespace) -> int:
             overrides=overrides,
             dataset_id=args.dataset,
             host=host,
+            processes=args.gpus,
             on_progress=lambda message: print(f"  {message}", file=sys.stderr),
             on_setup=print_setup,
         )
@@ -134,6 +138,8 @@ def follow(library: Library, job_id: int) -> int:
                     if done % PROGRESS_LINE_EVERY == 0 or done == event.get("total"):
                         bar.write(f"  {event['message']}")
                 elif event["type"] == "start":
+                    if event.get("processes", 1) > 1:
+                        bar.write(f"  training in {event['processes']} processes ({event['device']})")
                     bar.reset(total=event["steps_total"])
                     bar.set_description(f"job {job_id}")
                 elif event["type"] == "step":
@@ -174,7 +180,8 @@ def _print_job(library: Library, job: jobs_.Job) -> None:
         print(f"  {job.message}")
     if job.host != jobs_.LOCAL:
         hours, cost = jobs_.usage(library, job)
-        print(f"  ran {hours:.2f} h on {job.host}" + (f", {cost:.2f} USD" if cost is not None else ""))
+        gpus = f" in {job.processes} processes" if job.processes and job.processes > 1 else ""
+        print(f"  ran {hours:.2f} h on {job.host}{gpus}" + (f", {cost:.2f} USD" if cost is not None else ""))
     for c in saved:
         val = f"val loss {c.val_loss:.3f}" if c.val_loss is not None else "no val loss"
         mark = "  <- best" if best and c.step == best.step else ""
@@ -195,6 +202,7 @@ def _job_json(library: Library, job: jobs_.Job) -> dict[str, Any]:
         "created": job.created,
         "base": job.base,
         "host": job.host,
+        "processes": job.processes,
         "hours": round(hours, 4),
         "cost_usd": None if cost is None else round(cost, 4),
         "step": job.step,
@@ -254,6 +262,6 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     with open_library(args) as library:
-        job = jobs_.start_job(library, jobs_.job(library, args.id).id, on_setup=print_setup)
+        job = jobs_.start_job(library, jobs_.job(library, args.id).id, on_setup=print_setup, processes=args.gpus)
         print(f"job {job.id}: resuming from its last checkpoint")
         return 0 if args.detach else follow(library, job.id)

@@ -4,11 +4,19 @@ checkpoints and cancel), finish. LoRA on CPU or GPU; QLoRA (4-bit NF4 base, bits
 Deterministic with a seed: the data order of optimizer step s is a function of (seed, s), and a checkpoint
 holds the optimizer, scheduler and random state, so a resumed run takes the same steps, with the same
 losses, as a run that was never interrupted.
+
+Several processes (torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK) train one model under DDP. A
+step's rows are the same whatever their number; each process takes its share of them, and the gradients are
+summed weighted by predicted tokens, so N processes take the steps one would. Process 0 alone evaluates and
+writes events and checkpoints (the others' state is the same); a stop seen by any process stops them all at
+the same step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import random
 import signal
 import time
@@ -18,8 +26,8 @@ from typing import Any
 import torch
 
 from core.engine import checkpoint
-from core.engine.data import Example, batch_tensors, pack, read_records, tokenize
-from core.errors import Cancelled
+from core.engine.data import IGNORE, Example, batch_tensors, pack, read_records, tokenize
+from core.errors import Cancelled, KnownError
 from core.jobdir import layout
 from core.jobdir.config import TrainConfig, config_from
 from core.jobdir.events import EventLog
@@ -28,9 +36,24 @@ MAX_EVAL_ROWS = 64  # validation loss over at most this many packed rows, so tha
 
 
 def run(job_dir: Path) -> None:
+    rank, processes = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if processes == 1:
+        train(job_dir, rank, processes)
+        return
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    try:
+        train(job_dir, rank, processes)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def train(job_dir: Path, rank: int, processes: int) -> None:
     job = layout.read_job(job_dir)
     config = config_from(job["config"])
-    events = EventLog(job_dir)
+    events: EventLog | Unwritten = EventLog(job_dir) if rank == 0 else Unwritten()
     stop = _stop_flag(job_dir)
 
     # -- set up -----------------------------------------------------------------------------------
@@ -38,6 +61,9 @@ def run(job_dir: Path) -> None:
     base = Path(job["base"])
     if job.get("base_name") == "demo":
         from core.engine.demo_model import build
+
+        if processes > 1:
+            raise KnownError("The built-in demo base trains in one process; give --gpus 1 or a real base.")
 
         try:
             build(
@@ -54,6 +80,11 @@ def run(job_dir: Path) -> None:
     val_records = read_records(val_path) if val_path.is_file() and val_path.read_text().strip() else []
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer, model = load_model(base, config, device)
+    if config.grad_accum * config.batch_rows < processes:
+        raise KnownError(
+            f"{processes} processes need at least {processes} rows a step; this job trains on "
+            f"{config.grad_accum * config.batch_rows} (raise grad_accum)."
+        )
     train_rows = _rows(train_records, tokenizer, config, train_path.name)
     val_rows = _rows(val_records, tokenizer, config, val_path.name)[:MAX_EVAL_ROWS] if val_records else []
     steps_per_epoch = math.ceil(len(train_rows) / (config.grad_accum * config.batch_rows))
@@ -63,11 +94,14 @@ def run(job_dir: Path) -> None:
     done = 0
     if saved := checkpoint.complete(job_dir):
         done = checkpoint.restore(saved[-1], model, optimizer, scheduler)
+    # DDP after the restore: it starts every process from process 0's weights.
+    trained = torch.nn.parallel.DistributedDataParallel(model) if processes > 1 else model
     events.write(
         "start",
         config=config.to_dict(),
         base=job.get("base_name", str(base)),
         device=device,
+        processes=processes,
         bfloat16_compute=cpu_bfloat16(config, device),
         resumed_from=done,
         steps_total=total_steps,
@@ -83,14 +117,14 @@ def run(job_dir: Path) -> None:
     val_loss = None
     started, tokens_seen, training_s = time.monotonic(), 0, 0.0
     for step in range(done + 1, total_steps + 1):
-        if stop():
-            if step - 1 > done:
+        if _anywhere(stop(), device):
+            if step - 1 > done and rank == 0:
                 _save(job_dir, step - 1, model, optimizer, scheduler, events, val_loss)
             events.write("cancelled", step=step - 1)
             return
         rows = [train_rows[i] for i in _rows_for_step(step, config, len(train_rows))]
         step_started = time.monotonic()
-        loss, tokens = _train_step(model, optimizer, scheduler, rows, config, device)
+        loss, tokens = _train_step(trained, optimizer, scheduler, rows, config, device, rank, processes)
         training_s += time.monotonic() - step_started
         tokens_seen += tokens
         elapsed = time.monotonic() - started  # with evaluations and checkpoints: what the ETA must include
@@ -104,10 +138,14 @@ def run(job_dir: Path) -> None:
             **_gpu_memory(device),
         )
         val_loss = None
-        if val_rows and (step % config.eval_every == 0 or step % config.save_every == 0 or step == total_steps):
+        if (
+            rank == 0
+            and val_rows
+            and (step % config.eval_every == 0 or step % config.save_every == 0 or step == total_steps)
+        ):
             val_loss = evaluate(model, val_rows, device, config)
             events.write("eval", step=step, val_loss=val_loss)
-        if step % config.save_every == 0 or step == total_steps:
+        if rank == 0 and (step % config.save_every == 0 or step == total_steps):
             _save(job_dir, step, model, optimizer, scheduler, events, val_loss)
     events.write("done")
 
@@ -196,25 +234,62 @@ def _rows_for_step(step: int, config: TrainConfig, n_rows: int) -> list[int]:
 
 
 def _train_step(
-    model: Any, optimizer: Any, scheduler: Any, rows: list[list[Example]], config: TrainConfig, device: str
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    rows: list[list[Example]],
+    config: TrainConfig,
+    device: str,
+    rank: int = 0,
+    processes: int = 1,
 ):
-    groups = [rows[i : i + config.batch_rows] for i in range(0, len(rows), config.batch_rows)]
-    # Fill tokens are id 0 in every vocabulary; they form their own sequence and carry no loss.
-    batches = [{k: v.to(device) for k, v in batch_tensors(group).items()} for group in groups]
-    counts = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
-    total = max(sum(counts), 1)
+    """One optimizer step over the step's rows, of which this process takes every `processes`-th."""
+    # Every process counts every row's predicted tokens: the step's loss is the mean over all of them.
+    total = max(sum(_predicted(row) for row in rows), 1)
+    mine = rows[rank::processes]
+    groups = [mine[i : i + config.batch_rows] for i in range(0, len(mine), config.batch_rows)]
     loss_sum = 0.0
-    for batch, count in zip(batches, counts, strict=True):
-        # Weighted by predicted tokens, so that the step's loss is the mean over all its tokens.
-        with computing(config, device):
-            loss = model(**batch, use_cache=False).loss * (count / total)
+    for n, group in enumerate(groups):
+        # Fill tokens are id 0 in every vocabulary; they form their own sequence and carry no loss.
+        batch = {k: v.to(device) for k, v in batch_tensors(group).items()}
+        # DDP sums the gradients at a process's last backward and divides by the processes: times
+        # `processes` undoes that division, so that the sum is the one a single process would make.
+        share = sum(_predicted(row) for row in group) / total * processes
+        last = n == len(groups) - 1
+        with model.no_sync() if processes > 1 and not last else contextlib.nullcontext(), computing(config, device):
+            loss = model(**batch, use_cache=False).loss * share
         loss.backward()
-        loss_sum += loss.item()
+        loss_sum += loss.item() / processes
+    if processes > 1:
+        summed = torch.tensor([loss_sum], device=device)
+        torch.distributed.all_reduce(summed)
+        loss_sum = summed.item()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, sum(len(e.ids) for row in rows for e in row)
+
+
+def _predicted(row: list[Example]) -> int:
+    """Tokens of a packed row that carry loss (batch_tensors: an example's first token is not predicted)."""
+    return sum(sum(label != IGNORE for label in example.labels[1:]) for example in row)
+
+
+def _anywhere(flag: bool, device: str) -> bool:
+    """Whether `flag` holds in any of the processes (all of them ask at the same step)."""
+    if not torch.distributed.is_initialized():
+        return flag
+    raised = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(raised, op=torch.distributed.ReduceOp.MAX)
+    return bool(raised.item())
+
+
+class Unwritten:
+    """The event log of a process other than process 0: what it would write, process 0 writes."""
+
+    def write(self, kind: str, **fields: Any) -> None:
+        pass
 
 
 def _optimizer(model: Any, config: TrainConfig, device: str) -> torch.optim.Optimizer:
@@ -233,7 +308,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_step
     return get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps // 2), total_steps)
 
 
-def _save(job_dir, step, model, optimizer, scheduler, events: EventLog, val_loss: float | None) -> None:
+def _save(job_dir, step, model, optimizer, scheduler, events: EventLog | Unwritten, val_loss: float | None) -> None:
     path = checkpoint.save(job_dir, step, model, optimizer, scheduler)
     events.write("checkpoint", step=step, path=str(path.relative_to(job_dir)), val_loss=val_loss)
 

@@ -22,13 +22,15 @@ from core.dataset.build import Dataset, dataset, prepare_dataset
 from core.db import now, row_id
 from core.errors import KnownError
 from core.jobdir import layout
-from core.jobdir.config import DEFAULT_PRESET, TrainConfig, load_config
+from core.jobdir.config import DEFAULT_PRESET, TrainConfig, config_from, load_config
 from core.jobdir.events import read_events
 from core.jobs import hosts
 from core.jobs.hosts import LOCAL
 from core.jobs.runners import Runner, engine_env, local, ssh
 from core.library.store import Library
 from core.models.base_models import DEMO, PACKAGED, base_settings, convert_packaged, resolve_base
+
+MAX_PROCESSES = 64  # of one job on one machine: GPU hosts have 8, a few 16
 
 RUNNING = "running"
 ENDED = {"done": "done", "error": "failed", "cancelled": "cancelled"}
@@ -46,6 +48,7 @@ class Job:
     steps_total: int | None
     step: int
     message: str | None
+    processes: int | None  # the processes its engine trains with (one per GPU); known once it starts
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,22 @@ class Checkpoint:
 
 
 def create_job(
-    library: Library, *, base: str, base_path: Path, config: TrainConfig, dataset: Dataset, host: str = LOCAL
+    library: Library,
+    *,
+    base: str,
+    base_path: Path,
+    config: TrainConfig,
+    dataset: Dataset,
+    host: str = LOCAL,
+    processes: int | None = None,
 ) -> Job:
     """A new job directory with its settings and a copy of the dataset, recorded in the library.
 
-    Refused while another job runs on the same machine: two trainings would fight over its memory.
+    `processes`: how many train it together (torch.distributed, one per GPU); None: one per GPU of the
+    machine it runs on, one where it has none. Refused while another job runs on the same machine: two
+    trainings would fight over its memory.
     """
+    check_processes(config, processes, demo=base == DEMO)
     for other in jobs(library):
         if other.host == host and sync(library, other.id)[0].state == RUNNING:
             raise KnownError(
@@ -74,7 +87,7 @@ def create_job(
         job_id = int(db.table("jobs").insert(row).last_pk)  # type: ignore[arg-type]
         job_dir = library.data_dir / "jobs" / str(job_id)
         shutil.rmtree(job_dir, ignore_errors=True)
-        spec = {"base": str(base_path), "base_name": base, "config": config.to_dict()}
+        spec = {"base": str(base_path), "base_name": base, "config": config.to_dict(), "processes": processes}
         try:
             shutil.copytree(dataset.dir, job_dir / layout.DATASET)
             (job_dir / layout.JOB).write_text(json.dumps(spec, indent=2))
@@ -83,6 +96,23 @@ def create_job(
             raise KnownError(f"The job's folder {job_dir} could not be written: {_why(error)}.") from None
         db.execute("UPDATE jobs SET dir = ? WHERE id = ?", [str(job_dir), job_id])
     return job(library, job_id)
+
+
+def check_processes(config: TrainConfig, processes: int | None, *, demo: bool) -> None:
+    """Refuses, in one sentence, a number of processes the job cannot train with."""
+    if processes is None or processes == 1:
+        return
+    if not 1 <= processes <= MAX_PROCESSES:
+        raise KnownError(f"--gpus must be between 1 and {MAX_PROCESSES}, not {processes}.")
+    if demo:
+        raise KnownError("The built-in demo base trains in one process; give --gpus 1 or a real base.")
+    rows = config.grad_accum * config.batch_rows
+    if rows < processes:
+        # The global batch is the preset's whatever the processes: each takes a share of a step's rows.
+        raise KnownError(
+            f"{processes} processes need at least {processes} rows a step, and these settings train on {rows} "
+            f"(grad_accum {config.grad_accum} x batch_rows {config.batch_rows}): raise grad_accum."
+        )
 
 
 def _why(error: OSError) -> str:
@@ -100,6 +130,7 @@ def start_training(
     overrides: dict[str, Any] | None = None,
     dataset_id: int | None = None,
     host: str = LOCAL,
+    processes: int | None = None,
     models_home: Path | None = None,
     on_progress: Callable[[str], None] = lambda message: None,
     on_setup: engine_env.ProgressFn | None = None,
@@ -114,6 +145,7 @@ def start_training(
     checked: trusted, reachable, a Python, room for the job), so that a place that cannot run it costs no
     job and no upload."""
     config = load_config(preset, base_settings(base) | (overrides or {}))
+    check_processes(config, processes, demo=base == DEMO)
     home = models_home or library.data_dir
     base_path = resolve_base(base, home, on_progress=on_progress)
     if base in PACKAGED:
@@ -124,7 +156,9 @@ def start_training(
     else:
         chosen = dataset(library, dataset_id)
     _runner(library, host, on_setup, cancel).ready(base_path, chosen.dir, demo=base == DEMO)
-    created = create_job(library, base=base, base_path=base_path, config=config, dataset=chosen, host=host)
+    created = create_job(
+        library, base=base, base_path=base_path, config=config, dataset=chosen, host=host, processes=processes
+    )
     return start_job(library, created.id, on_progress), chosen
 
 
@@ -134,14 +168,19 @@ def start_job(
     on_progress: Callable[[str], None] = lambda message: None,
     on_setup: engine_env.ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
+    processes: int | None = None,
 ) -> Job:
     """Start (or, after a failure or a cancel, resume from its last checkpoint) the job's engine, on this
-    machine or on its remote host."""
+    machine or on its remote host; `processes` changes how many train it (a checkpoint resumes with any)."""
     current, _ = sync(library, job_id)
     if current.state == RUNNING and _runner(library, current.host).is_alive(current.dir):
         raise KnownError(f"Job {job_id} is already running.")
     if current.state == "done":
         raise KnownError(f"Job {job_id} has finished; there is nothing to resume.")
+    if processes is not None:
+        spec = layout.read_job(current.dir)
+        check_processes(config_from(spec["config"]), processes, demo=current.base == DEMO)
+        (current.dir / layout.JOB).write_text(json.dumps(spec | {"processes": processes}, indent=2))
     try:
         _runner(library, current.host, on_setup, cancel).start(current.dir, on_progress)
     except KnownError as error:
@@ -207,7 +246,10 @@ def _runner(
 def _apply(db: Any, job_id: int, event: dict[str, Any]) -> None:
     kind = event["type"]
     if kind == "start":
-        db.execute("UPDATE jobs SET steps_total = ?, state = ? WHERE id = ?", [event["steps_total"], RUNNING, job_id])
+        db.execute(
+            "UPDATE jobs SET steps_total = ?, processes = ?, state = ? WHERE id = ?",
+            [event["steps_total"], event.get("processes", 1), RUNNING, job_id],
+        )
     elif kind == "step":
         db.execute("UPDATE jobs SET step = ? WHERE id = ?", [event["step"], job_id])
         db.table("losses").upsert(

@@ -151,7 +151,10 @@ def engine_pid(job_dir: Path) -> int | None:
 
 
 def supervise(job_dir: Path) -> int:
-    engine = subprocess.Popen([sys.executable, "-m", "core.engine", str(job_dir)], stdin=subprocess.DEVNULL)
+    count = processes(layout.read_job(job_dir))
+    one = ["-m", "core.engine", str(job_dir)]
+    command = one if count == 1 else ["-m", "core.engine.launch", str(job_dir), str(count)]
+    engine = subprocess.Popen([sys.executable, *command], stdin=subprocess.DEVNULL)
     _write_pids(job_dir, engine=engine.pid)
     # A SIGTERM for the supervisor (a logout, `kill`) reaches the engine as a request to stop cleanly.
     signal.signal(signal.SIGTERM, lambda *_: engine.send_signal(signal.SIGTERM))
@@ -159,6 +162,21 @@ def supervise(job_dir: Path) -> int:
     if not _finished(job_dir):
         EventLog(job_dir).write("error", message=_death(code), exit_code=code)
     return code
+
+
+def processes(job: dict[str, Any]) -> int:
+    """The job's processes: as many as the user asked for, else one per GPU here (one on a machine
+    without)."""
+    if job.get("processes"):
+        return int(job["processes"])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return max(len([device for device in visible.split(",") if device.strip()]), 1)
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 1
+    return max(sum(line.startswith("GPU ") for line in listed.splitlines()), 1)
 
 
 def _finished(job_dir: Path) -> bool:

@@ -1,0 +1,107 @@
+"""One job in two processes under torch.distributed (gloo, on CPU), launched by torchrun's launcher through
+`tunedesk train --gpus 2`: the same steps as one process at the same global batch, events and checkpoints
+from process 0 alone, a cancel that stops both, a resume with another count, and a killed process that
+fails the job in one sentence naming it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from core.jobdir import layout
+from tests.engine_fixtures import wait_for
+from tests.test_cli import tunedesk
+from tests.test_jobs import FAST, job_json
+
+# Two rows a step, so that each process has one; no dropout and float32, so that the two runs differ only
+# in the order their sums are taken.
+SAME = [*FAST, "--set", "grad_accum=2", "--set", "lora_dropout=0", "--set", "dtype=float32"]
+# Sums taken in another order (DDP's bucketed all-reduce) move float32 losses by about 1e-7; a step with
+# another batch would move them by 1e-2.
+LOSS_TOLERANCE = 1e-5
+
+
+def events(data: Path, job_id: int) -> list[dict]:
+    return [json.loads(line) for line in (data / "jobs" / str(job_id) / layout.EVENTS).read_text().splitlines()]
+
+
+def test_two_processes_take_the_steps_one_does_and_process_0_alone_writes(data, tiny_base):
+    for gpus in ("1", "2"):
+        trained = tunedesk("train", "--base", str(tiny_base), "--max-steps", "4", *SAME, "--gpus", gpus, data_dir=data)
+        assert trained.returncode == 0, trained.stderr
+    one, two = job_json(data, 1), job_json(data, 2)
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert "training in 2 processes (cpu)" in trained.stdout
+    assert [row["step"] for row in two["losses"]] == [1, 2, 3, 4]
+    for a, b in zip(one["losses"], two["losses"], strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=LOSS_TOLERANCE)
+    assert two["losses"][-1]["val_loss"] == pytest.approx(one["losses"][-1]["val_loss"], rel=LOSS_TOLERANCE)
+    kinds = [event["type"] for event in events(data, 2)]
+    # One process's worth of events: a second writer would double every line.
+    assert kinds.count("start") == 1 and kinds.count("step") == 4 and kinds.count("checkpoint") == 1
+    assert kinds[-1] == "done"
+    assert [c["step"] for c in two["checkpoints"]] == [4]
+
+
+def test_a_cancel_stops_both_and_a_resume_goes_on_in_one(data, tiny_base):
+    started = tunedesk(
+        "train", "--base", str(tiny_base), "--max-steps", "12", *SAME, "--gpus", "2", "--detach", data_dir=data
+    )
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: job_json(data)["step"] >= 2, timeout=240)
+    cancelled = tunedesk("cancel", "1", data_dir=data)
+    assert cancelled.returncode == 0, cancelled.stderr
+    shown = job_json(data)
+    assert shown["state"] == "cancelled" and shown["checkpoints"][-1]["step"] == shown["step"]
+    assert [event["type"] for event in events(data, 1)].count("cancelled") == 1
+    stopped_at = shown["step"]
+
+    resumed = tunedesk("resume", "1", "--gpus", "1", data_dir=data, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    shown = job_json(data)
+    assert (shown["state"], shown["step"], shown["processes"]) == ("done", 12, 1)
+    starts = [event for event in events(data, 1) if event["type"] == "start"]
+    assert [(s["processes"], s["resumed_from"]) for s in starts] == [(2, 0), (1, stopped_at)]
+    assert [row["step"] for row in shown["losses"]] == list(range(1, 13))
+
+
+def _process_of_rank(job_dir: Path, rank: int) -> int:
+    """The pid of the job's process `rank` (torchrun gives each its RANK in the environment)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(job_dir).encode() in command and b"core.engine" in command and f"RANK={rank}".encode() in environ:
+            return int(proc.name)
+    raise AssertionError(f"no process of rank {rank}")
+
+
+def test_a_killed_process_fails_the_job_in_one_sentence_naming_it(data, tiny_base):
+    started = tunedesk(
+        "train", "--base", str(tiny_base), "--max-steps", "400", *SAME, "--gpus", "2", "--detach", data_dir=data
+    )
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: job_json(data)["step"] >= 2, timeout=240)
+    os.kill(_process_of_rank(data / "jobs" / "1", 1), signal.SIGKILL)
+    wait_for(lambda: job_json(data)["state"] != "running", timeout=120)  # no hang: the other one is stopped
+    shown = job_json(data)
+    assert shown["state"] == "failed"
+    assert (
+        shown["message"] == "Process 1 of 2 was killed (SIGKILL); if nobody stopped it, the computer ran out of memory."
+    )
+    assert tunedesk("resume", "1", "--gpus", "3", "--detach", data_dir=data).returncode == 1  # 2 rows a step
+
+
+def test_a_count_the_job_cannot_train_with_is_one_sentence(data, tiny_base):
+    refused = tunedesk("train", "--base", str(tiny_base), "--max-steps", "4", *FAST, "--gpus", "2", data_dir=data)
+    assert refused.returncode == 1
+    assert "2 processes need at least 2 rows a step, and these settings train on 1" in refused.stderr
+    assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}
+    demo = tunedesk("train", "--base", "demo", "--gpus", "2", data_dir=data)
+    assert demo.returncode == 1 and "The built-in demo base trains in one process" in demo.stderr
