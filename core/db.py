@@ -213,6 +213,16 @@ def m007_job_processes(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN processes INTEGER")
 
 
+@migrations()
+def m008_replaced(db: sqlite_utils.Database) -> None:
+    # The versions of documents that a newer one replaced (`add --replaces`): the models made from them are
+    # out of date, whatever the new version is named.
+    db.execute(
+        "CREATE TABLE replaced (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, by_sha256 TEXT NOT NULL, "
+        "replaced TEXT NOT NULL)"
+    )
+
+
 class LibraryError(KnownError):
     """The library itself cannot be used (busy, full, read-only, damaged): no other file would fare better."""
 

@@ -55,16 +55,26 @@ class LibraryView(View):
         self.table.verticalHeader().hide()
         self.table.cellDoubleClicked.connect(self._open_row)
         self.rows: dict[str, int] = {}  # file path or document id -> table row
+        self.versions: dict[str, str] = {}  # document id -> the name of the version it replaced
 
         add = QPushButton("Add files…")
         add.clicked.connect(self.pick_files)
         self.remove_button = QPushButton("Remove")
         self.remove_button.clicked.connect(self._remove_selected)
+        self.version_button = QPushButton("New version…")
+        self.version_button.setToolTip(
+            "Add an amended file as the new version of the selected document: the old version leaves the "
+            "library, and the models made from it are marked out of date."
+        )
+        self.version_button.setEnabled(False)
+        self.version_button.clicked.connect(self._add_version)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
         hint = QLabel("Drop PDF, DOCX, TXT or Markdown files, or folders, anywhere here.")
         hint.setStyleSheet("color: gray")
         buttons = QHBoxLayout()
         buttons.addWidget(add)
         buttons.addWidget(self.remove_button)
+        buttons.addWidget(self.version_button)
         buttons.addWidget(hint, 1)
 
         self.query = QLineEdit(placeholderText="Search the documents: a question or a few words")
@@ -113,7 +123,9 @@ class LibraryView(View):
         self.table.setRowCount(0)
         self.rows = {}
         for document in documents:
-            self._set_row(str(document["id"]), document["name"], document, "in the library")
+            replaced = self.versions.get(str(document["id"]))
+            status = f"in the library: the new version of {replaced}" if replaced else "in the library"
+            self._set_row(str(document["id"]), document["name"], document, status)
         for key, status in pending.items():
             self._set_row(key, Path(key).name, None, status)
 
@@ -183,6 +195,37 @@ class LibraryView(View):
             self._set_row(str(outcome.path), outcome.path.name, None, reason)
             if outcome.document is not None:
                 self.refresh()  # the document's own row, with its pages and chunks, replaces the file's
+
+    def _selection_changed(self) -> None:
+        rows = {index.row() for index in self.table.selectionModel().selectedRows()}
+        self.version_button.setEnabled(len(rows) == 1 and self._document_id(next(iter(rows))) is not None)
+
+    def _add_version(self) -> None:
+        (row,) = {index.row() for index in self.table.selectionModel().selectedRows()}
+        document_id, name = self._document_id(row), self._text(row, 0)
+        path = self.pick_version(name)
+        if path is None or document_id is None:
+            return
+
+        def work(library: Library, task) -> Any:
+            from core.library.ingest import add_version
+
+            return add_version(library, document_id, path)[0]
+
+        def done(outcome: Any) -> None:
+            if outcome.document is not None:
+                self.versions[str(outcome.document.id)] = name
+            self._set_row(str(path), path.name, None, "added" if outcome.document else f"refused: {outcome.reason}")
+            self.refresh()
+
+        self._set_row(str(path), path.name, None, f"reading: the new version of {name}")
+        self.main.tasks.start(work, done)
+
+    def pick_version(self, name: str) -> Path | None:
+        chosen, _ = QFileDialog.getOpenFileName(
+            self, f"The new version of {name}", "", "Documents (*.pdf *.docx *.txt *.md *.markdown);;All files (*)"
+        )
+        return Path(chosen) if chosen else None
 
     def refused(self) -> dict[str, str]:
         """File name -> the sentence it was refused with (what the table shows)."""

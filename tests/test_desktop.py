@@ -96,6 +96,21 @@ def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path)
     qtbot.waitUntil(lambda: document.highlighted_page() == 41, timeout=20_000)
     assert window.stack.currentWidget() is document
 
+    # A new version of the contract: the old one leaves the library, and the row says what the new one is.
+    assert not view.version_button.isEnabled()
+    view.table.selectRow(next(r for r in range(view.table.rowCount()) if view.table.item(r, 0).text() == SAMPLE.name))
+    assert view.version_button.isEnabled()
+    amended = tmp_path / "amended" / "license_agreement_50p_amendment_1.pdf"
+    amended.parent.mkdir()
+    amended.write_bytes(SAMPLE.read_bytes() + b"\n% amended\n")
+    view.pick_version = lambda name: amended
+    view._add_version()
+    qtbot.waitUntil(lambda: [r[0] for r in rows(view.table)] == [amended.name, "empty.pdf"], timeout=60_000)
+    assert rows(view.table)[0][4] == f"in the library: the new version of {SAMPLE.name}"
+    with Library(tmp_path / "data") as library:
+        assert [d.name for d in library.documents()] == [amended.name]
+        assert list(library.replaced().values()) == [library.documents()[0].sha256]
+
     # Remove: a refused file's row just goes; a document goes once the user confirms.
     asked = []
     view.confirm = lambda question: asked.append(question) or len(asked) > 1
@@ -105,7 +120,7 @@ def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path)
     view.table.selectRow(0)
     view._remove_selected()  # declined
     view._remove_selected()  # confirmed
-    assert asked[0].startswith(f"Remove {SAMPLE.name} from the library?")
+    assert asked[0].startswith(f"Remove {amended.name} from the library?")
     qtbot.waitUntil(lambda: view.table.rowCount() == 0, timeout=10_000)
     with Library(tmp_path / "data") as library:
         assert library.documents() == []

@@ -239,6 +239,25 @@ def test_an_exported_gguf_names_what_it_was_made_from_and_verify_checks_it(tmp_p
     out_of_date = f"out of date: {SAMPLE.name} changed since"
     assert out_of_date in tunedesk("models", data_dir=data).stdout
     assert "changed: the library holds another version" in tunedesk("verify", model["path"], data_dir=data).stdout
+
+    # A new version under another name, added as one (`add --replaces`): the record of the old version,
+    # not a name, makes the model out of date; and the old version leaves the library and search.
+    assert tunedesk("rm", SAMPLE.name, data_dir=data).returncode == 0
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    assert json.loads(tunedesk("models", "--json", data_dir=data).stdout)["models"][0]["standing"] is None
+    version = tmp_path / "license_agreement_50p_amendment_1.pdf"
+    version.write_bytes((SAMPLE.parent / "transportation_contract_106p.pdf").read_bytes())
+    added = tunedesk("add", str(version), "--replaces", SAMPLE.name, data_dir=data)
+    assert added.returncode == 0, added.stderr
+    assert f"the new version of {SAMPLE.name} (document " in added.stdout
+    listed = json.loads(tunedesk("docs", "--json", data_dir=data).stdout)["documents"]
+    assert [d["name"] for d in listed] == [version.name]
+    hits = json.loads(tunedesk("search", "license agreement", "--json", data_dir=data).stdout)["hits"]
+    assert {hit["document"] for hit in hits} == {version.name}  # the old version's passages are gone
+    assert out_of_date in tunedesk("models", data_dir=data).stdout
+    assert "changed: the library holds another version" in tunedesk("verify", model["path"], data_dir=data).stdout
+    again = tunedesk("add", str(version), "--replaces", version.name, data_dir=data)
+    assert again.returncode == 1 and "is license_agreement_50p_amendment_1.pdf itself" in again.stderr
     app = subprocess.run(
         [sys.executable, "-c", SHOW_MODELS, str(data)],
         env=os.environ | {"QT_QPA_PLATFORM": "offscreen"},

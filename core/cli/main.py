@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("-r", "--recursive", action="store_true", help="add the documents inside folders")
     add.add_argument("--chunk-size", type=int, default=DEFAULT_SIZE, help="characters per chunk (default %(default)s)")
     add.add_argument("--overlap", type=int, default=0, help="characters each chunk repeats of the one before")
+    add.add_argument(
+        "--replaces", metavar="DOC", default=None, help="the FILE is a new version of this document (id or name)"
+    )
     add.set_defaults(run=_add)
 
     docs = commands.add_parser("docs", parents=[common], help="list the documents in the library")
@@ -109,6 +112,8 @@ def _add(args: argparse.Namespace) -> int:
 
     from core.library.ingest import add_documents, collect_files
 
+    if args.replaces is not None:
+        return _add_version(args)
     files = collect_files(args.files, recursive=args.recursive)
     refused = 0
     cancel = threading.Event()
@@ -135,6 +140,24 @@ def _add(args: argparse.Namespace) -> int:
             cancel.set()
             raise
     return 1 if refused else 0
+
+
+def _add_version(args: argparse.Namespace) -> int:
+    from core.library.ingest import add_version
+
+    if len(args.files) != 1 or args.recursive:
+        raise KnownError("--replaces takes one file: the new version of that document.")
+    with open_library(args) as library:
+        outcome, old = add_version(
+            library, args.replaces, args.files[0], chunk_size=args.chunk_size, overlap=args.overlap
+        )
+    if outcome.document is None:
+        print(shown(f"refused        {outcome.reason}"))
+        return 1
+    new = outcome.document
+    print(shown(f"{outcome.status:<14} {new.name} ({new.pages} pages, {new.chunks} chunks, id {new.id})"))
+    print(shown(f"  the new version of {old.name} (document {old.id}), which left the library"))
+    return 0
 
 
 def _docs(args: argparse.Namespace) -> int:

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.db import LibraryError
 from core.errors import KnownError
 from core.library.chunking import DEFAULT_SIZE, check_settings, chunk_pages
 from core.library.extract import Extracted, Limits, extract, kind_of
-from core.library.store import Document, Library
+from core.library.store import Document, Library, shown
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,20 @@ def add_documents(
             for _, job in jobs:
                 if isinstance(job, Future):
                     job.cancel()
+
+
+def add_version(library: Library, replaces: str | int, path: Path, **settings: Any) -> tuple[Outcome, Document]:
+    """Add `path` as a new version of the document `replaces` (an amended contract): the old version
+    leaves the library, so search no longer serves it, and a record of it stays, so that the models made
+    from it are flagged out of date. A refused file leaves the library as it was. Returns the new version's
+    outcome and the old version; `settings` are add_documents'."""
+    old = library.document(replaces)
+    (outcome,) = add_documents(library, [path], **settings)
+    if outcome.document is not None:
+        if outcome.document.id == old.id:
+            raise KnownError(f"{shown(path.name)} is {old.name} itself, not a new version of it.")
+        library.remove(old.id, replaced_by=outcome.document)
+    return outcome, old
 
 
 def _store(library: Library, path: Path, extracted: Extracted, chunk_size: int, overlap: int) -> Outcome:

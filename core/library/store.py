@@ -100,8 +100,9 @@ class Library(LibraryDatabase):
             if self.find_sha256(sha256) is None:
                 stored.unlink(missing_ok=True)
 
-    def remove(self, ref: str | int) -> Document:
-        """Remove a document with its pages, chunks, Q&A pairs and index rows, in one transaction."""
+    def remove(self, ref: str | int, *, replaced_by: Document | None = None) -> Document:
+        """Remove a document with its pages, chunks, Q&A pairs and index rows, in one transaction; with
+        `replaced_by`, record in the same transaction that this version was replaced by that one."""
         document = self.document(ref)
         with self.write() as db:
             db.execute(
@@ -110,8 +111,15 @@ class Library(LibraryDatabase):
             db.execute("DELETE FROM chunks WHERE document_id = ?", [document.id])
             db.execute("DELETE FROM pages WHERE document_id = ?", [document.id])
             db.execute("DELETE FROM documents WHERE id = ?", [document.id])
+            if replaced_by is not None:
+                row = {"sha256": document.sha256, "name": document.name, "by_sha256": replaced_by.sha256}
+                db.table("replaced").upsert(row | {"replaced": now()}, pk="sha256")
         self.stored_file(document).unlink(missing_ok=True)
         return document
+
+    def replaced(self) -> dict[str, str]:
+        """The SHA-256 of each version a newer one replaced, with the newer one's."""
+        return {row["sha256"]: row["by_sha256"] for row in self.db.query("SELECT * FROM replaced")}
 
     def backup(self, target: Path | None = None) -> Path:
         """A consistent copy of the database (SQLite's VACUUM INTO: a snapshot even while others write), by

@@ -233,6 +233,14 @@ def standing(library: Library, documents: list[dict[str, Any]]) -> str | None:
 
 
 def _states(library: Library, documents: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """Each document: unchanged; changed (a newer version replaced it, or the library holds another file
+    under its name); or removed."""
     here = library.documents()
-    hashes, names = {d.sha256 for d in here}, {d.name for d in here}
-    return [(d, UNCHANGED if d["sha256"] in hashes else CHANGED if d["name"] in names else REMOVED) for d in documents]
+    hashes, names, replaced = {d.sha256 for d in here}, {d.name for d in here}, library.replaced()
+
+    def state(document: dict[str, Any]) -> str:
+        if document["sha256"] in hashes:
+            return UNCHANGED
+        return CHANGED if document["sha256"] in replaced or document["name"] in names else REMOVED
+
+    return [(d, state(d)) for d in documents]
