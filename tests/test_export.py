@@ -268,6 +268,30 @@ def test_an_exported_gguf_names_what_it_was_made_from_and_verify_checks_it(tmp_p
     assert app.returncode == 0 and out_of_date in app.stdout, app.stderr
 
 
+def test_rebuild_makes_a_model_again_without_the_document_withdrawn(tmp_path, tiny_base):
+    from tests.conftest import SAMPLE, make_pdf
+    from tests.test_cli import tunedesk
+    from tests.test_jobs import FAST, job_json
+
+    data = tmp_path / "data"
+    letter = make_pdf(tmp_path / "side_letter.pdf", ["The Licensee may assign this Agreement to an Affiliate."] * 2)
+    assert tunedesk("add", str(SAMPLE), str(letter), data_dir=data).returncode == 0
+    assert tunedesk("train", "--base", str(tiny_base), "--max-steps", "2", *FAST, data_dir=data).returncode == 0
+    assert tunedesk("export", "1", "--quant", "q8_0", data_dir=data).returncode == 0
+    assert tunedesk("rm", letter.name, data_dir=data).returncode == 0
+    assert "trained on a document you removed: side_letter.pdf" in tunedesk("models", data_dir=data).stdout
+
+    rebuilt = tunedesk("rebuild", "1", data_dir=data, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "job 2: job 1 again, on dataset 2" in rebuilt.stdout
+    first, second = json.loads(tunedesk("models", "--json", data_dir=data).stdout)["models"]
+    assert [d["name"] for d in first["made_from"]] == [SAMPLE.name, letter.name] and first["standing"]
+    assert [d["name"] for d in second["made_from"]] == [SAMPLE.name] and second["standing"] is None
+    assert second["quant"] == "q8_0" and job_json(data, 2)["state"] == "done"
+    again = (data / "jobs" / "2" / "job.json").read_text(), (data / "jobs" / "1" / "job.json").read_text()
+    assert json.loads(again[0])["config"] == json.loads(again[1])["config"]  # the same settings
+
+
 # The Models view's table, as the app shows it.
 SHOW_MODELS = """
 import sys

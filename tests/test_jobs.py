@@ -11,6 +11,8 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from core.dataset.build import dataset
 from core.errors import KnownError
@@ -18,6 +20,7 @@ from core.jobdir.config import load_config
 from core.jobs import jobs
 from core.jobs.runners import local
 from core.library.store import Library
+from tests.conftest import SAMPLE, make_pdf
 from tests.engine_fixtures import wait_for
 from tests.test_cli import tunedesk
 
@@ -173,3 +176,52 @@ def test_a_full_disk_while_the_job_is_made_leaves_no_job(data, tiny_base, monkey
             jobs.create_job(library, base="x", base_path=tiny_base, config=load_config(), dataset=dataset(library))
         assert jobs.jobs(library) == []
     assert not (data / "jobs" / "1").exists()
+
+
+def _contract_pages(count: int) -> list[str]:
+    """The first `count` pages' worth (2,000 characters each) of the sample contract, in latin-1."""
+    text = SAMPLE.with_suffix(".txt").read_text().translate({0x201C: '"', 0x201D: '"', 0x2019: "'", 0x2018: "'"})
+    text = text.encode("latin-1", "replace").decode("latin-1")
+    return [text[i * 2000 : (i + 1) * 2000] for i in range(count)]
+
+
+def test_an_update_goes_on_from_the_old_adapter_on_what_an_amendment_changed(tmp_path, tiny_base):
+    data = tmp_path / "data"
+    pages = _contract_pages(8)
+    original = make_pdf(tmp_path / "contract.pdf", pages)
+    assert tunedesk("add", str(original), data_dir=data).returncode == 0
+    fast = [*FAST, "--set", "lr=0.005", "--set", "warmup_steps=0"]
+    first = tunedesk("train", "--base", str(tiny_base), "--max-steps", "10", *fast, data_dir=data)
+    assert first.returncode == 0, first.stderr
+    unchanged = tunedesk("train", "--update", "1", data_dir=data)
+    assert unchanged.returncode == 1
+    assert "Nothing in the library changed since job 1: it holds the same documents." in unchanged.stderr
+
+    # The amendment rewrites page 4.
+    amendment = "AMENDMENT No. 1. The royalty is twelve percent of Net Sales, paid each quarter. " * 20
+    amended = [*pages[:3], amendment, *pages[4:]]
+    version = make_pdf(tmp_path / "contract_amendment_1.pdf", amended)
+    assert tunedesk("add", str(version), "--replaces", "contract.pdf", data_dir=data).returncode == 0
+    # A learning rate too small to move the weights: what the update saved is what it started from.
+    still = ["--set", "lr=1e-12"]
+    updated = tunedesk("train", "--update", "1", "--replay", "0.25", "--max-steps", "2", *fast, *still, data_dir=data)
+    assert updated.returncode == 0, updated.stderr
+    said = re.search(
+        r"job 2: updating job 1 on dataset 2: (\d+) changed examples, and (\d+) of the (\d+)", updated.stdout
+    )
+    assert said, updated.stdout
+    changed, replayed, same = map(int, said.groups())
+    assert 0 < changed < same and replayed == round(same * 0.25)
+    job_dir = data / "jobs" / "2"
+    trained_on = (job_dir / "dataset" / "train.jsonl").read_text().splitlines()
+    assert len(trained_on) == changed + replayed
+    assert sum("AMENDMENT No. 1" in line for line in trained_on) >= 1
+    start = next(json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines() if '"start"' in line)
+    assert start["update_of"] == {"job": 1, "step": 10}
+    shown = job_json(data, 2)
+    assert shown["state"] == "done" and [c["step"] for c in shown["checkpoints"]] == [2]
+    # It went on from job 1's adapter, not from fresh adapters (whose B matrices start at zero).
+    old = load_file(data / "jobs" / "1" / "checkpoints" / "step-000010" / "adapter_model.safetensors")
+    new = load_file(job_dir / "checkpoints" / "step-000002" / "adapter_model.safetensors")
+    assert old.keys() == new.keys() and any(bool(t.abs().sum()) for k, t in old.items() if "lora_B" in k)
+    assert all(torch.allclose(old[k], new[k], atol=1e-6) for k in old)

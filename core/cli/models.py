@@ -34,6 +34,15 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_models)
 
+    rebuild = commands.add_parser(
+        "rebuild",
+        parents=[common],
+        help="make a model again from the library as it is now (a document removed or amended): dataset, "
+        "training, export",
+    )
+    rebuild.add_argument("model", type=row_id_argument, metavar="MODEL", help="a model id (see `tunedesk models`)")
+    rebuild.set_defaults(run=_rebuild)
+
     verify = commands.add_parser(
         "verify", parents=[common], help="whether a GGUF file is intact, and its documents still in the library"
     )
@@ -81,6 +90,26 @@ def _export(args: argparse.Namespace) -> int:
         raise KnownError(f"--checkpoint takes best or a step number, not {args.checkpoint!r}.")
     with open_library(args) as library:
         export_with_bars(library, jobs.job(library, args.job).id, step=step, quant=args.quant)
+    return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from core.cli.common import print_setup
+    from core.cli.train import follow
+    from core.jobs import jobs
+    from core.models.gguf_models import model
+
+    with open_library(args) as library:
+        old = model(library, args.model)
+        if old.job_id is None:
+            raise KnownError(f"Model {old.id} was imported, not made here: there is no job to make it again from.")
+        job, chosen = jobs.start_rebuild(
+            library, old.job_id, on_progress=lambda message: print(f"  {message}"), on_setup=print_setup
+        )
+        print(f"job {job.id}: job {old.job_id} again, on dataset {chosen.id} ({chosen.train_examples} examples)")
+        if follow(library, job.id) != 0:
+            return 1
+        export_with_bars(library, job.id, step=None, quant=old.quant or "q4_k_m")
     return 0
 
 

@@ -51,6 +51,19 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting of the preset")
     train.add_argument("--host", default=None, help="a remote host (see `tunedesk hosts`; default: this machine)")
     train.add_argument("--gpus", type=int, default=None, help=GPUS_HELP)
+    train.add_argument(
+        "--update",
+        type=row_id_argument,
+        default=None,
+        metavar="JOB",
+        help="go on from that job's best checkpoint on what changed in the library since (its base and settings)",
+    )
+    train.add_argument(
+        "--replay",
+        type=float,
+        default=jobs_.DEFAULT_REPLAY,
+        help="with --update: the share of unchanged examples trained on again (%(default)s)",
+    )
     train.add_argument("--detach", action="store_true", help="print the job id and return; the job goes on")
     train.set_defaults(run=_train)
 
@@ -103,6 +116,8 @@ def _train(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.qlora:
         overrides |= {"qlora": True, "gradient_checkpointing": True}
+    if args.update is not None:
+        return _update(args, overrides)
     with open_library(args) as library:
         host = args.host or jobs_.LOCAL
         job, chosen = jobs_.start_training(
@@ -121,6 +136,24 @@ def _train(args: argparse.Namespace) -> int:
         if args.detach:
             return 0
         return follow(library, job.id)
+
+
+def _update(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    with open_library(args) as library:
+        update = jobs_.start_update(
+            library,
+            args.update,
+            replay=args.replay,
+            overrides=overrides,
+            processes=args.gpus,
+            on_progress=lambda message: print(f"  {message}", file=sys.stderr),
+            on_setup=print_setup,
+        )
+        print(
+            f"job {update.job.id}: updating job {args.update} on dataset {update.dataset.id}: {update.changed} "
+            f"changed examples, and {update.replayed} of the {update.unchanged} unchanged ones again"
+        )
+        return 0 if args.detach else follow(library, update.job.id)
 
 
 def follow(library: Library, job_id: int) -> int:

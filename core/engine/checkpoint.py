@@ -70,9 +70,7 @@ def save(job_dir: Path, step: int, model: Any, optimizer: torch.optim.Optimizer,
 
 def restore(path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
     """Load a checkpoint into a freshly set-up model, optimizer and scheduler; returns its step."""
-    from peft import set_peft_model_state_dict
-
-    set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+    load_adapter(path, model)
     state = json.loads((path / "training_state.json").read_text())
     tensors = load_file(path / "training_state.safetensors")
     torch.set_rng_state(tensors.pop("rng.cpu"))
@@ -82,6 +80,13 @@ def restore(path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler:
     optimizer.load_state_dict(join_state(state["optimizer"], tensors))
     scheduler.load_state_dict(join_state(state["scheduler"], tensors))
     return int(state["step"])
+
+
+def load_adapter(path: Path, model: Any) -> None:
+    """A checkpoint's adapter weights into a model with fresh adapters of the same shape."""
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
 
 
 def split_state(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:

@@ -94,6 +94,8 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     done = 0
     if saved := checkpoint.complete(job_dir):
         done = checkpoint.restore(saved[-1], model, optimizer, scheduler)
+    elif "start_adapter" in job:  # an update (train --update): the other job's weights, a fresh optimizer
+        checkpoint.load_adapter(job_dir / job["start_adapter"], model)
     # DDP after the restore: it starts every process from process 0's weights.
     trained = torch.nn.parallel.DistributedDataParallel(model) if processes > 1 else model
     events.write(
@@ -104,6 +106,7 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
         processes=processes,
         bfloat16_compute=cpu_bfloat16(config, device),
         resumed_from=done,
+        update_of=job.get("update_of"),
         steps_total=total_steps,
         tokens_total=sum(len(e.ids) for row in train_rows for e in row),
         examples=sum(len(row) for row in train_rows),

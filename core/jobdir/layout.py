@@ -27,6 +27,7 @@ RUNNER = "runner.json"
 REMOTE = "remote.json"  # where on a remote host the job runs (core/jobs/runners/ssh.py)
 ENGINE_LOG = "engine.log"
 CHECKPOINTS = "checkpoints"
+START_ADAPTER = "start_adapter"  # an update's first weights: the adapter of the job it updates (train --update)
 EVAL = "eval"
 EXPORTS = "exports"
 RECEIPT = ".json"  # beside an exported GGUF, added to its whole name

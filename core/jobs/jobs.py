@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.dataset.build import Dataset, dataset, prepare_dataset
+from core.dataset.build import Dataset, DatasetSettings, dataset, prepare_dataset
 from core.db import now, row_id
 from core.errors import KnownError
-from core.jobdir import layout
+from core.jobdir import layout, provenance
 from core.jobdir.config import DEFAULT_PRESET, TrainConfig, config_from, load_config
 from core.jobdir.events import read_events
 from core.jobs import hosts
@@ -160,6 +161,132 @@ def start_training(
         library, base=base, base_path=base_path, config=config, dataset=chosen, host=host, processes=processes
     )
     return start_job(library, created.id, on_progress), chosen
+
+
+LORA_SHAPE = ("lora_rank", "target_modules", "qlora")  # what an update must keep: its adapter's shape
+DEFAULT_REPLAY = 0.2
+
+
+@dataclass(frozen=True)
+class Update:
+    """What `train --update` trains on: the examples that changed since the job it updates, and a share of
+    the unchanged ones replayed."""
+
+    job: Job
+    dataset: Dataset
+    changed: int
+    replayed: int
+    unchanged: int
+
+
+def start_update(
+    library: Library,
+    job_id: int | str,
+    *,
+    replay: float = DEFAULT_REPLAY,
+    overrides: dict[str, Any] | None = None,
+    processes: int | None = None,
+    on_progress: Callable[[str], None] = lambda message: None,
+    on_setup: engine_env.ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Update:
+    """A job that goes on from another job's best checkpoint on what changed in the library since (an amended
+    contract): a dataset made now with the old one's settings, of which it trains on the examples the old
+    job never saw, with `replay` of the others so that what did not change is not forgotten. Its settings
+    are the old job's (as many epochs, over the smaller set), with `overrides`; its checkpoints are scored
+    like any other."""
+    old = job(library, job_id)
+    best = best_checkpoint(checkpoints(library, old.id))
+    if best is None:
+        raise KnownError(f"Job {old.id} has no checkpoint to update from.")
+    if not 0 <= replay <= 1:
+        raise KnownError(f"--replay is a share of the unchanged examples, between 0 and 1, not {replay}.")
+    spec = layout.read_job(old.dir)
+    asked = overrides or {}
+    if changed_shape := [key for key in LORA_SHAPE if key in asked and asked[key] != spec["config"][key]]:
+        raise KnownError(
+            f"An update keeps the adapter of job {old.id}, so it cannot change {', '.join(changed_shape)}."
+        )
+    config = load_config(overrides=spec["config"] | {"max_steps": 0} | (overrides or {}))
+    check_processes(config, processes, demo=old.base == DEMO)
+    info = json.loads((old.dir / layout.DATASET / provenance.DATASET_INFO).read_text())
+    if {d["sha256"] for d in info["documents"]} == {d.sha256 for d in library.documents()}:
+        raise KnownError(f"Nothing in the library changed since job {old.id}: it holds the same documents.")
+    fresh = _dataset_as_before(library, info["settings"], on_progress, cancel)
+    seen = {_content(record) for record in _records(old.dir / layout.DATASET / layout.TRAIN)}
+    records = _records(fresh.dir / layout.TRAIN)
+    new = [r for r in records if _content(r) not in seen]
+    same = [r for r in records if _content(r) in seen]
+    if not new:
+        raise KnownError(f"Nothing in the library changed since job {old.id}: its examples are all the same.")
+    kept = random.Random(config.seed).sample(same, round(len(same) * replay))
+    _runner(library, old.host, on_setup, cancel).ready(Path(spec["base"]), fresh.dir, demo=old.base == DEMO)
+    created = create_job(
+        library,
+        base=old.base,
+        base_path=Path(spec["base"]),
+        config=config,
+        dataset=fresh,
+        host=old.host,
+        processes=processes,
+    )
+    try:
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new + kept)
+        (created.dir / layout.DATASET / layout.TRAIN).write_text(lines)
+        shutil.copytree(best.path, created.dir / layout.START_ADAPTER)
+        update = {"start_adapter": layout.START_ADAPTER, "update_of": {"job": old.id, "step": best.step}}
+        (created.dir / layout.JOB).write_text(json.dumps(layout.read_job(created.dir) | update, indent=2))
+    except OSError as error:
+        with library.write() as db:
+            db.execute("UPDATE jobs SET state = 'failed', message = ? WHERE id = ?", [_why(error), created.id])
+        raise KnownError(f"The update's folder {created.dir} could not be written: {_why(error)}.") from None
+    started = start_job(library, created.id, on_progress)
+    return Update(started, fresh, len(new), len(kept), len(same))
+
+
+def start_rebuild(
+    library: Library,
+    job_id: int,
+    *,
+    on_progress: Callable[[str], None] = lambda message: None,
+    on_setup: engine_env.ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[Job, Dataset]:
+    """The job trained again, from the start, on the library as it is now (a document withdrawn, or
+    amended): a dataset with its dataset's settings, then a job with its base, settings and host."""
+    old = job(library, job_id)
+    spec = layout.read_job(old.dir)
+    settings = json.loads((old.dir / layout.DATASET / provenance.DATASET_INFO).read_text())["settings"]
+    fresh = _dataset_as_before(library, settings, on_progress, cancel)
+    return start_training(
+        library,
+        base=old.base,
+        overrides=spec["config"],
+        dataset_id=fresh.id,
+        host=old.host,
+        processes=spec.get("processes"),
+        on_progress=on_progress,
+        on_setup=on_setup,
+        cancel=cancel,
+    )
+
+
+def _dataset_as_before(
+    library: Library, settings: dict[str, Any], on_progress: Callable[[str], None], cancel: Callable[[], bool] | None
+) -> Dataset:
+    """A dataset of the library as it is now, with the settings (dataset.json's) of an earlier one."""
+    on_progress("building a dataset of the library as it is now")
+    made, _ = prepare_dataset(library, DatasetSettings(**settings | {"kinds": tuple(settings["kinds"])}), cancel=cancel)
+    return made
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _content(record: dict[str, Any]) -> str:
+    """An example as the model sees it: without the document's name, which a new version may change."""
+    return json.dumps({k: v for k, v in record.items() if k not in ("document", "pages")}, sort_keys=True)
 
 
 def start_job(

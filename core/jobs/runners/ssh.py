@@ -427,7 +427,7 @@ def _job_archive(job_dir: Path, job: dict[str, Any]) -> bytes:
         info = tarfile.TarInfo(layout.JOB)
         info.size = len(spec)
         archive.addfile(info, io.BytesIO(spec))
-        for sub in (layout.DATASET, layout.CHECKPOINTS):
+        for sub in (layout.DATASET, layout.CHECKPOINTS, layout.START_ADAPTER):
             if (job_dir / sub).is_dir():
                 archive.add(job_dir / sub, arcname=sub, filter=lambda i: None if i.name.endswith(".download") else i)
         if (job_dir / layout.EVENTS).exists():  # a resumed job goes on with its events
