@@ -225,3 +225,22 @@ def test_an_update_goes_on_from_the_old_adapter_on_what_an_amendment_changed(tmp
     new = load_file(job_dir / "checkpoints" / "step-000002" / "adapter_model.safetensors")
     assert old.keys() == new.keys() and any(bool(t.abs().sum()) for k, t in old.items() if "lora_B" in k)
     assert all(torch.allclose(old[k], new[k], atol=1e-6) for k in old)
+
+
+def test_a_run_stops_once_its_checkpoints_answer_no_better(data, tiny_base):
+    early = ["--set", "save_every=2", "--set", "stop_after_unimproved=2"]
+    trained = tunedesk("train", "--base", str(tiny_base), "--max-steps", "60", *FAST, *early, data_dir=data)
+    assert trained.returncode == 0, trained.stderr
+    shown = job_json(data)
+    scores = [(c["step"], c["answer_score"]) for c in shown["checkpoints"]]
+    assert scores and all(score is not None for _, score in scores)  # each scored as it was saved
+    # Where it should have stopped, from its own scores: the second checkpoint in a row below the best.
+    best, unimproved, expected = None, 0, None
+    for step, score in scores:
+        best, unimproved = (score, 0) if best is None or score > best else (best, unimproved + 1)
+        if unimproved == 2:
+            expected = step
+            break
+    assert expected is not None and shown["step"] == expected < 60
+    assert shown["state"] == "done" and shown["message"].startswith(f"Stopped early at step {expected} of 60: 2 ")
+    assert (data / "jobs" / "1" / "eval" / "questions.jsonl").is_file()

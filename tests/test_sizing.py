@@ -8,6 +8,7 @@ import json
 import pytest
 
 from core.engine import sizing
+from core.errors import KnownError
 
 
 def test_the_reference_job_is_about_four_petaflops_an_epoch():
@@ -33,3 +34,44 @@ def test_the_recorded_h100_run_projects_to_the_a10g():
     assert 0.07 < projection.mfu < 0.08
     assert projection.seconds == pytest.approx(run["a10g_epoch_s"], abs=1)
     assert 700 < projection.seconds < 800 and projection.usd > 0.20
+
+
+MISTRAL_7B = sizing.Shape(hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8, vocab=32000)
+GiB = sizing.GiB
+
+
+def test_the_memory_model_gives_back_the_peaks_measured_on_an_h100():
+    """In-sample: its constants were fitted to these two figures (docs/benchmarks.md, 2 x 768 tokens)."""
+    assert sizing.Shape.of(MISTRAL_7B_CONFIG) == MISTRAL_7B
+    assert MISTRAL_7B.parameters == pytest.approx(sizing.MISTRAL_7B_PARAMETERS, rel=0.001)
+    on = sizing.training_bytes(MISTRAL_7B, 2 * 768, qlora=True, rank=16, checkpointing=True)
+    off = sizing.training_bytes(MISTRAL_7B, 2 * 768, qlora=True, rank=16, checkpointing=False, dropout=False)
+    assert on / GiB == pytest.approx(6.1, rel=0.05) and off / GiB == pytest.approx(26.5, rel=0.05)
+
+
+def test_the_micro_batch_and_checkpointing_follow_the_free_memory():
+    from core.jobdir.config import load_config
+
+    reference = load_config("quick", {"qlora": True, "seq_len": 768, "batch_rows": 2, "grad_accum": 2})
+
+    def fitted(free_gib: float, processes: int = 1) -> tuple[int, int, bool]:
+        chosen = sizing.fit_memory(reference, MISTRAL_7B, free_gib * GiB, processes)
+        return chosen.batch_rows, chosen.grad_accum, chosen.gradient_checkpointing
+
+    assert fitted(79) == (4, 1, False)  # an H100: the whole step at once, no recomputing
+    assert fitted(22) == (1, 4, False)  # an A10G: one row at a time fits without checkpointing
+    assert fitted(8) == (2, 2, True)  # a small card: checkpointing, and two rows then fit
+    assert fitted(79, processes=2) == (2, 2, False)  # each process takes half a step's rows
+    with pytest.raises(KnownError, match=r"One row of 768 tokens needs about 5.0 GiB .* 4.0 GiB is free; lower seq"):
+        fitted(4)
+    assert sizing.Shape.of({"n_embd": 768, "n_layer": 12}) is None  # not Llama-like: the settings stay
+
+
+MISTRAL_7B_CONFIG = {
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 32000,
+}

@@ -29,7 +29,7 @@ from core.library.search import search
 from core.library.store import Library
 
 ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
-QUESTIONS = Path(layout.EVAL) / "questions.jsonl"  # in the job directory; the answers go beside it
+QUESTIONS = Path(layout.QUESTIONS)  # in the job directory; the answers go beside it
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def evaluate_job(
             f"Job {job_id}'s dataset held out no Q&A pairs to score with; give a question set with --questions."
         )
     items = job.dir / QUESTIONS
-    _write_items(library, items, questions)
+    write_items(library, items, questions)
     steps = [c.step for c in jobs_.checkpoints(library, job_id)]
     rows: list[dict[str, Any]] = []
 
@@ -114,7 +114,7 @@ def evaluate_job(
     return rows
 
 
-def _write_items(library: Library, path: Path, questions: list[Question]) -> None:
+def write_items(library: Library, path: Path, questions: list[Question]) -> None:
     """The questions with the prompts chat would send and the pages their citations may be checked on."""
     items = []
     for q in questions:

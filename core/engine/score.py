@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,10 @@ def score_job(job_dir: Path, questions: Path) -> dict[str, Any]:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from core.engine.train import computing, load_model
+    from core.engine.train import load_model
     from core.jobdir.config import config_from
 
-    items = _read_items(questions)
+    items = read_items(questions)
     saved = checkpoint.complete(job_dir)
     if not saved:
         raise KnownError(f"Job {job_dir.name} has no checkpoint to score yet.")
@@ -52,17 +53,35 @@ def score_job(job_dir: Path, questions: Path) -> dict[str, Any]:
     for path in saved:
         step = int(path.name.removeprefix("step-"))
         set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
-        answers: list[str] = []
-        for start in range(0, len(items), BATCH):
-            with computing(config, device):
-                answers += generate(model, tokenizer, [i["messages"] for i in items[start : start + BATCH]], device)
-            tool.say("progress", step=step, done=len(answers), total=len(items))
-        scored = [_score(item, answer) for item, answer in zip(items, answers, strict=True)]
+
+        def progress(done: int, total: int, step: int = step) -> None:
+            tool.say("progress", step=step, done=done, total=total)
+
+        answers, scored = score_model(model, tokenizer, items, config, device, progress)
         _write_answers(questions.with_name(f"{path.name}.jsonl"), items, answers, scored)
         figures = summary(scored)
         events.write("score", step=step, **figures)
         tool.say("score", step=step, **figures)
     return {}
+
+
+def score_model(
+    model: Any,
+    tokenizer: Any,
+    items: list[dict[str, Any]],
+    config: Any,
+    device: str,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> tuple[list[str], list[AnswerScore]]:
+    """The model's answer to every question, and its score."""
+    from core.engine.train import computing
+
+    answers: list[str] = []
+    for start in range(0, len(items), BATCH):
+        with computing(config, device):
+            answers += generate(model, tokenizer, [i["messages"] for i in items[start : start + BATCH]], device)
+        on_progress(len(answers), len(items))
+    return answers, [_score(item, answer) for item, answer in zip(items, answers, strict=True)]
 
 
 def generate(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], device: str) -> list[str]:
@@ -101,7 +120,7 @@ def _score(item: dict[str, Any], answer: str) -> AnswerScore:
     return score_answer(answer, cited, item["answer"], item["pages"], item.get("document"))
 
 
-def _read_items(path: Path) -> list[dict[str, Any]]:
+def read_items(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise KnownError(f"There are no questions to score with at {path}.")
     items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

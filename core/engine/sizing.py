@@ -1,5 +1,6 @@
-"""The arithmetic of a training run's cost: FLOPs, model FLOPs utilization (MFU), and what a run measured on
-one GPU would take on another (an A10G, the reference job's card). Standard library only.
+"""The arithmetic of a training run's cost and memory: FLOPs, model FLOPs utilization (MFU), what a run
+measured on one GPU would take on another (an A10G, the reference job's card), and the micro-batch that fits
+a GPU's free memory. Standard library only.
 
 LoRA and QLoRA train adapters on a frozen base: each token costs the forward pass (2 FLOPs per parameter)
 and the backward pass through the activations (2 more); the frozen weights get no gradients (the 2 FLOPs a
@@ -9,7 +10,11 @@ term is small at 512-1024 tokens and is left out, as is usual for MFU.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+from core.errors import KnownError
+from core.jobdir.config import TrainConfig
 
 # Dense bf16 tensor throughput, FLOP/s, from the vendors' data sheets (no sparsity). The A10G figure is the
 # one the reference job's issue gives (AWS does not publish one); a card missing here can be named with its
@@ -58,3 +63,93 @@ def project(
     utilization = mfu(tokens_per_s, parameters, measured_peak)
     seconds = training_flops(parameters, tokens) / (utilization * target_peak)
     return Projection(seconds, seconds / 3600 * usd_per_hour, utilization)
+
+
+# -- memory: the micro-batch and gradient checkpointing chosen from free GPU memory ---------------------------
+GiB = 2**30
+HEADROOM = 0.9  # of the free memory: the CUDA allocator's fragmentation and the workspace of its kernels
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A decoder's sizes, from its config.json."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+
+    @classmethod
+    def of(cls, config: dict) -> Shape | None:
+        """The sizes of a Llama-like decoder (Llama, Mistral, Qwen, SmolLM...); None for another kind."""
+        names = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+        if not all(isinstance(config.get(name), int) for name in names):
+            return None
+        heads = config["num_attention_heads"]
+        return cls(
+            config["hidden_size"],
+            config["intermediate_size"],
+            config["num_hidden_layers"],
+            heads,
+            config.get("num_key_value_heads") or heads,
+            config["vocab_size"],
+        )
+
+    @property
+    def parameters(self) -> float:
+        h, kv = self.hidden, self.hidden * self.kv_heads / self.heads
+        per_layer = 2 * h * h + 2 * h * kv + 3 * h * self.intermediate
+        return self.layers * per_layer + 2 * self.vocab * h  # embeddings and an untied head
+
+
+def training_bytes(
+    shape: Shape, tokens: int, *, qlora: bool, rank: int, checkpointing: bool, dropout: bool = True
+) -> float:
+    """Peak GPU memory of a LoRA/QLoRA step over `tokens` tokens in one micro-batch (bf16 compute, adapters
+    on every linear layer with dropout, as the engine trains): the weights, the adapters with their
+    gradients and optimizer state, the activations kept for the backward pass, and the logits.
+
+    What autograd keeps per token and layer is fitted, not derived: 2 bytes x (19 h + 4 kv + 11 i), plus the
+    adapters' dropout copies of their inputs (5 h + 2 i); with checkpointing, each layer's input and 1.25
+    layers' worth while one is recomputed. Those constants come from the two peaks measured on an H100
+    (Mistral-7B shape, QLoRA, 2 x 768 tokens: 6.1 GiB with checkpointing, 26.5 GiB without it and without
+    dropout; docs/benchmarks.md), so these two figures are in-sample; no other GPU or model has checked it."""
+    h, i, kv = shape.hidden, shape.intermediate, shape.hidden * shape.kv_heads / shape.heads
+    embeddings = 2 * shape.vocab * h
+    body = shape.parameters - embeddings
+    # NF4 with double quantization: 4 bits and about an eighth of a bit of constants a weight.
+    weights = body * (0.516 if qlora else 2) + embeddings * 2
+    adapter = rank * shape.layers * (h * 9 + 2 * kv + 3 * i)
+    # fp32 weights and gradients; paged 8-bit AdamW (QLoRA) or fp32 AdamW moments.
+    adapters = adapter * (4 + 4 + (2 if qlora else 8))
+    layer = 2 * (19 * h + 4 * kv + 11 * i) + (2 * (5 * h + 2 * i) if dropout else 0)
+    kept = shape.layers * 2 * h + 1.25 * layer if checkpointing else shape.layers * layer
+    logits = shape.vocab * (2 + 4 + 4)  # bf16, their fp32 copy for the loss, its gradient
+    return weights + adapters + tokens * (kept + logits)
+
+
+def fit_memory(config: TrainConfig, shape: Shape, free_bytes: float, processes: int = 1) -> TrainConfig:
+    """The settings with the step's rows split into micro-batches as large as fit in the free memory (the
+    global batch, batch_rows x grad_accum, kept): without gradient checkpointing where one row fits, since
+    it costs a third more compute; with it otherwise. Each of `processes` takes its share of a step's rows.
+    Raises KnownError with one sentence where not even one row fits."""
+    rows = config.batch_rows * config.grad_accum
+    share = -(-rows // processes)
+    budget = free_bytes * HEADROOM
+    sizes = sorted((d for d in range(1, share + 1) if rows % d == 0), reverse=True)
+    for checkpointing in (False, True):
+        for size in sizes:
+            tokens = size * config.seq_len
+            peak = training_bytes(shape, tokens, qlora=config.qlora, rank=config.lora_rank, checkpointing=checkpointing)
+            if peak <= budget:
+                return dataclasses.replace(
+                    config, batch_rows=size, grad_accum=rows // size, gradient_checkpointing=checkpointing
+                )
+    needed = training_bytes(shape, config.seq_len, qlora=config.qlora, rank=config.lora_rank, checkpointing=True)
+    raise KnownError(
+        f"One row of {config.seq_len} tokens needs about {needed / GiB:.1f} GiB of GPU memory and "
+        f"{free_bytes / GiB:.1f} GiB is free; lower seq_len{'' if config.qlora else ', train with --qlora'} "
+        "or use a larger GPU."
+    )

@@ -15,6 +15,7 @@ the same step.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -25,12 +26,12 @@ from typing import Any
 
 import torch
 
-from core.engine import checkpoint
+from core.engine import checkpoint, sizing
 from core.engine.data import IGNORE, Example, batch_tensors, pack, read_records, tokenize
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout
 from core.jobdir.config import TrainConfig, config_from
-from core.jobdir.events import EventLog
+from core.jobdir.events import EventLog, read_events
 
 MAX_EVAL_ROWS = 64  # validation loss over at most this many packed rows, so that eval stays cheap
 
@@ -79,6 +80,10 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     train_records = read_records(train_path)
     val_records = read_records(val_path) if val_path.is_file() and val_path.read_text().strip() else []
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # Before the load: gradient checkpointing is set up with the model.
+    shape = sizing.Shape.of(json.loads((base / "config.json").read_text())) if device == "cuda" else None
+    if shape and config.fit_memory:
+        config = sizing.fit_memory(config, shape, torch.cuda.mem_get_info()[0], processes)
     tokenizer, model = load_model(base, config, device)
     if config.grad_accum * config.batch_rows < processes:
         raise KnownError(
@@ -118,6 +123,7 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     # (over 22 GiB at 2 x 768 tokens: more than an A10G has).
     model.train()
     val_loss = None
+    scorer = _Scorer(job_dir, done, config) if rank == 0 and config.stop_after_unimproved else None
     started, tokens_seen, training_s = time.monotonic(), 0, 0.0
     for step in range(done + 1, total_steps + 1):
         if _anywhere(stop(), device):
@@ -150,6 +156,11 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
             events.write("eval", step=step, val_loss=val_loss)
         if rank == 0 and (step % config.save_every == 0 or step == total_steps):
             _save(job_dir, step, model, optimizer, scheduler, events, val_loss)
+            if scorer:
+                scorer.score(step, model, tokenizer, device, events)
+        if _anywhere(bool(scorer and scorer.past_best()), device) and step < total_steps:
+            events.write("done", message=scorer.said(step, total_steps) if scorer else None)
+            return
     events.write("done")
 
 
@@ -272,6 +283,53 @@ def _train_step(
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, sum(len(e.ids) for row in rows for e in row)
+
+
+class _Scorer:
+    """Early stopping by answer score: each checkpoint, as it is saved, answers the held-out questions the
+    app wrote (layout.QUESTIONS); the run stops once `stop_after_unimproved` of them in a row have not
+    beaten the best. A resumed run counts the scores its events already hold."""
+
+    def __init__(self, job_dir: Path, done: int, config: TrainConfig) -> None:
+        from core.engine.score import read_items
+
+        path = job_dir / layout.QUESTIONS
+        self.items = read_items(path) if path.is_file() else []
+        self.config = config
+        self.best: tuple[float, int] | None = None  # (answer score, step)
+        self.unimproved = 0
+        for event in read_events(job_dir / layout.EVENTS)[0]:
+            if event["type"] == "score" and event["step"] <= done:
+                self._count(event["answer_score"], event["step"])
+
+    def score(self, step: int, model: Any, tokenizer: Any, device: str, events: EventLog | Unwritten) -> None:
+        if not self.items:
+            return
+        from core.answers.scoring import summary
+        from core.engine.score import score_model
+
+        model.eval()
+        _, scored = score_model(model, tokenizer, self.items, self.config, device)
+        model.train()
+        figures = summary(scored)
+        events.write("score", step=step, **figures)
+        self._count(figures["answer_score"] or 0.0, step)
+
+    def past_best(self) -> bool:
+        return self.unimproved >= self.config.stop_after_unimproved
+
+    def said(self, step: int, total: int) -> str:
+        assert self.best is not None
+        return (
+            f"Stopped early at step {step} of {total}: {self.unimproved} checkpoints in a row answered no better "
+            f"than step {self.best[1]}'s (answer score {self.best[0]:.3f})."
+        )
+
+    def _count(self, answer_score: float, step: int) -> None:
+        if self.best is None or answer_score > self.best[0]:
+            self.best, self.unimproved = (answer_score, step), 0
+        else:
+            self.unimproved += 1
 
 
 def _predicted(row: list[Example]) -> int:

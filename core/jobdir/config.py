@@ -44,10 +44,16 @@ class TrainConfig:
     )
     eval_every: int = 50
     save_every: int = 100
+    # Stop once this many checkpoints in a row have not raised the answer score (each checkpoint scored on
+    # the dataset's held-out questions as it is saved); 0: no scoring during training, no early stop.
+    stop_after_unimproved: int = 0
     # auto: bfloat16 on CUDA; on CPU float32 weights, computed in bfloat16 where the CPU has bf16 units
     dtype: str = "auto"  # auto, float32 or bfloat16
     qlora: bool = False  # 4-bit NF4 base weights (bitsandbytes); on CUDA
     gradient_checkpointing: bool = False
+    # On CUDA, choose batch_rows (keeping batch_rows x grad_accum) and gradient_checkpointing from the free
+    # GPU memory (core/engine/sizing.py); off: as set.
+    fit_memory: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,6 +142,7 @@ def _check_ranges(config: TrainConfig) -> None:
         ("dtype", config.dtype in ("auto", "float32", "bfloat16"), "auto, float32 or bfloat16"),
         ("eval_every", 1 <= config.eval_every <= MOST_STEPS, f"between 1 and {MOST_STEPS:,}"),
         ("save_every", 1 <= config.save_every <= MOST_STEPS, f"between 1 and {MOST_STEPS:,}"),
+        ("stop_after_unimproved", 0 <= config.stop_after_unimproved <= 100, "between 0 and 100 (0: never)"),
     ]
     for name, ok, expected in rules:
         if not ok:

@@ -29,6 +29,7 @@ ENGINE_LOG = "engine.log"
 CHECKPOINTS = "checkpoints"
 START_ADAPTER = "start_adapter"  # an update's first weights: the adapter of the job it updates (train --update)
 EVAL = "eval"
+QUESTIONS = f"{EVAL}/questions.jsonl"  # the questions a job's checkpoints are scored with, prompts included
 EXPORTS = "exports"
 RECEIPT = ".json"  # beside an exported GGUF, added to its whole name
 

@@ -92,11 +92,23 @@ def create_job(
         try:
             shutil.copytree(dataset.dir, job_dir / layout.DATASET)
             (job_dir / layout.JOB).write_text(json.dumps(spec, indent=2))
+            if config.stop_after_unimproved:
+                _questions_for_the_engine(library, job_dir)
         except OSError as error:  # the row goes with the transaction; the folder must go too
             shutil.rmtree(job_dir, ignore_errors=True)
             raise KnownError(f"The job's folder {job_dir} could not be written: {_why(error)}.") from None
         db.execute("UPDATE jobs SET dir = ? WHERE id = ?", [str(job_dir), job_id])
     return job(library, job_id)
+
+
+def _questions_for_the_engine(library: Library, job_dir: Path) -> None:
+    """The held-out questions with the prompts chat would send, for the engine to score each checkpoint as
+    it saves it (stop_after_unimproved): the engine never reads the library."""
+    from core.answers import evaluation  # it imports this module
+
+    questions = evaluation.held_out_questions(job_dir)
+    if questions:
+        evaluation.write_items(library, job_dir / evaluation.QUESTIONS, questions)
 
 
 def check_processes(config: TrainConfig, processes: int | None, *, demo: bool) -> None:
