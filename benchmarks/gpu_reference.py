@@ -76,6 +76,11 @@ def main() -> None:
         "speedup": round(speedup, 2),
         "seconds_per_reference_epoch": round(sizing.REFERENCE_TOKENS / ours["tokens_per_s"], 1),
         "peak_gpu_gib": ours.get("gpu_peak_gib"),
+        # The memory model's peak for the settings the engine chose: on another card or row size than the
+        # H100 figures it was fitted to, a check out of sample (docs/training.md, "Memory").
+        "predicted_peak_gib": _predicted_peak(base, ours["config"]),
+        "gradient_checkpointing": ours["config"]["gradient_checkpointing"],
+        "batch_rows": ours["config"]["batch_rows"],
         "export_q4_k_m_s": None if export_s is None else round(export_s, 1),
     }
     peak = args.peak_tflops * 1e12 if args.peak_tflops else sizing.PEAK_BF16.get(numbers["device"])
@@ -108,6 +113,22 @@ def main() -> None:
             "at most 10 min and 0.20 USD",
             projection.seconds <= GOAL_SECONDS and projection.usd <= GOAL_USD,
         )
+
+
+def _predicted_peak(base: Path, config: dict) -> float | None:
+    shape = sizing.Shape.of(json.loads((base / "config.json").read_text()))
+    if shape is None:
+        return None
+    tokens = config["batch_rows"] * config["seq_len"]
+    kept = sizing.training_bytes(
+        shape,
+        tokens,
+        qlora=config["qlora"],
+        rank=config["lora_rank"],
+        checkpointing=config["gradient_checkpointing"],
+        dropout=config["lora_dropout"] > 0,
+    )
+    return round(kept / sizing.GiB, 2)
 
 
 def _parameters(model: str, base: Path) -> float:

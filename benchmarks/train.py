@@ -161,6 +161,7 @@ def run_engine(job_dir: Path, base: Path, dataset: Path, config: dict) -> dict:
         "device": start["device"],
         "seq_len": config["seq_len"],
         "batch_rows": config["batch_rows"],
+        "config": start["config"],  # as the engine ran it: on CUDA, fitted to the free memory
     }
 
 
