@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -71,6 +72,8 @@ class LibraryView(View):
         self.table.itemSelectionChanged.connect(self._selection_changed)
         hint = QLabel("Drop PDF, DOCX, TXT or Markdown files, or folders, anywhere here.")
         hint.setStyleSheet("color: gray")
+        hint.setWordWrap(True)  # so that it never widens the window: it takes the room the buttons leave
+        hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         buttons = QHBoxLayout()
         buttons.addWidget(add)
         buttons.addWidget(self.remove_button)
