@@ -42,6 +42,8 @@ GiB = sizing.GiB
 
 def test_the_memory_model_gives_back_the_peaks_measured_on_an_h100():
     """In-sample: its constants were fitted to these two figures (docs/benchmarks.md, 2 x 768 tokens)."""
+    from benchmarks.train import MISTRAL_7B as MISTRAL_7B_CONFIG  # the benchmarks' 7B shape
+
     assert sizing.Shape.of(MISTRAL_7B_CONFIG) == MISTRAL_7B
     assert MISTRAL_7B.parameters == pytest.approx(sizing.MISTRAL_7B_PARAMETERS, rel=0.001)
     on = sizing.training_bytes(MISTRAL_7B, 2 * 768, qlora=True, rank=16, checkpointing=True)
@@ -65,13 +67,3 @@ def test_the_micro_batch_and_checkpointing_follow_the_free_memory():
     with pytest.raises(KnownError, match=r"One row of 768 tokens needs about 5.0 GiB .* 4.0 GiB is free; lower seq"):
         fitted(4)
     assert sizing.Shape.of({"n_embd": 768, "n_layer": 12}) is None  # not Llama-like: the settings stay
-
-
-MISTRAL_7B_CONFIG = {
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 32000,
-}
