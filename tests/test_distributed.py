@@ -105,3 +105,17 @@ def test_a_count_the_job_cannot_train_with_is_one_sentence(data, tiny_base):
     assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}
     demo = tunedesk("train", "--base", "demo", "--gpus", "2", data_dir=data)
     assert demo.returncode == 1 and "The built-in demo base trains in one process" in demo.stderr
+
+
+def test_by_default_a_job_takes_every_gpu_a_step_can_share(monkeypatch):
+    from core.jobs.runners import local
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    job = {"base_name": "smollm2", "config": {"grad_accum": 1, "batch_rows": 1}, "processes": None}
+    assert local.processes(job) == 1  # the quick preset: one row a step, so one process, not a refusal
+    assert local.processes(job | {"config": {"grad_accum": 2, "batch_rows": 1}}) == 2
+    assert local.processes(job | {"config": {"grad_accum": 8, "batch_rows": 1}}) == 4  # every GPU
+    assert local.processes(job | {"base_name": "demo", "config": {"grad_accum": 8, "batch_rows": 1}}) == 1
+    assert local.processes(job | {"processes": 3}) == 3  # as asked (checked when the job was made)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert local.processes(job | {"config": {"grad_accum": 8, "batch_rows": 1}}) == 1  # no GPU: one

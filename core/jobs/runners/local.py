@@ -24,6 +24,7 @@ from core.jobdir import layout
 from core.jobdir.events import TERMINAL, EventLog, read_events
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import Engine, ProgressFn
+from core.models.base_models import DEMO
 
 # The engine reads models from folders the app resolved: it never needs the network (docs/reliability.md, promise 2).
 ENGINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -166,17 +167,25 @@ def supervise(job_dir: Path) -> int:
 
 def processes(job: dict[str, Any]) -> int:
     """The job's processes: as many as the user asked for, else one per GPU here (one on a machine
-    without)."""
+    without), but no more than a step has rows to share (the quick preset has one) and one for the demo
+    base (check_processes refuses those counts when they are asked for)."""
     if job.get("processes"):
         return int(job["processes"])
+    if job.get("base_name") == DEMO:
+        return 1
+    rows = job["config"]["grad_accum"] * job["config"]["batch_rows"]
+    return max(min(_gpus_here(), rows), 1)
+
+
+def _gpus_here() -> int:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return max(len([device for device in visible.split(",") if device.strip()]), 1)
+        return len([device for device in visible.split(",") if device.strip()])
     try:
         listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.TimeoutExpired):
         return 1
-    return max(sum(line.startswith("GPU ") for line in listed.splitlines()), 1)
+    return sum(line.startswith("GPU ") for line in listed.splitlines())
 
 
 def _finished(job_dir: Path) -> bool:
