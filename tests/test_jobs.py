@@ -244,3 +244,14 @@ def test_a_run_stops_once_its_checkpoints_answer_no_better(data, tiny_base):
     assert expected is not None and shown["step"] == expected < 60
     assert shown["state"] == "done" and shown["message"].startswith(f"Stopped early at step {expected} of 60: 2 ")
     assert (data / "jobs" / "1" / "eval" / "questions.jsonl").is_file()
+
+
+def test_a_resumed_run_counts_each_checkpoints_last_score_in_step_order(tmp_path):
+    from core.engine.train import _Scorer
+    from core.jobdir.events import EventLog
+
+    events = EventLog(tmp_path)
+    for step, score in ((2, 0.5), (4, 0.3), (2, 0.2)):  # step 2 scored again later (`tunedesk eval`)
+        events.write("score", step=step, answer_score=score)
+    scorer = _Scorer(tmp_path, 4, load_config(overrides={"stop_after_unimproved": 2}))
+    assert (scorer.best, scorer.unimproved, scorer.past_best()) == ((0.3, 4), 0, False)

@@ -298,9 +298,10 @@ class _Scorer:
         self.config = config
         self.best: tuple[float, int] | None = None  # (answer score, step)
         self.unimproved = 0
-        for event in read_events(job_dir / layout.EVENTS)[0]:
-            if event["type"] == "score" and event["step"] <= done:
-                self._count(event["answer_score"], event["step"])
+        # A step's last score counts (`tunedesk eval` may have scored it again), in the order of the steps.
+        scored = {e["step"]: e["answer_score"] for e in read_events(job_dir / layout.EVENTS)[0] if e["type"] == "score"}
+        for step in sorted(s for s in scored if s <= done):
+            self._count(scored[step] or 0.0, step)
 
     def score(self, step: int, model: Any, tokenizer: Any, device: str, events: EventLog | Unwritten) -> None:
         if not self.items:
