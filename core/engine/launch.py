@@ -1,7 +1,8 @@
 """`python -m core.engine.launch JOB_DIR N`: the job in N processes on this machine, started by torchrun's
 own launcher (torch.distributed.launcher, what the `torchrun` command runs; no spawning of our own). One
 process that fails stops the others (torchrun's doing) and ends the job with one sentence naming it: the
-first killed by a signal, else the first to fail (a process whose peer died fails too, later)."""
+first killed by a signal other than torchrun's own SIGTERM, else the first to fail (a process whose peer died
+fails too, later)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,11 @@ def main(job_dir: Path, processes: int) -> int:
     try:
         elastic_launch(config, sys.executable)("-m", "core.engine", str(job_dir))
     except ChildFailedError as error:
-        rank, failure = min(error.failures.items(), key=lambda item: (item[1].exitcode >= 0, item[1].timestamp))
+        # A SIGTERM is torchrun stopping the others once one failed: never the cause while another is known.
+        rank, failure = min(
+            error.failures.items(),
+            key=lambda item: (item[1].exitcode >= 0, item[1].exitcode == -signal.SIGTERM, item[1].timestamp),
+        )
         EventLog(job_dir).write("error", message=failed(rank, processes, failure.exitcode, failure.message))
         return 1
     return 0
