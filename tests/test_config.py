@@ -37,6 +37,7 @@ def test_overrides_win_over_the_preset():
         ({"epochs": 1e20}, "epochs must be above 0 and at most 1000"),
         ({"seed": 2**70}, "seed"),
         ({"save_every": 10**30}, "save_every"),
+        ({"qlora": True, "shard_weights": True}, "shard_weights and qlora cannot both be on"),
     ],
 )
 def test_bad_settings_are_refused_by_name(overrides, named):

@@ -11,6 +11,8 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from core.jobdir import layout
 from tests.engine_fixtures import wait_for
@@ -30,26 +32,78 @@ def events(data: Path, job_id: int) -> list[dict]:
 
 
 def test_two_processes_take_the_steps_one_does_and_process_0_alone_writes(data, tiny_base):
-    for gpus in ("1", "2"):
-        trained = tunedesk("train", "--base", str(tiny_base), "--max-steps", "4", *SAME, "--gpus", gpus, data_dir=data)
+    # Each checkpoint scored on the held-out questions (shared out between the processes), none stopping it.
+    scored = ["--set", "save_every=2", "--set", "stop_after_unimproved=9"]
+    for processes in (["--gpus", "1"], ["--gpus", "2"], ["--gpus", "2", "--set", "shard_weights=true"]):
+        trained = tunedesk(
+            "train", "--base", str(tiny_base), "--max-steps", "4", *SAME, *scored, *processes, data_dir=data
+        )
         assert trained.returncode == 0, trained.stderr
-    one, two = job_json(data, 1), job_json(data, 2)
-    assert (one["processes"], two["processes"]) == (1, 2)
-    assert "training in 2 processes (cpu)" in trained.stdout
-    assert [row["step"] for row in two["losses"]] == [1, 2, 3, 4]
-    for a, b in zip(one["losses"], two["losses"], strict=True):
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=LOSS_TOLERANCE)
-    assert two["losses"][-1]["val_loss"] == pytest.approx(one["losses"][-1]["val_loss"], rel=LOSS_TOLERANCE)
-    kinds = [event["type"] for event in events(data, 2)]
-    # One process's worth of events: a second writer would double every line.
-    assert kinds.count("start") == 1 and kinds.count("step") == 4 and kinds.count("checkpoint") == 1
-    assert kinds[-1] == "done"
-    assert [c["step"] for c in two["checkpoints"]] == [4]
+    one, ddp, sharded = (job_json(data, n) for n in (1, 2, 3))
+    assert (one["processes"], ddp["processes"], sharded["processes"]) == (1, 2, 2)
+    assert "training in 2 processes (cpu, sharing the weights)" in trained.stdout
+    starts = [next(e for e in events(data, n) if e["type"] == "start") for n in (2, 3)]
+    assert [start["shard_weights"] for start in starts] == [False, True]
+    for two in (ddp, sharded):
+        assert [row["step"] for row in two["losses"]] == [1, 2, 3, 4]
+        for a, b in zip(one["losses"], two["losses"], strict=True):
+            assert b["train_loss"] == pytest.approx(a["train_loss"], rel=LOSS_TOLERANCE)
+            assert (b["val_loss"] is None) == (a["val_loss"] is None)
+            assert b["val_loss"] is None or b["val_loss"] == pytest.approx(a["val_loss"], rel=LOSS_TOLERANCE)
+    # The same answers to the same questions, each process having answered a share of them.
+    for step in ("step-000002", "step-000004"):
+        answers = [(data / "jobs" / str(n) / "eval" / f"{step}.jsonl").read_text() for n in (1, 2, 3)]
+        assert answers[0].count("\n") > 1 and answers[1] == answers[0] and answers[2] == answers[0]
+    assert [c["step"] for c in sharded["checkpoints"]] == [2, 4]
+    for job_id in (2, 3):
+        kinds = [event["type"] for event in events(data, job_id)]
+        # One process's worth of events: a second writer would double every line.
+        assert kinds.count("start") == 1 and kinds.count("step") == 4 and kinds.count("checkpoint") == 2
+        assert kinds[-1] == "done"
+    # The sharded job's checkpoint is the whole adapter, as one process saves it.
+    whole, gathered = (
+        load_file(data / "jobs" / str(n) / "checkpoints" / "step-000004" / "adapter_model.safetensors") for n in (1, 3)
+    )
+    assert whole.keys() == gathered.keys()
+    assert all(torch.allclose(whole[k], gathered[k], rtol=1e-4, atol=1e-6) for k in whole)
+    # And so is its optimizer state: any number of processes resumes from it.
+    whole, gathered = (
+        load_file(data / "jobs" / str(n) / "checkpoints" / "step-000004" / "training_state.safetensors") for n in (1, 3)
+    )
+    assert whole.keys() == gathered.keys() and any("exp_avg_sq" in k for k in whole)
+    moments = [k for k in whole if k.startswith("optimizer.")]
+    assert all(torch.allclose(whole[k], gathered[k], rtol=1e-3, atol=1e-9) for k in moments)
 
 
-def test_a_cancel_stops_both_and_a_resume_goes_on_in_one(data, tiny_base):
+def test_each_process_takes_as_many_items_and_their_results_come_back_in_order():
+    from core.engine.train import interleaved, share
+
+    items = list("abcde")
+    for processes in (1, 2, 3, 5, 7):
+        shares = [share(items, rank, processes) for rank in range(processes)]
+        assert len({len(s) for s in shares}) == 1  # sharded, no process may run a forward pass fewer
+        assert sorted(set().union(*shares)) == items
+        assert interleaved([[x.upper() for x in s] for s in shares], len(items)) == list("ABCDE")
+
+
+@pytest.mark.parametrize(
+    ("weights", "resumed_in"),
+    [("shard_weights=false", 1), ("shard_weights=true", 2)],  # sharded, each process restores its part
+)
+def test_a_cancel_stops_both_and_a_resume_goes_on(data, tiny_base, weights, resumed_in):
     started = tunedesk(
-        "train", "--base", str(tiny_base), "--max-steps", "12", *SAME, "--gpus", "2", "--detach", data_dir=data
+        "train",
+        "--base",
+        str(tiny_base),
+        "--max-steps",
+        "12",
+        *SAME,
+        "--set",
+        weights,
+        "--gpus",
+        "2",
+        "--detach",
+        data_dir=data,
     )
     assert started.returncode == 0, started.stderr
     wait_for(lambda: job_json(data)["step"] >= 2, timeout=240)
@@ -60,12 +114,12 @@ def test_a_cancel_stops_both_and_a_resume_goes_on_in_one(data, tiny_base):
     assert [event["type"] for event in events(data, 1)].count("cancelled") == 1
     stopped_at = shown["step"]
 
-    resumed = tunedesk("resume", "1", "--gpus", "1", data_dir=data, timeout=300)
+    resumed = tunedesk("resume", "1", "--gpus", str(resumed_in), data_dir=data, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     shown = job_json(data)
-    assert (shown["state"], shown["step"], shown["processes"]) == ("done", 12, 1)
+    assert (shown["state"], shown["step"], shown["processes"]) == ("done", 12, resumed_in)
     starts = [event for event in events(data, 1) if event["type"] == "start"]
-    assert [(s["processes"], s["resumed_from"]) for s in starts] == [(2, 0), (1, stopped_at)]
+    assert [(s["processes"], s["resumed_from"]) for s in starts] == [(2, 0), (resumed_in, stopped_at)]
     assert [row["step"] for row in shown["losses"]] == list(range(1, 13))
 
 

@@ -3,6 +3,7 @@ against the GPU run recorded in benchmarks/results/."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -67,3 +68,25 @@ def test_the_micro_batch_and_checkpointing_follow_the_free_memory():
     with pytest.raises(KnownError, match=r"One row of 768 tokens needs about 5.0 GiB .* 4.0 GiB is free; lower seq"):
         fitted(4)
     assert sizing.Shape.of({"n_embd": 768, "n_layer": 12}) is None  # not Llama-like: the settings stay
+
+
+def test_a_base_too_large_for_one_gpu_is_shared_between_the_processes():
+    """7B in bfloat16, 1 x 768 tokens: 14.7 GiB whole with checkpointing, 5.6 GiB in each of 4 sharing it."""
+    from core.jobdir.config import load_config
+
+    bf16 = load_config("quick", {"seq_len": 768, "batch_rows": 1, "grad_accum": 4})
+
+    def fitted(free_gib: float, config=bf16):
+        chosen = sizing.fit_memory(config, MISTRAL_7B, free_gib * GiB, 4)
+        return chosen.shard_weights, chosen.gradient_checkpointing
+
+    assert fitted(40) == (False, False)  # it fits whole: each process holds the base (DDP)
+    assert fitted(20) == (False, True)  # recomputing is cheaper than gathering the weights at every layer
+    assert fitted(8) == (True, True)  # only shared between the 4
+    assert fitted(40, dataclasses.replace(bf16, shard_weights=True)) == (True, False)  # as the settings ask
+    with pytest.raises(KnownError, match=r"needs about 5.6 GiB of GPU memory in each of 4 processes sharing"):
+        fitted(4)
+    qlora = dataclasses.replace(bf16, qlora=True)
+    assert fitted(8, qlora) == (False, True)  # 4-bit weights are never shared (train.py)
+    with pytest.raises(KnownError, match=r"needs about 14.7 GiB of GPU memory and 8.0 GiB is free"):
+        sizing.fit_memory(bf16, MISTRAL_7B, 8 * GiB, 1)  # one process has nobody to share with

@@ -172,7 +172,8 @@ def follow(library: Library, job_id: int) -> int:
                         bar.write(f"  {event['message']}")
                 elif event["type"] == "start":
                     if event.get("processes", 1) > 1:
-                        bar.write(f"  training in {event['processes']} processes ({event['device']})")
+                        shared = ", sharing the weights" if event.get("shard_weights") else ""
+                        bar.write(f"  training in {event['processes']} processes ({event['device']}{shared})")
                     bar.reset(total=event["steps_total"])
                     bar.set_description(f"job {job_id}")
                 elif event["type"] == "step":

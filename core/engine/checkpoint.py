@@ -3,6 +3,10 @@ uninterrupted run would (optimizer, scheduler, random state), under checkpoints/
 
 A checkpoint is written under a temporary name and renamed when complete, so a kill or a full disk never
 leaves a checkpoint that looks finished; the previous ones are untouched.
+
+It holds the whole adapter and optimizer state whatever the processes that trained (one, DDP, or sharded,
+each holding a part; torch.distributed.checkpoint gathers them, keyed by parameter name), so a job resumes
+in any number of processes.
 """
 
 from __future__ import annotations
@@ -16,12 +20,20 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor
 
 from core.errors import KnownError
 from core.jobdir import layout
 
 _PREFIX = "step-"
 _PARTIAL = ".partial"
+# Gathered whole on the CPU of process 0 (the others get nothing).
+_GATHERED = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def name(step: int) -> str:
@@ -36,19 +48,30 @@ def complete(job_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name.startswith(_PREFIX) and not p.name.endswith(_PARTIAL))
 
 
-def save(job_dir: Path, step: int, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> Path:
+def save(job_dir: Path, step: int, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0) -> Path:
+    """Every process calls it (sharded, the state is gathered from all of them); process 0 writes."""
+    # The trained parameters alone: a model's state_dict holds bitsandbytes' quantization state under names
+    # that are no attribute, which torch.distributed.checkpoint's get_model_state_dict cannot follow.
+    adapter = {
+        key: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu()
+        for key, p in model.named_parameters()
+        if p.requires_grad
+    }
+    optimizer_state = get_optimizer_state_dict(model, optimizer, options=_GATHERED)
     final = job_dir / layout.CHECKPOINTS / name(step)
+    if rank != 0:
+        return final
     partial = final.with_name(final.name + _PARTIAL)
     shutil.rmtree(partial, ignore_errors=True)
     try:
         partial.mkdir(parents=True)
-        model.save_pretrained(partial)
+        model.save_pretrained(partial, state_dict=adapter)
         tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
         state = {
             "step": step,
-            "optimizer": split_state(optimizer.state_dict(), "optimizer", tensors),
+            "optimizer": split_state(optimizer_state, "optimizer", tensors),
             "scheduler": split_state(scheduler.state_dict(), "scheduler", tensors),
         }
         save_file(tensors, partial / "training_state.safetensors")
@@ -69,15 +92,17 @@ def save(job_dir: Path, step: int, model: Any, optimizer: torch.optim.Optimizer,
 
 
 def restore(path: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
-    """Load a checkpoint into a freshly set-up model, optimizer and scheduler; returns its step."""
-    load_adapter(path, model)
+    """A checkpoint's optimizer, scheduler and random state into a fresh optimizer and scheduler of a model
+    that holds its adapter (load_adapter, before the model was split between processes); returns its step."""
     state = json.loads((path / "training_state.json").read_text())
     tensors = load_file(path / "training_state.safetensors")
     torch.set_rng_state(tensors.pop("rng.cpu"))
     cuda_rng = tensors.pop("rng.cuda", None)
     if cuda_rng is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(cuda_rng)
-    optimizer.load_state_dict(join_state(state["optimizer"], tensors))
+    # Each process reads the whole state and keeps its part.
+    whole = StateDictOptions(full_state_dict=True)
+    set_optimizer_state_dict(model, optimizer, join_state(state["optimizer"], tensors), options=whole)
     scheduler.load_state_dict(join_state(state["scheduler"], tensors))
     return int(state["step"])
 

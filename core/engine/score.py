@@ -57,35 +57,46 @@ def score_job(job_dir: Path, questions: Path) -> dict[str, Any]:
         def progress(done: int, total: int, step: int = step) -> None:
             tool.say("progress", step=step, done=done, total=total)
 
-        answers, scored = score_model(model, tokenizer, items, config, device, progress)
-        _write_answers(questions.with_name(f"{path.name}.jsonl"), items, answers, scored)
+        answers = answer_all(model, tokenizer, items, config, device, progress)
+        scored = score_answers(items, answers)
+        write_answers(questions.with_name(f"{path.name}.jsonl"), items, answers, scored)
         figures = summary(scored)
         events.write("score", step=step, **figures)
         tool.say("score", step=step, **figures)
     return {}
 
 
-def score_model(
+def answer_all(
     model: Any,
     tokenizer: Any,
     items: list[dict[str, Any]],
     config: Any,
     device: str,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
-) -> tuple[list[str], list[AnswerScore]]:
-    """The model's answer to every question, and its score."""
+    synced: bool = False,
+) -> list[str]:
+    """The model's answer to every question (`synced`: see generate)."""
     from core.engine.train import computing
 
     answers: list[str] = []
     for start in range(0, len(items), BATCH):
+        batch = [i["messages"] for i in items[start : start + BATCH]]
         with computing(config, device):
-            answers += generate(model, tokenizer, [i["messages"] for i in items[start : start + BATCH]], device)
+            answers += generate(model, tokenizer, batch, device, synced)
         on_progress(len(answers), len(items))
-    return answers, [_score(item, answer) for item, answer in zip(items, answers, strict=True)]
+    return answers
 
 
-def generate(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], device: str) -> list[str]:
-    """Greedy answers to a batch of chat prompts, rendered and tokenized as in training (data.py)."""
+def score_answers(items: list[dict[str, Any]], answers: list[str]) -> list[AnswerScore]:
+    return [_score(item, answer) for item, answer in zip(items, answers, strict=True)]
+
+
+def generate(
+    model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], device: str, synced: bool = False
+) -> list[str]:
+    """Greedy answers to a batch of chat prompts, rendered and tokenized as in training (data.py). `synced`:
+    a model sharded between processes, which all generate until the last is done (each token's forward
+    pass gathers the weights from all of them)."""
     import torch
 
     prompts = [
@@ -108,6 +119,7 @@ def generate(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=tokenizer.eos_token_id,
+            synced_gpus=synced,
         )
     return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output]
 
@@ -129,7 +141,7 @@ def read_items(path: Path) -> list[dict[str, Any]]:
     return items
 
 
-def _write_answers(path: Path, items: list[dict[str, Any]], answers: list[str], scored: list[AnswerScore]) -> None:
+def write_answers(path: Path, items: list[dict[str, Any]], answers: list[str], scored: list[AnswerScore]) -> None:
     rows = [
         answer_row(item["question"], item["answer"], answer, s)
         for item, answer, s in zip(items, answers, scored, strict=True)

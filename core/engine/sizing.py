@@ -105,7 +105,7 @@ class Shape:
 
 
 def training_bytes(
-    shape: Shape, tokens: int, *, qlora: bool, rank: int, checkpointing: bool, dropout: bool = True
+    shape: Shape, tokens: int, *, qlora: bool, rank: int, checkpointing: bool, dropout: bool = True, shards: int = 1
 ) -> float:
     """Peak GPU memory of a LoRA/QLoRA step over `tokens` tokens in one micro-batch (bf16 compute, adapters
     on every linear layer with dropout, as the engine trains): the weights, the adapters with their
@@ -115,15 +115,19 @@ def training_bytes(
     adapters' dropout copies of their inputs (5 h + 2 i); with checkpointing, each layer's input and 1.25
     layers' worth while one is recomputed. Those constants come from the two peaks measured on an H100
     (Mistral-7B shape, QLoRA, 2 x 768 tokens: 6.1 GiB with checkpointing, 26.5 GiB without it and without
-    dropout; docs/benchmarks.md), so these two figures are in-sample; no other GPU or model has checked it."""
+    dropout; docs/benchmarks.md), so these two figures are in-sample; no other GPU or model has checked it.
+
+    `shards`: the base and adapters shared between that many processes (FSDP, shard_weights): each holds 1/N
+    of every layer, and two layers whole (the one computing, the next being gathered), and the embeddings
+    and head whole through the step. Derived from how FSDP gathers, never measured."""
     h, i, kv = shape.hidden, shape.intermediate, shape.hidden * shape.kv_heads / shape.heads
     embeddings = 2 * shape.vocab * h
     body = shape.parameters - embeddings
     # NF4 with double quantization: 4 bits and about an eighth of a bit of constants a weight.
-    weights = body * (0.516 if qlora else 2) + embeddings * 2
+    weights = body * (0.516 if qlora else 2) * min(1, 1 / shards + 2 / shape.layers) + embeddings * 2
     adapter = rank * shape.layers * (h * 9 + 2 * kv + 3 * i)
     # fp32 weights and gradients; paged 8-bit AdamW (QLoRA) or fp32 AdamW moments.
-    adapters = adapter * (4 + 4 + (2 if qlora else 8))
+    adapters = adapter * (4 + 4 + (2 if qlora else 8)) / shards
     layer = 2 * (19 * h + 4 * kv + 11 * i) + (2 * (5 * h + 2 * i) if dropout else 0)
     kept = shape.layers * 2 * h + 1.25 * layer if checkpointing else shape.layers * layer
     logits = shape.vocab * (2 + 4 + 4)  # bf16, their fp32 copy for the loss, its gradient
@@ -133,23 +137,38 @@ def training_bytes(
 def fit_memory(config: TrainConfig, shape: Shape, free_bytes: float, processes: int = 1) -> TrainConfig:
     """The settings with the step's rows split into micro-batches as large as fit in the free memory (the
     global batch, batch_rows x grad_accum, kept): without gradient checkpointing where one row fits, since
-    it costs a third more compute; with it otherwise. Each of `processes` takes its share of a step's rows.
-    Raises KnownError with one sentence where not even one row fits."""
+    it costs a third more compute; with it otherwise. Each of `processes` takes its share of a step's rows;
+    where no micro-batch fits with the whole base in each, the base is shared between them (shard_weights,
+    not with qlora), as it is where the settings ask for it. Raises KnownError with one sentence where not
+    even one row fits."""
     rows = config.batch_rows * config.grad_accum
     share = -(-rows // processes)
     budget = free_bytes * HEADROOM
     sizes = sorted((d for d in range(1, share + 1) if rows % d == 0), reverse=True)
-    for checkpointing in (False, True):
-        for size in sizes:
-            tokens = size * config.seq_len
-            peak = training_bytes(shape, tokens, qlora=config.qlora, rank=config.lora_rank, checkpointing=checkpointing)
-            if peak <= budget:
-                return dataclasses.replace(
-                    config, batch_rows=size, grad_accum=rows // size, gradient_checkpointing=checkpointing
-                )
-    needed = training_bytes(shape, config.seq_len, qlora=config.qlora, rank=config.lora_rank, checkpointing=True)
+    can_shard = processes > 1 and not config.qlora
+    sharding = [True] if config.shard_weights and can_shard else [False, True] if can_shard else [False]
+    for shard in sharding:
+        for checkpointing in (False, True):
+            for size in sizes:
+                peak = _peak(config, shape, size * config.seq_len, checkpointing, processes if shard else 1)
+                if peak <= budget:
+                    return dataclasses.replace(
+                        config,
+                        batch_rows=size,
+                        grad_accum=rows // size,
+                        gradient_checkpointing=checkpointing,
+                        shard_weights=shard,
+                    )
+    needed = _peak(config, shape, config.seq_len, True, processes if sharding[-1] else 1)
+    each = f" in each of {processes} processes sharing the weights" if sharding[-1] else ""
     raise KnownError(
-        f"One row of {config.seq_len} tokens needs about {needed / GiB:.1f} GiB of GPU memory and "
+        f"One row of {config.seq_len} tokens needs about {needed / GiB:.1f} GiB of GPU memory{each} and "
         f"{free_bytes / GiB:.1f} GiB is free; lower seq_len{'' if config.qlora else ', train with --qlora'} "
         "or use a larger GPU."
+    )
+
+
+def _peak(config: TrainConfig, shape: Shape, tokens: int, checkpointing: bool, shards: int) -> float:
+    return training_bytes(
+        shape, tokens, qlora=config.qlora, rank=config.lora_rank, checkpointing=checkpointing, shards=shards
     )

@@ -5,11 +5,12 @@ Deterministic with a seed: the data order of optimizer step s is a function of (
 holds the optimizer, scheduler and random state, so a resumed run takes the same steps, with the same
 losses, as a run that was never interrupted.
 
-Several processes (torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK) train one model under DDP. A
-step's rows are the same whatever their number; each process takes its share of them, and the gradients are
-summed weighted by predicted tokens, so N processes take the steps one would. Process 0 alone evaluates and
-writes events and checkpoints (the others' state is the same); a stop seen by any process stops them all at
-the same step.
+Several processes (torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK) train one model, each holding the
+whole base (DDP) or 1/N of it (FSDP, `shard_weights`, for a base too large for one GPU). A step's rows are the
+same whatever their number; each process takes its share of them, and the gradients are summed weighted by
+predicted tokens, so N processes take the steps one would. Validation and scoring are shared out too. Process
+0 alone writes events and checkpoints; a stop seen by any process stops them all at the same step. Sharded,
+every forward pass gathers weights from all the processes, so each runs as many as the others.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     shape = sizing.Shape.of(json.loads((base / "config.json").read_text())) if device == "cuda" else None
     if shape and config.fit_memory:
         config = sizing.fit_memory(config, shape, torch.cuda.mem_get_info()[0], processes)
-    tokenizer, model = load_model(base, config, device)
+    sharded = processes > 1 and config.shard_weights
+    # Sharded, the base loads in CPU memory and each process moves only its part to its GPU.
+    tokenizer, model = load_model(base, config, "cpu" if sharded else device)
     if config.grad_accum * config.batch_rows < processes:
         raise KnownError(
             f"{processes} processes need at least {processes} rows a step; this job trains on "
@@ -94,21 +97,22 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     val_rows = _rows(val_records, tokenizer, config, val_path.name)[:MAX_EVAL_ROWS] if val_records else []
     steps_per_epoch = math.ceil(len(train_rows) / (config.grad_accum * config.batch_rows))
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
-    optimizer = _optimizer(model, config, device)
-    scheduler = _scheduler(optimizer, config, total_steps)
-    done = 0
+    # The adapter goes in whole, before the model is split between the processes; the optimizer after.
     if saved := checkpoint.complete(job_dir):
-        done = checkpoint.restore(saved[-1], model, optimizer, scheduler)
+        checkpoint.load_adapter(saved[-1], model)
     elif "start_adapter" in job:  # an update (train --update): the other job's weights, a fresh optimizer
         checkpoint.load_adapter(job_dir / job["start_adapter"], model)
-    # DDP after the restore: it starts every process from process 0's weights.
-    trained = torch.nn.parallel.DistributedDataParallel(model) if processes > 1 else model
+    trained = _distributed(model, processes, sharded, device)
+    optimizer = _optimizer(model, config, device)
+    scheduler = _scheduler(optimizer, config, total_steps)
+    done = checkpoint.restore(saved[-1], model, optimizer, scheduler) if saved else 0
     events.write(
         "start",
         config=config.to_dict(),
         base=job.get("base_name", str(base)),
         device=device,
         processes=processes,
+        shard_weights=sharded,
         bfloat16_compute=cpu_bfloat16(config, device),
         resumed_from=done,
         update_of=job.get("update_of"),
@@ -123,17 +127,17 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     # (over 22 GiB at 2 x 768 tokens: more than an A10G has).
     model.train()
     val_loss = None
-    scorer = _Scorer(job_dir, done, config) if rank == 0 and config.stop_after_unimproved else None
+    scorer = _Scorer(job_dir, done, config, rank, processes, sharded) if config.stop_after_unimproved else None
     started, tokens_seen, training_s = time.monotonic(), 0, 0.0
     for step in range(done + 1, total_steps + 1):
         if _anywhere(stop(), device):
-            if step - 1 > done and rank == 0:
-                _save(job_dir, step - 1, model, optimizer, scheduler, events, val_loss)
+            if step - 1 > done:
+                _save(job_dir, step - 1, model, optimizer, scheduler, events, val_loss, rank)
             events.write("cancelled", step=step - 1)
             return
         rows = [train_rows[i] for i in _rows_for_step(step, config, len(train_rows))]
         step_started = time.monotonic()
-        loss, tokens = _train_step(trained, optimizer, scheduler, rows, config, device, rank, processes)
+        loss, tokens = _train_step(trained, optimizer, scheduler, rows, config, device, rank, processes, sharded)
         training_s += time.monotonic() - step_started
         tokens_seen += tokens
         elapsed = time.monotonic() - started  # with evaluations and checkpoints: what the ETA must include
@@ -147,15 +151,11 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
             **_gpu_memory(device),
         )
         val_loss = None
-        if (
-            rank == 0
-            and val_rows
-            and (step % config.eval_every == 0 or step % config.save_every == 0 or step == total_steps)
-        ):
-            val_loss = evaluate(model, val_rows, device, config)
+        if val_rows and (step % config.eval_every == 0 or step % config.save_every == 0 or step == total_steps):
+            val_loss = evaluate(model, val_rows, device, config, rank, processes)
             events.write("eval", step=step, val_loss=val_loss)
-        if rank == 0 and (step % config.save_every == 0 or step == total_steps):
-            _save(job_dir, step, model, optimizer, scheduler, events, val_loss)
+        if step % config.save_every == 0 or step == total_steps:
+            _save(job_dir, step, model, optimizer, scheduler, events, val_loss, rank)
             if scorer:
                 scorer.score(step, model, tokenizer, device, events)
         if _anywhere(bool(scorer and scorer.past_best()), device) and step < total_steps:
@@ -215,18 +215,25 @@ def computing(config: TrainConfig, device: str) -> Any:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bfloat16(config, device))
 
 
-def evaluate(model: Any, rows: list[list[Example]], device: str, config: TrainConfig) -> float:
-    """Mean loss per predicted token over the validation rows."""
+def evaluate(
+    model: Any, rows: list[list[Example]], device: str, config: TrainConfig, rank: int = 0, processes: int = 1
+) -> float:
+    """Mean loss per predicted token over the validation rows, each process taking its share of them."""
+    counted = len(rows[rank::processes])  # not the extra row of a share
     model.eval()
-    total, count = 0.0, 0
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x tokens, tokens
     with torch.no_grad(), computing(config, device):
-        for row in rows:
+        for i, row in enumerate(share(rows, rank, processes)):
             batch = {k: v.to(device) for k, v in batch_tensors([row]).items()}
-            n = int((batch["labels"][:, 1:] != -100).sum())
-            total += model(**batch, use_cache=False).loss.item() * n
-            count += n
+            loss = model(**batch, use_cache=False).loss
+            if i < counted:
+                n = int((batch["labels"][:, 1:] != -100).sum())
+                sums += torch.tensor([loss.item() * n, n], dtype=torch.float64, device=device)
     model.train()
-    return total / max(count, 1)
+    if processes > 1:
+        torch.distributed.all_reduce(sums)
+    loss_sum, tokens = sums.tolist()
+    return loss_sum / max(tokens, 1)
 
 
 def _rows(records: list[dict[str, Any]], tokenizer: Any, config: TrainConfig, source: str) -> list[list[Example]]:
@@ -256,21 +263,26 @@ def _train_step(
     device: str,
     rank: int = 0,
     processes: int = 1,
+    sharded: bool = False,
 ):
     """One optimizer step over the step's rows, of which this process takes every `processes`-th."""
     # Every process counts every row's predicted tokens: the step's loss is the mean over all of them.
     total = max(sum(_predicted(row) for row in rows), 1)
     mine = rows[rank::processes]
     groups = [mine[i : i + config.batch_rows] for i in range(0, len(mine), config.batch_rows)]
+    # DDP and FSDP average the gradients over the processes: times `processes` undoes that division, so
+    # that the sum is the one a single process would make.
+    shares = [sum(_predicted(row) for row in group) / total * processes for group in groups]
+    if sharded:  # as many forward passes as process 0, the extra one weighted 0
+        extra = math.ceil(math.ceil(len(rows) / processes) / config.batch_rows) - len(groups)
+        groups, shares = groups + groups[:1] * extra, shares + [0.0] * extra
     loss_sum = 0.0
-    for n, group in enumerate(groups):
+    for n, (group, share) in enumerate(zip(groups, shares, strict=True)):
         # Fill tokens are id 0 in every vocabulary; they form their own sequence and carry no loss.
         batch = {k: v.to(device) for k, v in batch_tensors(group).items()}
-        # DDP sums the gradients at a process's last backward and divides by the processes: times
-        # `processes` undoes that division, so that the sum is the one a single process would make.
-        share = sum(_predicted(row) for row in group) / total * processes
-        last = n == len(groups) - 1
-        with model.no_sync() if processes > 1 and not last else contextlib.nullcontext(), computing(config, device):
+        # DDP sums the gradients at a process's last backward; FSDP at each (the adapters' are small).
+        accumulating = processes > 1 and not sharded and n < len(groups) - 1
+        with model.no_sync() if accumulating else contextlib.nullcontext(), computing(config, device):
             loss = model(**batch, use_cache=False).loss * share
         loss.backward()
         loss_sum += loss.item() / processes
@@ -287,15 +299,18 @@ def _train_step(
 
 class _Scorer:
     """Early stopping by answer score: each checkpoint, as it is saved, answers the held-out questions the
-    app wrote (layout.QUESTIONS); the run stops once `stop_after_unimproved` of them in a row have not
-    beaten the best. A resumed run counts the scores its events already hold."""
+    app wrote (layout.QUESTIONS), each process a share of them; the run stops once `stop_after_unimproved`
+    of them in a row have not beaten the best. A resumed run counts the scores its events already hold."""
 
-    def __init__(self, job_dir: Path, done: int, config: TrainConfig) -> None:
+    def __init__(
+        self, job_dir: Path, done: int, config: TrainConfig, rank: int = 0, processes: int = 1, sharded: bool = False
+    ) -> None:
         from core.engine.score import read_items
 
-        path = job_dir / layout.QUESTIONS
-        self.items = read_items(path) if path.is_file() else []
+        self.questions = job_dir / layout.QUESTIONS
+        self.items = read_items(self.questions) if self.questions.is_file() else []
         self.config = config
+        self.rank, self.processes, self.sharded = rank, processes, sharded
         self.best: tuple[float, int] | None = None  # (answer score, step)
         self.unimproved = 0
         # A step's last score counts (`tunedesk eval` may have scored it again), in the order of the steps.
@@ -307,11 +322,17 @@ class _Scorer:
         if not self.items:
             return
         from core.answers.scoring import summary
-        from core.engine.score import score_model
+        from core.engine.score import answer_all, score_answers, write_answers
+
+        def answer(items: list[dict[str, Any]]) -> list[str]:
+            return answer_all(model, tokenizer, items, self.config, device, synced=self.sharded)
 
         model.eval()
-        _, scored = score_model(model, tokenizer, self.items, self.config, device)
+        answers = _shared_out(self.items, self.rank, self.processes, answer)
         model.train()
+        scored = score_answers(self.items, answers)
+        if self.rank == 0:  # beside the questions, where `tunedesk eval` puts its answers
+            write_answers(self.questions.with_name(f"{checkpoint.name(step)}.jsonl"), self.items, answers, scored)
         figures = summary(scored)
         events.write("score", step=step, **figures)
         self._count(figures["answer_score"] or 0.0, step)
@@ -336,6 +357,28 @@ class _Scorer:
 def _predicted(row: list[Example]) -> int:
     """Tokens of a packed row that carry loss (batch_tensors: an example's first token is not predicted)."""
     return sum(sum(label != IGNORE for label in example.labels[1:]) for example in row)
+
+
+def _shared_out(items: list[Any], rank: int, processes: int, work: Any) -> list[Any]:
+    """work(items), each process doing its share of them, with every process's results gathered back in the
+    items' order."""
+    if processes == 1:
+        return work(items)
+    done: list[list[Any]] = [[] for _ in range(processes)]
+    torch.distributed.all_gather_object(done, work(share(items, rank, processes)))
+    return interleaved(done, len(items))
+
+
+def share(items: list[Any], rank: int, processes: int) -> list[Any]:
+    """Process `rank`'s items: every N-th, then item 0 again where the others have one more (sharded,
+    every process runs as many forward passes as the others; that extra result is never used)."""
+    mine = items[rank::processes]
+    return mine + items[:1] * (math.ceil(len(items) / processes) - len(mine))
+
+
+def interleaved(done: list[list[Any]], count: int) -> list[Any]:
+    """The results of each process's share, back in the order of the `count` items."""
+    return [done[i % len(done)][i // len(done)] for i in range(count)]
 
 
 def _anywhere(flag: bool, device: str) -> bool:
@@ -370,8 +413,29 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_step
     return get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps // 2), total_steps)
 
 
-def _save(job_dir, step, model, optimizer, scheduler, events: EventLog | Unwritten, val_loss: float | None) -> None:
-    path = checkpoint.save(job_dir, step, model, optimizer, scheduler)
+def _distributed(model: Any, processes: int, sharded: bool, device: str) -> Any:
+    """The module a step runs: the model itself in one process, wrapped by DDP (which starts every process
+    from process 0's weights), or sharded in place by FSDP2, by decoder layer and then the rest."""
+    if processes == 1:
+        return model
+    if not sharded:
+        return torch.nn.parallel.DistributedDataParallel(model)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device, (processes,))
+    causal_lm = model.get_base_model()
+    layers = [m for m in causal_lm.modules() if type(m).__name__ in (causal_lm._no_split_modules or ())]
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    # The causal LM is the root, not peft's wrapper: generate() calls it, and the root's hooks gather the
+    # embeddings and the head.
+    fully_shard(causal_lm, mesh=mesh)
+    return model
+
+
+def _save(job_dir, step, model, optimizer, scheduler, events: EventLog | Unwritten, val_loss, rank: int) -> None:
+    path = checkpoint.save(job_dir, step, model, optimizer, scheduler, rank)
     events.write("checkpoint", step=step, path=str(path.relative_to(job_dir)), val_loss=val_loss)
 
 

@@ -54,6 +54,9 @@ class TrainConfig:
     # On CUDA, choose batch_rows (keeping batch_rows x grad_accum) and gradient_checkpointing from the free
     # GPU memory (core/engine/sizing.py); off: as set.
     fit_memory: bool = True
+    # In several processes, each holds 1/N of the base weights (FSDP) instead of all of them (DDP): for a base
+    # that does not fit one GPU; fit_memory turns it on where it has to. Not with qlora.
+    shard_weights: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -147,3 +150,8 @@ def _check_ranges(config: TrainConfig) -> None:
     for name, ok, expected in rules:
         if not ok:
             raise ConfigError(f"The setting {name} must be {expected}, not {getattr(config, name)!r}.")
+    if config.shard_weights and config.qlora:
+        raise ConfigError(
+            "The settings shard_weights and qlora cannot both be on: FSDP2 gathers bitsandbytes' 4-bit weights "
+            "without their quantization state (docs/remote.md)."
+        )
