@@ -81,12 +81,12 @@ def test_a_base_too_large_for_one_gpu_is_shared_between_the_processes():
         return chosen.shard_weights, chosen.gradient_checkpointing
 
     assert fitted(40) == (False, False)  # it fits whole: each process holds the base (DDP)
-    assert fitted(20) == (False, True)  # recomputing is cheaper than gathering the weights at every layer
+    assert fitted(20) == (False, True)  # recomputing is preferred to gathering the weights at every layer
     assert fitted(8) == (True, True)  # only shared between the 4
     assert fitted(40, dataclasses.replace(bf16, shard_weights=True)) == (True, False)  # as the settings ask
     with pytest.raises(KnownError, match=r"needs about 5.6 GiB of GPU memory in each of 4 processes sharing"):
         fitted(4)
     qlora = dataclasses.replace(bf16, qlora=True)
-    assert fitted(8, qlora) == (False, True)  # 4-bit weights are never shared (train.py)
+    assert fitted(8, qlora) == (False, True)  # 4-bit weights are never shared (config.py refuses it)
     with pytest.raises(KnownError, match=r"needs about 14.7 GiB of GPU memory and 8.0 GiB is free"):
         sizing.fit_memory(bf16, MISTRAL_7B, 8 * GiB, 1)  # one process has nobody to share with

@@ -145,8 +145,12 @@ def fit_memory(config: TrainConfig, shape: Shape, free_bytes: float, processes: 
     share = -(-rows // processes)
     budget = free_bytes * HEADROOM
     sizes = sorted((d for d in range(1, share + 1) if rows % d == 0), reverse=True)
-    can_shard = processes > 1 and not config.qlora
-    sharding = [True] if config.shard_weights and can_shard else [False, True] if can_shard else [False]
+    if processes > 1 and config.shard_weights:
+        sharding = [True]
+    elif processes > 1 and not config.qlora:  # the config refuses qlora with shard_weights
+        sharding = [False, True]
+    else:
+        sharding = [False]
     for shard in sharding:
         for checkpointing in (False, True):
             for size in sizes:
