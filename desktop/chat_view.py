@@ -134,7 +134,7 @@ class ChatView(View):
         def work(library: Library, task) -> dict[str, Any]:
             return {"models": gguf_models.models(library), "conversations": chat.conversations(library)}
 
-        self.main.tasks.start(work, self._show)
+        self.main.tasks.start(work, self._show, fills="models and conversations")
 
     def _show(self, loaded: dict[str, Any]) -> None:
         chosen = self.model.currentData()
@@ -162,7 +162,9 @@ class ChatView(View):
     def _open_conversation(self, item: QListWidgetItem) -> None:
         conversation_id = item.data(256)
         self.stop()
-        self.main.tasks.start(lambda library, task: chat.messages(library, conversation_id), self._show_messages)
+        self.main.tasks.start(
+            lambda library, task: chat.messages(library, conversation_id), self._show_messages, fills="transcript"
+        )
         self.conversation_id = conversation_id
 
     def _show_messages(self, rows: list[dict[str, Any]]) -> None:

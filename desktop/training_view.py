@@ -127,7 +127,6 @@ class TrainingView(View):
         self.watcher: JobWatcher | None = None
         self.last_step: dict[str, Any] = {}
         self.preparing: dict[str, Any] | None = None  # the engine's last progress event before its start
-        self.settings_asked = 0  # choices of base and preset whose settings were asked for
         for changed in (self.base.currentTextChanged, self.preset.currentTextChanged, self.advanced.toggled):
             changed.connect(self._show_chosen_settings)
         self._show_chosen_settings()
@@ -137,7 +136,7 @@ class TrainingView(View):
         def work(library: Library, task) -> dict[str, Any]:
             return {"latest": jobs.jobs(library)[-1:], "hosts": hosts.hosts(library)}
 
-        self.main.tasks.start(work, self._show_latest)
+        self.main.tasks.start(work, self._show_latest, fills="latest job")
 
     def _show_latest(self, loaded: dict[str, Any]) -> None:
         chosen = self.host.currentData()
@@ -244,15 +243,12 @@ class TrainingView(View):
         if self.advanced.isChecked():
             return  # the user's own now
         spec, preset = self.base.currentText().strip(), self.preset.currentText()
-        self.settings_asked += 1
-        asked = self.settings_asked
         self.main.tasks.start(
-            lambda library, task: load_config(preset, base_settings(spec)),
-            lambda config: self._show_settings(config) if asked == self.settings_asked else None,
+            lambda library, task: load_config(preset, base_settings(spec)), self._show_settings, fills="chosen settings"
         )
 
     def _show_settings(self, config: TrainConfig) -> None:
-        """The newest choice's settings (tasks may end out of order: an earlier choice's are dropped)."""
+        """The newest choice's settings."""
         if not self.advanced.isChecked():  # checked, they are the user's own
             self.max_steps.setValue(config.max_steps or 0)
             self.lr.setValue(config.lr)

@@ -190,9 +190,9 @@ def test_the_settings_view_adds_checks_and_removes_a_host(window, qtbot):
     view.target.setText(f"me@127.0.0.1:{free_port()}")
     view.price.setValue(1.2)
     view.add_host()
-    qtbot.waitUntil(lambda: view.hosts.rowCount() == 1, timeout=10_000)
+    # the listing the view started when shown may run after the add and fill the table before the add reports
+    qtbot.waitUntil(lambda: view.hosts.rowCount() == 1 and "press Trust" in view.host_status.text(), timeout=10_000)
     assert [view.hosts.item(0, c).text() for c in (0, 4)] == ["box", "1.20"]
-    assert "press Trust" in view.host_status.text()
     view.hosts.selectRow(0)
     view.check_selected()  # nothing listens there: one sentence in the banner, and the status line is cleared
     qtbot.waitUntil(lambda: "nothing listens on port" in window.banner.label.text(), timeout=30_000)
@@ -430,6 +430,27 @@ def test_the_app_exits_cleanly_after_a_chat(chat_library, tmp_path, when):
     app = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert app.returncode == 0 and "closing" in app.stdout, app.stderr
     assert "Fatal Python error" not in app.stderr
+
+
+def test_a_listing_started_earlier_and_ending_later_does_not_overwrite_a_later_one(qtbot, tmp_path):
+    import threading
+
+    from desktop.tasks import Tasks
+
+    tasks = Tasks(tmp_path / "data", on_error=pytest.fail)
+    shown: list[str] = []
+    release = threading.Event()
+
+    def slow(library, task) -> str:
+        release.wait(10)
+        return "before the change"
+
+    tasks.start(slow, shown.append, fills="hosts")
+    tasks.start(lambda library, task: "after the change", shown.append, fills="hosts")
+    qtbot.waitUntil(lambda: shown == ["after the change"], timeout=10_000)
+    release.set()
+    qtbot.waitUntil(lambda: not tasks.running, timeout=10_000)  # the slow one's result came, and was dropped
+    assert shown == ["after the change"] and tasks.filling == {}
 
 
 def test_pyside_keeps_its_references_to_none(qtbot):
