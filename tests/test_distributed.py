@@ -75,6 +75,20 @@ def test_two_processes_take_the_steps_one_does_and_process_0_alone_writes(data, 
     assert all(torch.allclose(whole[k], gathered[k], rtol=1e-3, atol=1e-9) for k in moments)
 
 
+# peft's get_peft_model reads transformers 5's deprecated is_gradient_checkpointing.
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_sharded_the_processes_but_the_first_make_the_base_without_reading_its_weights(tiny_base):
+    """What the first test's sharded run rests on: process 1 holds none of the base until process 0 sends
+    it its part, so a base larger than one process's memory still loads."""
+    from core.engine.train import load_model
+    from core.jobdir.config import TrainConfig
+
+    _, model = load_model(tiny_base, TrainConfig(), "cpu", weights=False)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {b.device.type for b in model.buffers()} == {"cpu"}  # computed in the model (rotary frequencies)
+    assert any(p.requires_grad for p in model.parameters())  # the adapters, to be trained once filled
+
+
 def test_each_process_takes_as_many_items_and_their_results_come_back_in_order():
     from core.engine.train import interleaved, share
 

@@ -86,8 +86,10 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     if shape and config.fit_memory:
         config = sizing.fit_memory(config, shape, torch.cuda.mem_get_info()[0], processes)
     sharded = processes > 1 and config.shard_weights
-    # Sharded, the base loads in CPU memory and each process moves only its part to its GPU.
-    tokenizer, model = load_model(base, config, "cpu" if sharded else device)
+    # Sharded, process 0 alone reads the base, into CPU memory; the others make it empty and receive their
+    # part of each weight from process 0 (_distributed): no process but one holds the whole base.
+    reads_weights = rank == 0 or not sharded
+    tokenizer, model = load_model(base, config, "cpu" if sharded else device, weights=reads_weights)
     if config.grad_accum * config.batch_rows < processes:
         raise KnownError(
             f"{processes} processes need at least {processes} rows a step; this job trains on "
@@ -98,11 +100,12 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     steps_per_epoch = math.ceil(len(train_rows) / (config.grad_accum * config.batch_rows))
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
     # The adapter goes in whole, before the model is split between the processes; the optimizer after.
-    if saved := checkpoint.complete(job_dir):
+    saved = checkpoint.complete(job_dir)
+    if saved and reads_weights:
         checkpoint.load_adapter(saved[-1], model)
-    elif "start_adapter" in job:  # an update (train --update): the other job's weights, a fresh optimizer
+    elif "start_adapter" in job and reads_weights:  # an update (train --update): its weights, a fresh optimizer
         checkpoint.load_adapter(job_dir / job["start_adapter"], model)
-    trained = _distributed(model, processes, sharded, device)
+    trained = _distributed(model, processes, sharded, device, rank)
     optimizer = _optimizer(model, config, device)
     scheduler = _scheduler(optimizer, config, total_steps)
     done = checkpoint.restore(saved[-1], model, optimizer, scheduler) if saved else 0
@@ -164,10 +167,11 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     events.write("done")
 
 
-def load_model(base: Path, config: TrainConfig, device: str) -> tuple[Any, Any]:
-    """Tokenizer and base model with fresh LoRA adapters; never runs code from the folder."""
+def load_model(base: Path, config: TrainConfig, device: str, weights: bool = True) -> tuple[Any, Any]:
+    """Tokenizer and base model with fresh LoRA adapters; never runs code from the folder. Without `weights`
+    the parameters are empty (on the meta device), for process 0 to fill (_distributed)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from core.models.base_models import check_base_folder
 
@@ -185,7 +189,14 @@ def load_model(base: Path, config: TrainConfig, device: str) -> tuple[Any, Any]:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, device_map=device, **options)
+    if weights:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, device_map=device, **options)
+    else:
+        from accelerate import init_empty_weights
+
+        shape = AutoConfig.from_pretrained(base, trust_remote_code=False)
+        with init_empty_weights():  # buffers (rotary frequencies) are computed, not read: they are made whole
+            model = AutoModelForCausalLM.from_config(shape, dtype=dtype, attn_implementation="sdpa")
     model.config.use_cache = False
     checkpointing = {"use_reentrant": False}  # the reentrant variant is deprecated and breaks with frozen inputs
     if config.qlora:
@@ -413,16 +424,19 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_step
     return get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps // 2), total_steps)
 
 
-def _distributed(model: Any, processes: int, sharded: bool, device: str) -> Any:
+def _distributed(model: Any, processes: int, sharded: bool, device: str, rank: int) -> Any:
     """The module a step runs: the model itself in one process, wrapped by DDP (which starts every process
-    from process 0's weights), or sharded in place by FSDP2, by decoder layer and then the rest."""
+    from process 0's weights), or sharded in place by FSDP2, by decoder layer and then the rest, each process
+    then receiving its part of process 0's weights."""
     if processes == 1:
         return model
     if not sharded:
         return torch.nn.parallel.DistributedDataParallel(model)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    whole = model.state_dict() if rank == 0 else {}
     mesh = init_device_mesh(device, (processes,))
     causal_lm = model.get_base_model()
     layers = [m for m in causal_lm.modules() if type(m).__name__ in (causal_lm._no_split_modules or ())]
@@ -431,6 +445,8 @@ def _distributed(model: Any, processes: int, sharded: bool, device: str) -> Any:
     # The causal LM is the root, not peft's wrapper: generate() calls it, and the root's hooks gather the
     # embeddings and the head.
     fully_shard(causal_lm, mesh=mesh)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, whole, options=options)  # one weight at a time, each process keeping its part
     return model
 
 
