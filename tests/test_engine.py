@@ -84,7 +84,10 @@ def test_killed_engine_fails_the_job_and_resume_reproduces_the_losses(tmp_path, 
     assert events[-1]["type"] == "done"
     restart = [e for e in events if e["type"] == "start"][-1]
     assert restart["resumed_from"] == int(last.name.split("-")[1])
-    assert step_losses(job_dir) == pytest.approx(step_losses(reference), abs=1e-6)
+    # Not exact: float32 sums in another order (oneDNN's and MKL's kernels may take one by the memory's
+    # alignment) moved a loss of about 5 by 2e-6 once in many runs. A resume that lost the optimizer's moments
+    # moved the losses by up to 9e-4, one that lost the random state by 3e-4.
+    assert step_losses(job_dir) == pytest.approx(step_losses(reference), abs=1e-5)
 
 
 def test_cancel_saves_a_checkpoint_and_says_cancelled(tmp_path, tiny_base, sample_text):
