@@ -350,3 +350,22 @@ def test_commands_leave_no_stdin_file_for_paramikos_thread_to_finalize(data, ser
         remote.close()
     assert answers == [(0, f"{i}\n", f"{i}\n") for i in range(3)]
     assert left == []
+
+
+def test_a_command_that_writes_more_to_stderr_than_the_window_holds_ends(data, server, tmp_path):
+    """The two streams share the channel's window (2 MB): read one after the other, a long stderr (a failed
+    install's log) filled it and the command waited until the timeout."""
+    from core.jobs import hosts
+    from core.jobs.runners import ssh
+    from core.library.store import Library
+
+    add_host(data, server, tmp_path)
+    trust(data, server)
+    with Library(data) as library:
+        remote = ssh.Remote(hosts.host(library, "box"), data)
+    writes = "import sys; sys.stderr.write('x' * 5_000_000); print('done')"
+    try:
+        status, out, err = remote.run(f'{sys.executable} -c "{writes}"', timeout=20)
+    finally:
+        remote.close()
+    assert (status, out, len(err)) == (0, "done\n", 5_000_000)

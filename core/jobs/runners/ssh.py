@@ -29,6 +29,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -90,7 +91,12 @@ class Remote:
                 # What the engine and the shell write there is the user's only: documents, datasets, adapters.
                 channel.exec_command(f"umask 077; {command}")
                 channel.shutdown_write()
-                out, err = channel.makefile("rb").read(), channel.makefile_stderr("rb").read()
+                # Both streams at once, as invoke reads them: they share the channel's window, and a command
+                # that fills it with stderr while only stdout is read waits for ever.
+                with ThreadPoolExecutor(1) as reader:
+                    stderr = reader.submit(channel.makefile_stderr("rb").read)
+                    out = channel.makefile("rb").read()
+                    err = stderr.result()
                 status = channel.recv_exit_status()
                 channel.close()
                 return status, out.decode(errors="replace"), err.decode(errors="replace")
