@@ -31,12 +31,30 @@ def events(data: Path, job_id: int) -> list[dict]:
     return [json.loads(line) for line in (data / "jobs" / str(job_id) / layout.EVENTS).read_text().splitlines()]
 
 
-def test_two_processes_take_the_steps_one_does_and_process_0_alone_writes(data, tiny_base):
+@pytest.fixture(scope="module")
+def tied_base(tiny_base, tmp_path_factory) -> Path:
+    """The tiny model with its head tied to its embeddings, as SmolLM2's and most small bases' are: sharded,
+    the head and the embeddings are one weight, and every process must hold them so."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("tied") / "tiny"
+    shutil.copytree(tiny_base, folder)
+    weights = load_file(folder / "model.safetensors")
+    del weights["lm_head.weight"]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"tie_word_embeddings": True}))
+    return folder
+
+
+def test_two_processes_take_the_steps_one_does_and_process_0_alone_writes(data, tied_base):
     # Each checkpoint scored on the held-out questions (shared out between the processes), none stopping it.
     scored = ["--set", "save_every=2", "--set", "stop_after_unimproved=9"]
     for processes in (["--gpus", "1"], ["--gpus", "2"], ["--gpus", "2", "--set", "shard_weights=true"]):
         trained = tunedesk(
-            "train", "--base", str(tiny_base), "--max-steps", "4", *SAME, *scored, *processes, data_dir=data
+            "train", "--base", str(tied_base), "--max-steps", "4", *SAME, *scored, *processes, data_dir=data
         )
         assert trained.returncode == 0, trained.stderr
     one, ddp, sharded = (job_json(data, n) for n in (1, 2, 3))

@@ -197,6 +197,9 @@ def load_model(base: Path, config: TrainConfig, device: str, weights: bool = Tru
         shape = AutoConfig.from_pretrained(base, trust_remote_code=False)
         with init_empty_weights():  # buffers (rotary frequencies) are computed, not read: they are made whole
             model = AutoModelForCausalLM.from_config(shape, dtype=dtype, attn_implementation="sdpa")
+        # Made in that context, every parameter set is a new one, so a head tied to the embeddings came apart:
+        # process 0's are tied, and FSDP would gather other sizes in each process.
+        model.tie_weights()
     model.config.use_cache = False
     checkpointing = {"use_reentrant": False}  # the reentrant variant is deprecated and breaks with frozen inputs
     if config.qlora:
