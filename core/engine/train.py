@@ -87,7 +87,8 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
         config = sizing.fit_memory(config, shape, torch.cuda.mem_get_info()[0], processes)
     sharded = processes > 1 and config.shard_weights
     # Sharded, process 0 alone reads the base, into CPU memory; the others make it empty and receive their
-    # part of each weight from process 0 (_distributed): no process but one holds the whole base.
+    # part of each weight from process 0 (_distributed), so that a load that converts the weights' type makes
+    # one copy of the base, not one a process.
     reads_weights = rank == 0 or not sharded
     tokenizer, model = load_model(base, config, "cpu" if sharded else device, weights=reads_weights)
     if config.grad_accum * config.batch_rows < processes:
