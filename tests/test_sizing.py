@@ -57,14 +57,20 @@ def test_the_micro_batch_and_checkpointing_follow_the_free_memory():
 
     reference = load_config("quick", {"qlora": True, "seq_len": 768, "batch_rows": 2, "grad_accum": 2})
 
-    def fitted(free_gib: float, processes: int = 1) -> tuple[int, int, bool]:
-        chosen = sizing.fit_memory(reference, MISTRAL_7B, free_gib * GiB, processes)
+    def fitted(free_gib: float, processes: int = 1, config=reference) -> tuple[int, int, bool]:
+        chosen = sizing.fit_memory(config, MISTRAL_7B, free_gib * GiB, processes)
         return chosen.batch_rows, chosen.grad_accum, chosen.gradient_checkpointing
 
     assert fitted(79) == (4, 1, False)  # an H100: the whole step at once, no recomputing
     assert fitted(22) == (1, 4, False)  # an A10G: one row at a time fits without checkpointing
     assert fitted(8) == (2, 2, True)  # a small card: checkpointing, and two rows then fit
     assert fitted(79, processes=2) == (2, 2, False)  # each process takes half a step's rows
+    # Without dropout no layer keeps a dropped copy of its input: two rows fit where one did.
+    assert fitted(32) == (1, 4, False) and fitted(32, config=dataclasses.replace(reference, lora_dropout=0)) == (
+        2,
+        2,
+        False,
+    )
     with pytest.raises(KnownError, match=r"One row of 768 tokens needs about 5.0 GiB .* 4.0 GiB is free; lower seq"):
         fitted(4)
     assert sizing.Shape.of({"n_embd": 768, "n_layer": 12}) is None  # not Llama-like: the settings stay

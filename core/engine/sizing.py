@@ -108,7 +108,7 @@ def training_bytes(
     shape: Shape, tokens: int, *, qlora: bool, rank: int, checkpointing: bool, dropout: bool = True, shards: int = 1
 ) -> float:
     """Peak GPU memory of a LoRA/QLoRA step over `tokens` tokens in one micro-batch (bf16 compute, adapters
-    on every linear layer with dropout, as the engine trains): the weights, the adapters with their
+    on every linear layer, with dropout where lora_dropout is above 0): the weights, the adapters with their
     gradients and optimizer state, the activations kept for the backward pass, and the logits.
 
     What autograd keeps per token and layer is fitted, not derived: 2 bytes x (19 h + 4 kv + 11 i), plus the
@@ -174,5 +174,11 @@ def fit_memory(config: TrainConfig, shape: Shape, free_bytes: float, processes: 
 
 def _peak(config: TrainConfig, shape: Shape, tokens: int, checkpointing: bool, shards: int) -> float:
     return training_bytes(
-        shape, tokens, qlora=config.qlora, rank=config.lora_rank, checkpointing=checkpointing, shards=shards
+        shape,
+        tokens,
+        qlora=config.qlora,
+        rank=config.lora_rank,
+        checkpointing=checkpointing,
+        dropout=config.lora_dropout > 0,
+        shards=shards,
     )
