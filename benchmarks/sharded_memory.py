@@ -65,19 +65,22 @@ def peaks(data: Path, shard: bool, dtype: str) -> tuple[dict[int, int], dict[int
     settings += ["--set", f"shard_weights={str(shard).lower()}", "--set", f"dtype={dtype}"]
     train = [*TUNEDESK, "train", "--base", "smollm2", "--max-steps", "2", *settings, "--gpus", "2"]
     job_dir = data / "jobs" / str(len(list((data / "jobs").glob("*"))) + 1)  # the job this run makes
-    running = subprocess.Popen([*train, "--data-dir", str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # To a file, not a pipe: nobody reads a pipe while the job runs, and a full one would stop it.
+    output = data / f"train-{shard}.log"
+    with output.open("w") as log:
+        running = subprocess.Popen([*train, "--data-dir", str(data)], stdout=log, stderr=subprocess.STDOUT)
     loaded: dict[int, int] = {}
     seen: dict[int, int] = {}
+    events, started = job_dir / "events.jsonl", False
     while running.poll() is None:
-        events = job_dir / "events.jsonl"
-        started = events.is_file() and '"type": "start"' in events.read_text()
+        started = started or (events.is_file() and '"type": "start"' in events.read_text())
         for pid, rank in engine_ranks(job_dir).items():
             seen[rank] = max(seen.get(rank, 0), peak_rss(pid))
             if started and rank not in loaded:
                 loaded[rank] = seen[rank]
         time.sleep(0.02)
     if running.returncode != 0:
-        sys.exit(running.stdout.read().decode() + running.stderr.read().decode())  # type: ignore[union-attr]
+        sys.exit(output.read_text())
     return loaded, seen
 
 

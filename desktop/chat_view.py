@@ -134,7 +134,7 @@ class ChatView(View):
         def work(library: Library, task) -> dict[str, Any]:
             return {"models": gguf_models.models(library), "conversations": chat.conversations(library)}
 
-        self.main.tasks.start(work, self._show, fills="models and conversations")
+        self.main.tasks.start(work, self._show, latest_only=True)
 
     def _show(self, loaded: dict[str, Any]) -> None:
         chosen = self.model.currentData()
@@ -163,7 +163,7 @@ class ChatView(View):
         conversation_id = item.data(256)
         self.stop()
         self.main.tasks.start(
-            lambda library, task: chat.messages(library, conversation_id), self._show_messages, fills="transcript"
+            lambda library, task: chat.messages(library, conversation_id), self._show_messages, latest_only=True
         )
         self.conversation_id = conversation_id
 

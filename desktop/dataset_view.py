@@ -91,7 +91,7 @@ class DatasetView(View):
             return shown
 
         if self.task is None:  # a build in progress says how it goes
-            self.main.tasks.start(work, self._show_library, fills="dataset")
+            self.main.tasks.start(work, self._show_library, latest_only=True)
 
     def _show_library(self, shown: dict[str, Any]) -> None:
         self._show_models(shown["models"])

@@ -83,7 +83,7 @@ class DocumentView(View):
                 shown["text"] = library.page_text(document_id, page)
             return shown
 
-        self.main.tasks.start(work, self._show, fills="page")
+        self.main.tasks.start(work, self._show, latest_only=True)
 
     def _page_width(self) -> int:
         # The view may not have been shown yet: the window's content area says how wide a page can be.

@@ -109,7 +109,7 @@ class LibraryView(View):
 
             return [vars(d) | {"size": format_size(d.bytes)} for d in library.documents()]
 
-        self.main.tasks.start(work, self._show_documents, fills="documents")
+        self.main.tasks.start(work, self._show_documents, latest_only=True)
 
     def reset(self) -> None:
         self.table.setRowCount(0)
@@ -272,7 +272,7 @@ class LibraryView(View):
                 words = query_words(query)
                 return [(hit, _marked(hit.text, words)) for hit in search(library, query, k=10)]
 
-            self.main.tasks.start(work, self._show_hits, fills="hits")
+            self.main.tasks.start(work, self._show_hits, latest_only=True)
 
     def _show_hits(self, hits: list[tuple[Any, str]]) -> None:
         self.hits.clear()

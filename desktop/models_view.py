@@ -119,7 +119,7 @@ class ModelsView(View):
             flags = {m.id: gguf_models.standing(library, gguf_models.made_from(m.path)) for m in listed}
             return {"jobs": jobs.jobs(library), "models": listed, "flags": flags}
 
-        self.main.tasks.start(work, self._show, fills="models")
+        self.main.tasks.start(work, self._show, latest_only=True)
 
     def reset(self) -> None:
         self.job.clear()
@@ -155,7 +155,7 @@ class ModelsView(View):
             saved = jobs.checkpoints(library, job_id)
             return saved, jobs.best_checkpoint(saved)
 
-        self.main.tasks.start(work, self._show_checkpoints, fills="checkpoints")
+        self.main.tasks.start(work, self._show_checkpoints, latest_only=True)
 
     def _show_checkpoints(self, loaded: tuple[list[jobs.Checkpoint], jobs.Checkpoint | None]) -> None:
         saved, best = loaded

@@ -124,7 +124,7 @@ class SettingsView(View):
 
             return hosts(library)
 
-        self.main.tasks.start(work, self._show_hosts, fills="hosts")
+        self.main.tasks.start(work, self._show_hosts, latest_only=True)
         data_dir = self.main.data_dir
 
         def engine(library: Library, task) -> str:
@@ -132,7 +132,7 @@ class SettingsView(View):
 
             return local_state(data_dir)
 
-        self.main.tasks.start(engine, self.engine.setText, fills="engine")
+        self.main.tasks.start(engine, self.engine.setText, latest_only=True)
 
     def _show_hosts(self, listed: list[Any]) -> None:
         self.host_names = [h.name for h in listed]

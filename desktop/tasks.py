@@ -101,7 +101,7 @@ class Tasks(QObject):
         self.data_dir, self.on_error = data_dir, on_error
         self.running: set[Task] = set()
         self.retiring: set[QThread] = set()
-        self.filling: dict[str, Task] = {}  # what each part of a view shows: the task started last for it
+        self.latest: dict[Callable[[Any], None], Task] = {}  # each latest_only on_done: its task started last
 
     def start(
         self,
@@ -111,18 +111,17 @@ class Tasks(QObject):
         on_progress: Callable[[Any], None] | None = None,
         on_failed: Callable[[str], None] | None = None,
         on_cancelled: Callable[[], None] | None = None,
-        fills: str | None = None,
+        latest_only: bool = False,
     ) -> Task:
-        """`fills` names the part of a view that `on_done` fills (a table, a list of hits). Once a later task
-        for it has started, this one's result is dropped: tasks end in any order, and a listing that began
-        before a change, or a search for what was typed before, must not overwrite what came after."""
+        """With `latest_only`, once a later task for the same `on_done` (a view's table, its list of hits) has
+        started, this one's result is dropped: tasks end in any order, and a listing that began before a
+        change, or a search for what was typed before, must not overwrite what came after."""
         task = Task(self.data_dir, work, self)
-        if fills is not None:
-            self.filling[fills] = task
-        if on_done and fills is not None:
+        if on_done and latest_only:
+            self.latest[on_done] = task
 
             def unless_superseded(result: Any) -> None:
-                if self.filling.get(fills) is task:
+                if self.latest.get(on_done) is task:
                     on_done(result)
 
             task.succeeded.connect(unless_superseded)
@@ -152,6 +151,6 @@ class Tasks(QObject):
 
     def _ended(self, task: Task) -> None:
         self.running.discard(task)
-        for part in [part for part, latest in self.filling.items() if latest is task]:
-            del self.filling[part]
+        for shows in [shows for shows, latest in self.latest.items() if latest is task]:
+            del self.latest[shows]
         task.deleteLater()

@@ -136,7 +136,7 @@ class TrainingView(View):
         def work(library: Library, task) -> dict[str, Any]:
             return {"latest": jobs.jobs(library)[-1:], "hosts": hosts.hosts(library)}
 
-        self.main.tasks.start(work, self._show_latest, fills="latest job")
+        self.main.tasks.start(work, self._show_latest, latest_only=True)
 
     def _show_latest(self, loaded: dict[str, Any]) -> None:
         chosen = self.host.currentData()
@@ -244,7 +244,7 @@ class TrainingView(View):
             return  # the user's own now
         spec, preset = self.base.currentText().strip(), self.preset.currentText()
         self.main.tasks.start(
-            lambda library, task: load_config(preset, base_settings(spec)), self._show_settings, fills="chosen settings"
+            lambda library, task: load_config(preset, base_settings(spec)), self._show_settings, latest_only=True
         )
 
     def _show_settings(self, config: TrainConfig) -> None:

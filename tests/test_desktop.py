@@ -445,12 +445,12 @@ def test_a_listing_started_earlier_and_ending_later_does_not_overwrite_a_later_o
         release.wait(10)
         return "before the change"
 
-    tasks.start(slow, shown.append, fills="hosts")
-    tasks.start(lambda library, task: "after the change", shown.append, fills="hosts")
+    tasks.start(slow, shown.append, latest_only=True)
+    tasks.start(lambda library, task: "after the change", shown.append, latest_only=True)
     qtbot.waitUntil(lambda: shown == ["after the change"], timeout=10_000)
     release.set()
     qtbot.waitUntil(lambda: not tasks.running, timeout=10_000)  # the slow one's result came, and was dropped
-    assert shown == ["after the change"] and tasks.filling == {}
+    assert shown == ["after the change"] and tasks.latest == {}
 
 
 def test_pyside_keeps_its_references_to_none(qtbot):

@@ -102,10 +102,10 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
     # The adapter goes in whole, before the model is split between the processes; the optimizer after.
     saved = checkpoint.complete(job_dir)
-    if saved and reads_weights:
-        checkpoint.load_adapter(saved[-1], model)
-    elif "start_adapter" in job and reads_weights:  # an update (train --update): its weights, a fresh optimizer
-        checkpoint.load_adapter(job_dir / job["start_adapter"], model)
+    # A resume's last checkpoint, or an update's (train --update) other job's adapter with a fresh optimizer.
+    adapter = saved[-1] if saved else job_dir / job["start_adapter"] if "start_adapter" in job else None
+    if adapter and reads_weights:
+        checkpoint.load_adapter(adapter, model)
     trained = _distributed(model, processes, sharded, device, rank)
     optimizer = _optimizer(model, config, device)
     scheduler = _scheduler(optimizer, config, total_steps)
