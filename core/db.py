@@ -13,9 +13,8 @@ import fcntl
 import os
 import shutil
 import sqlite3
-import stat
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Self
 
 import sqlite_utils
@@ -23,9 +22,12 @@ from sqlite_utils.migrations import Migrations
 
 from core.errors import KnownError
 from core.library.chunking import index_context
+from core.library.folder import DATABASE, LOCK, RESERVE, check_folder, make_private
 
-DATABASE = "library.db"
-LOCK = "library.lock"  # held while the schema is migrated
+# Room kept aside on the library's disk while it has plenty, and given back when it is nearly full, so that
+# removing documents (which SQLite must write before it frees anything) still works on a full disk: removing a
+# 50-page contract wrote 0.4 MB of WAL, so this is room to remove some 500 pages at once.
+RESERVE_BYTES = 4 << 20
 migrations = Migrations("tunedesk")
 _TOKENIZER = "porter unicode61 remove_diacritics 2"  # stems, so "assigns" finds "assigned"
 
@@ -223,6 +225,19 @@ def m008_replaced(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m009_paths_in_the_library(db: sqlite_utils.Database) -> None:
+    # Paths in the library's folder are kept relative to it (LibraryDatabase.stored_path): a copied, moved or
+    # restored library must drive its own jobs, not the original's. Each of these lies where its id says.
+    db.execute("UPDATE jobs SET dir = 'jobs/' || id")
+    db.execute("UPDATE datasets SET dir = 'datasets/' || id")
+    rows = db.execute("SELECT id, path, job_id FROM models WHERE source = 'export'").fetchall()
+    db.conn.executemany(
+        "UPDATE models SET path = ? WHERE id = ?",
+        [(f"jobs/{job_id}/exports/{PurePath(path).name}", id) for id, path, job_id in rows],
+    )
+
+
 class LibraryError(KnownError):
     """The library itself cannot be used (busy, full, read-only, damaged): no other file would fare better."""
 
@@ -236,9 +251,10 @@ class LibraryDatabase:
         path = data_dir / DATABASE
         try:
             existed = path.exists()
+            check_folder(data_dir)
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             # A library made by an earlier version, or copied in, may be readable by other users.
-            self.tightened = _private(data_dir) and existed
+            self.tightened = existed and make_private(data_dir)
             _balance_reserve(data_dir)
             self.db = sqlite_utils.Database(path)
             self.db.execute("PRAGMA busy_timeout = 5000")
@@ -253,6 +269,18 @@ class LibraryDatabase:
 
     def close(self) -> None:
         self.db.close()
+
+    def stored_path(self, path: Path | str) -> str:
+        """`path` as the library keeps it: relative to its folder where it lies inside, so that a copy of the
+        library points at its own files; absolute elsewhere (a model file the user imported)."""
+        resolved = Path(path).resolve()
+        try:
+            return str(resolved.relative_to(self.data_dir.resolve()))
+        except ValueError:
+            return str(resolved)
+
+    def full_path(self, stored: str) -> Path:
+        return self.data_dir / stored
 
     def __enter__(self) -> Self:
         return self
@@ -304,22 +332,6 @@ class LibraryDatabase:
             self.db.execute(f"PRAGMA user_version = {len(applied) + len(pending)}")
 
 
-def _private(data_dir: Path) -> bool:
-    """Take group and other permissions off the data dir and everything in it; whether any had them. The
-    folder and its database tell: a library written under Tunedesk's umask is not walked again."""
-    database = data_dir / DATABASE
-    if not any(path.exists() and path.stat().st_mode & 0o077 for path in (data_dir, database)):
-        return False
-    changed = False
-    for folder, dirs, files in os.walk(data_dir):
-        for path in [folder, *(os.path.join(folder, name) for name in dirs + files)]:
-            mode = os.lstat(path).st_mode
-            if mode & 0o077 and not stat.S_ISLNK(mode):
-                os.chmod(path, stat.S_IMODE(mode) & 0o700)
-                changed = True
-    return changed
-
-
 def known_error(error: sqlite3.Error, path: Path) -> LibraryError:
     """The one sentence for an SQLite failure caused by the environment; other failures are bugs."""
     reasons = {
@@ -338,13 +350,6 @@ def known_error(error: sqlite3.Error, path: Path) -> LibraryError:
     if reason is None:
         raise error
     return LibraryError(f"The library {path} {reason}.")
-
-
-# Room kept aside on the library's disk while it has plenty, and given back when it is nearly full, so that
-# removing documents (which SQLite must write before it frees anything) still works on a full disk: removing a
-# 50-page contract wrote 0.4 MB of WAL, so this is room to remove some 500 pages at once.
-RESERVE = "library.reserve"
-RESERVE_BYTES = 4 << 20
 
 
 def _balance_reserve(data_dir: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from core import RESOURCES, default_data_dir, versions
 from core.errors import KnownError
+from core.library.folder import check_folder
 
 GEOMETRY_SETTING = "window/geometry"
 
@@ -34,8 +35,9 @@ def main(data_dir: Path | None = None, open_paths: list[Path] | None = None) -> 
     if data_dir is None and not os.environ.get("TUNEDESK_HOME") and chosen:
         data_dir = Path(str(chosen))
     data_dir = data_dir or default_data_dir()
-    _log_to(data_dir / "tunedesk.log")
     try:
+        check_folder(data_dir)  # before the log is written there
+        _log_to(data_dir / "tunedesk.log")
         versions.check(versions.APP)
     except KnownError as error:
         from PySide6.QtWidgets import QMessageBox

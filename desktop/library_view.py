@@ -5,6 +5,7 @@ query's words marked in each hit, and open a hit at its page."""
 from __future__ import annotations
 
 import html
+import itertools
 import re
 import textwrap
 from pathlib import Path
@@ -176,10 +177,12 @@ class LibraryView(View):
         def work(library: Library, task) -> None:
             from core.library.ingest import add_documents, collect_files
 
-            files = collect_files(paths, recursive=True)
+            files, links = collect_files(paths, recursive=True)
             task.report(("queued", files))
             progress = lambda path, done, total: task.report(("progress", path, done, total))  # noqa: E731
-            for outcome in add_documents(library, files, on_progress=progress, cancel=task.cancel_event):
+            for outcome in itertools.chain(
+                links, add_documents(library, files, on_progress=progress, cancel=task.cancel_event)
+            ):
                 task.report(("outcome", outcome))
 
         self.main.tasks.start(work, lambda _: self.refresh(), on_progress=self._on_add_progress)

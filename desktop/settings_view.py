@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.library.extract import format_size
+from core.library.folder import check_folder
 from desktop.view import View
 
 if TYPE_CHECKING:
@@ -246,6 +247,11 @@ class SettingsView(View):
 
     def _apply(self) -> None:
         folder = Path(self.data_dir.text()).expanduser()
-        if folder != self.main.data_dir:
+        if folder == self.main.data_dir:
+            return
+
+        def use(_: object) -> None:
             QSettings().setValue(DATA_DIR_SETTING, str(folder))  # the next start opens it too
             self.main.set_data_dir(folder)
+
+        self.main.tasks.start(lambda library, task: check_folder(folder), use)

@@ -65,6 +65,9 @@ def test_whitespace_and_case_do_not_matter_in_a_quote(sample_library):
         # A quote opened and never closed is still a quote (a tuned 135M model wrote this, page 6's words):
         f"“‘GMP means the then-current good manufacturing practices required by the FDA.’ [{NAME} p. 41]",
         "New York law governs.",  # no citation at all
+        f"“the laws of the State of New York” [{NAME} pp. 1-999]",  # a range past every page in the prompt
+        f"“the laws of the State of New York” [{NAME} pp. 41-50]",  # starts on the passage, ends past it
+        f"[{NAME} pp. 1-999]",  # the same without a quote
     ],
 )
 def test_citations_the_passages_do_not_back_are_dropped(sample_library, answer):
@@ -119,28 +122,96 @@ def test_a_prompt_longer_than_the_context_is_one_sentence(tiny_gguf):
         generate(tiny_gguf, too_long, max_tokens=4)
 
 
-def test_a_hostile_chat_template_never_runs_and_a_built_in_one_is_used(tmp_path, tiny_gguf, caplog):
+def with_template(tiny_gguf, model, template):
+    """The tiny model's GGUF with another chat template, written by llama.cpp's own metadata script."""
     from core.llamacpp import converter_dir
 
-    marker = tmp_path / "pwned"
-    hostile = (
-        "{{ cycler.__init__.__globals__.os.popen('touch " + str(marker) + "').read() }}"
-        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    )
-    model = tmp_path / "hostile.gguf"
     script = converter_dir() / "gguf-py" / "gguf" / "scripts" / "gguf_new_metadata.py"
     written = subprocess.run(
-        [sys.executable, str(script), str(tiny_gguf), str(model), "--chat-template", hostile, "--force"],
+        [sys.executable, str(script), str(tiny_gguf), str(model), "--chat-template", template, "--force"],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(converter_dir() / "gguf-py")},
     )
     assert written.returncode == 0, written.stderr
+    return model
+
+
+CONVERSATION = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "{{ cycler.__init__.__globals__.os.popen('touch MARKER').read() }}",
+        "{{ ('a' * 3000000000) | length }}",  # took 3.2 GB as llama-cpp-python compiled it, before any check
+        "{% macro f(n) %}{{ f(n+1) }}{% endmacro %}{{ f(0) }}",  # hung `ask`
+    ],
+)
+def test_a_hostile_chat_template_never_runs_and_a_built_in_one_is_used(tmp_path, tiny_gguf, caplog, attack):
+    marker = tmp_path / "pwned"
+    model = with_template(tiny_gguf, tmp_path / "hostile.gguf", attack.replace("MARKER", str(marker)) + CONVERSATION)
     with caplog.at_level(logging.WARNING, logger="core.answers.chat"):
         text, _ = generate(model, [{"role": "user", "content": "Who pays?"}], max_tokens=4)
     assert not marker.exists()
-    assert "its chat template tries to reach outside Jinja's sandbox; a built-in template is used" in caplog.text
+    assert "its chat template breaks the sandbox's rules or limits; a built-in template is used" in caplog.text
     assert isinstance(text, str)
+
+
+def test_a_template_that_would_take_gigabytes_is_not_even_compiled_by_llama_cpp(tmp_path, tiny_gguf):
+    model = with_template(tiny_gguf, tmp_path / "big.gguf", "{{ ('a' * 3000000000) | length }}" + CONVERSATION)
+    # In a process of its own, so that the peak memory of its worker alone is measured.
+    measure = (
+        "import resource, sys; from pathlib import Path; from core.answers.chat import generate; "
+        "generate(Path(sys.argv[1]), [{'role': 'user', 'content': 'Who pays?'}], max_tokens=4); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    measured = subprocess.run([sys.executable, "-c", measure, str(model)], capture_output=True, text=True)
+    assert measured.returncode == 0, measured.stderr
+    assert int(measured.stdout.split()[-1]) < 1 << 20  # KiB: the worker stayed under 1 GiB (it took 3.2)
+
+
+def test_a_template_that_breaks_the_limits_on_a_longer_conversation_fails_that_answer_alone(tmp_path, tiny_gguf):
+    # Harmless on the two-message check, a hang from the third message on.
+    sleeper = "{% if messages | length > 2 %}{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}"
+    model = with_template(tiny_gguf, tmp_path / "late.gguf", sleeper + "{% endfor %}{% endif %}" + CONVERSATION)
+    long = [{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "A."}] * 2
+    started = time.monotonic()
+    with pytest.raises(KnownError, match=r"its chat template ran past 5 s"):
+        generate(model, long, max_tokens=4)
+    assert time.monotonic() - started < 30
+    assert isinstance(generate(model, long[:1], max_tokens=4)[0], str)  # the short one still answers
+
+
+def test_models_add_refuses_a_hostile_template_and_a_damaged_header(tmp_path, tiny_gguf):
+    import struct
+
+    data = tmp_path / "data"
+    hanging = with_template(tiny_gguf, tmp_path / "hangs.gguf", "{% macro f(n) %}{{ f(n+1) }}{% endmacro %}{{ f(0) }}")
+    refused = tunedesk("models", "--add", str(hanging), data_dir=data)
+    assert refused.returncode == 1
+    assert "hangs.gguf has a chat template that breaks the sandbox's rules or limits" in refused.stderr
+
+    def gguf(*values: bytes) -> bytes:  # the header of a GGUF v3 file with no tensors and one metadata value
+        key = b"general.nested"
+        return b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key + b"".join(values)
+
+    array_of_arrays = struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 5000 + struct.pack("<IQ", 4, 0)
+    cases = {
+        "nested.gguf": (gguf(array_of_arrays), "its metadata nests arrays more than 2 deep"),
+        "long.gguf": (gguf(struct.pack("<IQ", 8, 1 << 62)), "its header says it holds more than the file does"),
+        "many.gguf": (gguf(struct.pack("<IIQ", 9, 4, 1 << 60)), "its header says it holds more than the file does"),
+    }
+    for name, (content, reason) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        refused = tunedesk("models", "--add", str(tmp_path / name), data_dir=data)
+        assert refused.stderr.strip() == f"tunedesk: {name} is not a usable GGUF file: {reason}.", name
+        verified = tunedesk("verify", str(tmp_path / name), data_dir=data)
+        assert verified.stderr.strip() == f"tunedesk: {name} is not a usable GGUF file: {reason}.", name
+    assert tunedesk("models", data_dir=data).returncode == 0
+    os.mkfifo(tmp_path / "pipe.gguf")
+    piped = tunedesk("verify", str(tmp_path / "pipe.gguf"), data_dir=data)
+    assert "pipe.gguf is not a regular file" in piped.stderr
 
 
 def test_a_conversation_reuses_the_evaluated_prompt_and_is_kept(sample_library, tiny_gguf):
@@ -226,6 +297,9 @@ def test_models_compared_side_by_side(tmp_path, tiny_gguf):
         "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",  # hung `ask`
         "{{ ('a' * 3000000000) | length }}",  # took 3 GB
         "{{ (('a' * 1000000) * 1000000) | length }}",
+        "{% macro f(n) %}{{ f(n+1) }}{% endmacro %}{{ f(0) }}",  # hung `ask`
+        "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+        "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
     ],
 )
 def test_a_template_that_would_hang_or_eat_memory_is_not_used(attack):

@@ -109,6 +109,24 @@ def test_recursive_add_takes_the_readable_files_in_a_folder(tmp_path):
     assert sorted(line.split()[1] for line in result.stdout.splitlines()) == ["a.pdf", "notes.md"]
 
 
+def test_recursive_add_follows_no_link_out_of_the_folder(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "passwd.txt").write_text("root:x:0:0:root:/root:/bin/bash")
+    (tmp_path / "in" / "notes.md").write_text("# Notes\n\nBeta.")
+    (tmp_path / "in" / "passwd.txt").symlink_to(tmp_path / "secret" / "passwd.txt")
+    (tmp_path / "in" / "elsewhere").symlink_to(tmp_path / "secret")
+    result = tunedesk("add", "-r", str(tmp_path / "in"), data_dir=tmp_path / "d")
+    assert result.returncode == 1
+    assert sorted(result.stdout.splitlines()) == [
+        "added          notes.md (1 pages, 1 chunks, id 1)",
+        "refused        elsewhere is a link inside in; links in folders are not followed.",
+        "refused        passwd.txt is a link inside in; links in folders are not followed.",
+    ]
+    listed = json.loads(tunedesk("docs", "--json", data_dir=tmp_path / "d").stdout)["documents"]
+    assert [d["name"] for d in listed] == ["notes.md"]
+
+
 def test_usage_errors_and_unknown_documents(tmp_path):
     assert tunedesk("search", data_dir=tmp_path).returncode == 2
     missing = tunedesk("rm", "nonexistent.pdf", data_dir=tmp_path)

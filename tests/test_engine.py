@@ -205,3 +205,19 @@ def test_every_training_step_runs_in_training_mode(tmp_path, tiny_base, sample_t
     job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 8), max_steps=3, eval_every=10**6)
     train.run(job_dir)
     assert modes == [True, True, True]
+
+
+def test_the_demo_base_is_built_beside_the_jobs_folder_whatever_job_json_says(tmp_path, tiny_base, sample_text):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "x.partial").mkdir(parents=True)
+    (elsewhere / "x.partial" / "keep.txt").write_text("the user's")
+    job_dir = write_job(tmp_path / "lib" / "jobs" / "1", tiny_base, raw_examples(sample_text, 4))
+    job = json.loads((job_dir / "job.json").read_text())
+    (job_dir / "job.json").write_text(json.dumps(job | {"base": str(elsewhere / "x"), "base_name": "demo"}))
+    (job_dir / "cancel").touch()  # stops the build at its first check, once it has started
+    result = run_engine(job_dir)
+    assert result.returncode == 0, result.stderr
+    assert [e["type"] for e in read_events(job_dir / "events.jsonl")[0]][-1] == "cancelled"
+    assert (elsewhere / "x.partial" / "keep.txt").read_text() == "the user's"
+    assert sorted(path.name for path in elsewhere.iterdir()) == ["x.partial"]
+    assert not (tmp_path / "lib" / "models" / "demo.partial").exists()  # built there, and cleaned up on cancel

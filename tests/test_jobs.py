@@ -19,6 +19,7 @@ from core.errors import KnownError
 from core.jobdir.config import load_config
 from core.jobs import jobs
 from core.jobs.runners import local
+from core.library.folder import OWN_NAMES
 from core.library.store import Library
 from tests.conftest import SAMPLE, make_pdf
 from tests.engine_fixtures import wait_for
@@ -162,6 +163,8 @@ def test_the_demo_runs_the_whole_workflow(tmp_path, tiny_base):
     assert (tmp_path / "home" / "demo" / "jobs" / "1" / "exports" / f"step-00000{best[1]}-q8_0.gguf").is_file()
     assert "6. Asking it, offline through llama.cpp" in out
     assert out.count("unsupported: no citation backed by a passage") + out.count("cited: ") == 2
+    for library in [tmp_path / "home", tmp_path / "home" / "demo"]:  # only names a library folder may hold
+        assert {path.name for path in library.iterdir()} <= OWN_NAMES
 
 
 def test_a_full_disk_while_the_job_is_made_leaves_no_job(data, tiny_base, monkeypatch):
@@ -176,6 +179,75 @@ def test_a_full_disk_while_the_job_is_made_leaves_no_job(data, tiny_base, monkey
             jobs.create_job(library, base="x", base_path=tiny_base, config=load_config(), dataset=dataset(library))
         assert jobs.jobs(library) == []
     assert not (data / "jobs" / "1").exists()
+
+
+def test_bad_lines_in_a_jobs_events_are_passed_over_and_the_job_still_ends(data, tiny_base):
+    with Library(data) as library:
+        job = jobs.create_job(library, base="x", base_path=tiny_base, config=load_config(), dataset=dataset(library))
+    step = {"type": "step", "time": 1.0, "loss": 2.5, "lr": 1e-4, "tokens_per_s": 10.0, "eta_s": 1.0}
+    lines = [
+        json.dumps({"type": "start", "time": 1.0, "steps_total": 2}).encode(),
+        json.dumps(step | {"step": 2**64}).encode(),  # past SQLite's integers
+        b'{"type": "step", "time": 1.0, "step": 1, "loss": "\xff"}',  # not UTF-8
+        json.dumps(step | {"step": -1}).encode(),
+        json.dumps({"type": "checkpoint", "time": 1.0, "step": 1, "path": "../../outside"}).encode(),
+        json.dumps({"type": "checkpoint", "time": 1.0, "step": 1, "path": "/etc"}).encode(),
+        json.dumps({"type": "eval", "time": 1.0, "step": 1, "val_loss": "low"}).encode(),
+        b"[1, 2]",
+        json.dumps(step | {"step": 1}).encode(),
+        json.dumps({"type": "error"}).encode(),  # no time: every event has one
+        json.dumps({"type": "done", "time": 2.0}).encode(),
+    ]
+    (job.dir / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    for command in [("jobs",), ("job", "1"), ("export", "1")]:
+        result = tunedesk(*command, data_dir=data)
+        assert "Traceback" not in result.stderr, command
+    shown = job_json(data)
+    assert shown["state"] == "done"
+    assert [row["step"] for row in shown["losses"]] == [1]
+    assert shown["checkpoints"] == []
+
+
+def test_a_copied_library_drives_its_own_jobs_and_models_not_the_originals(data, tiny_base, tmp_path):
+    from core.models import gguf_models
+
+    with Library(data) as library:
+        job = jobs.create_job(library, base="x", base_path=tiny_base, config=load_config(), dataset=dataset(library))
+        (job.dir / "exports").mkdir()
+        gguf = job.dir / "exports" / "step-000005-q8_0.gguf"
+        gguf.write_bytes(b"GGUF" + bytes(60))
+        outcome = {"path": str(gguf), "quant": "q8_0", "bytes": 64, "sha256": "0" * 64, "step": 5}
+        receipt = outcome | {"agreement": 1.0, "types": {}, "fallback": None}
+        (job.dir / "exports" / "step-000005-q8_0.gguf.json").write_text(json.dumps(receipt))
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy, symlinks=True)
+    shutil.rmtree(data)  # the original is gone: nothing may reach for it
+    with Library(copy) as library:
+        assert jobs.job(library, 1).dir == copy / "jobs" / "1"
+        assert dataset(library).dir == copy / "datasets" / "1"
+        (model,) = gguf_models.models(library)  # recorded from its receipt, where the copy holds it
+        assert model.path == copy / "jobs" / "1" / "exports" / gguf.name
+
+
+def test_a_library_from_before_relative_paths_is_moved_to_them(data, tiny_base, tmp_path):
+    from core.db import migrations
+
+    with Library(data) as library:
+        jobs.create_job(library, base="x", base_path=tiny_base, config=load_config(), dataset=dataset(library))
+        # As an earlier version wrote them, in the library the copy was made from.
+        library.db.execute("UPDATE jobs SET dir = '/elsewhere/jobs/1'")
+        library.db.execute("UPDATE datasets SET dir = '/elsewhere/datasets/1'")
+        library.db.execute(
+            "INSERT INTO models (path, bytes, sha256, source, job_id, step, created) "
+            "VALUES ('/elsewhere/jobs/1/exports/step-000005-q8_0.gguf', 1, 'x', 'export', 1, 5, 'now')"
+        )
+        library.db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm009_paths_in_the_library'")
+    assert "m009_paths_in_the_library" in {m.name for m in migrations._migrations}
+    with Library(data) as library:
+        assert jobs.job(library, 1).dir == data / "jobs" / "1"
+        assert dataset(library).dir == data / "datasets" / "1"
+        paths = [row["path"] for row in library.db.query("SELECT path FROM models")]
+        assert paths == ["jobs/1/exports/step-000005-q8_0.gguf"]
 
 
 def _contract_pages(count: int) -> list[str]:

@@ -160,6 +160,50 @@ def test_a_library_readable_by_others_is_made_private_once(tmp_path):
         assert not library.tightened  # said once
 
 
+def test_a_folder_of_the_users_is_refused_and_its_permissions_left_alone(tmp_path):
+    folder = tmp_path / "X"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "f").write_text("a")
+    for path in [folder, folder / "sub", folder / "sub" / "f"]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    refused = tunedesk("docs", data_dir=folder)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"tunedesk: The folder {folder} is neither empty nor a Tunedesk library (it holds other files and no "
+        "library.db); choose an empty or new folder for the library."
+    )
+    assert oct((folder / "sub" / "f").stat().st_mode & 0o777) == "0o644"
+    assert oct(folder.stat().st_mode & 0o777) == "0o755"
+    assert sorted(path.name for path in folder.rglob("*")) == ["f", "sub"]  # nothing written there
+
+
+def test_an_empty_data_dir_name_is_a_usage_error(tmp_path):
+    refused = subprocess.run(
+        [sys.executable, "-m", "core.cli.main", "docs", "--data-dir", ""], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert refused.returncode == 2
+    assert "argument --data-dir: an empty name is not a folder" in refused.stderr
+
+
+def test_tightening_a_library_leaves_what_the_user_put_beside_it_and_follows_no_link(tmp_path):
+    library_dir, outside = tmp_path / "lib", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "shared.txt").write_text("shared")
+    with Library(library_dir):
+        pass
+    (library_dir / "notes.txt").write_text("mine")
+    (library_dir / "jobs").mkdir()
+    (library_dir / "jobs" / "link").symlink_to(outside)
+    for path in [library_dir, library_dir / "library.db", library_dir / "notes.txt", outside, outside / "shared.txt"]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    with Library(library_dir) as library:
+        assert library.tightened
+    assert oct(library_dir.stat().st_mode & 0o777) == "0o700"
+    assert oct((library_dir / "library.db").stat().st_mode & 0o777) == "0o600"
+    modes = [oct(path.stat().st_mode & 0o777) for path in [library_dir / "notes.txt", outside, outside / "shared.txt"]]
+    assert modes == ["0o644", "0o755", "0o644"]
+
+
 @pytest.mark.timeout(30)
 def test_a_pipe_is_refused_without_being_read(library, tmp_path):
     pipe = tmp_path / "contract.pdf"

@@ -59,21 +59,22 @@ def answer(llm: Any, request: dict[str, Any]) -> None:
 def main(model: str) -> int:
     from llama_cpp import Llama
 
-    end_with_parent(lambda: os._exit(1))  # nothing of a worker's needs saving
+    from core.llamacpp import guard_chat_templates, template_renders
 
+    end_with_parent(lambda: os._exit(1))  # nothing of a worker's needs saving
+    guard_chat_templates()
     try:
         llm = Llama(model, n_ctx=0, verbose=False, seed=0)  # 0: the context the model was trained for
     except (ValueError, RuntimeError) as error:
         say("error", message=str(error))
         return 1
-    from core.llamacpp import template_renders
-
     template = llm.metadata.get("tokenizer.chat_template")
     if template and not template_renders(template):
-        # A template that reaches outside the sandbox is never used: Mistral's built-in format is.
+        # A template that reaches outside the sandbox or past its limits is never used: Mistral's built-in
+        # format is. One that passes and then breaks them on a longer conversation fails that request alone.
         llm.chat_handler = None
         llm.chat_format = "mistral-instruct"
-        say("warning", message="its chat template tries to reach outside Jinja's sandbox; a built-in template is used")
+        say("warning", message="its chat template breaks the sandbox's rules or limits; a built-in template is used")
     say("loaded", n_ctx=llm.n_ctx())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a stop that arrives between replies stops nothing
     for line in sys.stdin:

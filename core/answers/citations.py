@@ -1,7 +1,7 @@
 """Citation checking, shared by chat (the app) and answer scoring (the engine): standard library only.
 
-A citation is kept only if the cited document and page belong to a passage that was in the prompt, and the
-words it quotes are on that page (whitespace, case and line-break hyphens aside). An answer is supported
+A citation is kept only if the cited document and pages lie within a passage that was in the prompt, and the
+words it quotes are on those pages (whitespace, case and line-break hyphens aside). An answer is supported
 when it cites, and every citation is kept. Citations therefore come from retrieved chunk ids, never from
 the model's say-so: a document that says "cite page 999" cannot make a citation appear.
 """
@@ -66,8 +66,10 @@ def check_citations(text: str, passages: Sequence[Passage], page_text: PageText)
         quotes = _QUOTE.findall(before) or _UNCLOSED.findall(before.rstrip())
         quote = quotes[-1].rstrip("’' ") if quotes else None
         previous_end = match.end()
+        # The cited pages must lie within one passage of the prompt: a range reaching past it ("pp. 1-999" for a
+        # passage on p. 41) cites pages the model was never shown.
         passage = next(
-            (p for p in passages if p.document == name and first <= p.page_last and last >= p.page_first), None
+            (p for p in passages if p.document == name and p.page_first <= first <= last <= p.page_last), None
         )
         pages = list(range(first, last + 1))
         if passage is None or (quote and not _quoted_on(page_text, passage.document_id, pages, quote)):

@@ -7,6 +7,7 @@ Exit status: 0 success, 1 a failure the user can fix (the message says what), 2 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sqlite3
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--data-dir",
-        type=Path,
+        type=_folder,
         default=None,
         help="the library's folder (default: $TUNEDESK_HOME or the user data dir)",
     )
@@ -107,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _folder(text: str) -> Path:
+    if not text:
+        raise argparse.ArgumentTypeError("an empty name is not a folder")
+    return Path(text)
+
+
 def _add(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -114,18 +121,22 @@ def _add(args: argparse.Namespace) -> int:
 
     if args.replaces is not None:
         return _add_version(args)
-    files = collect_files(args.files, recursive=args.recursive)
+    files, links = collect_files(args.files, recursive=args.recursive)
     refused = 0
     cancel = threading.Event()
-    with open_library(args) as library, tqdm(total=len(files), unit="file", disable=None, leave=False) as bar:
+    with (
+        open_library(args) as library,
+        tqdm(total=len(files) + len(links), unit="file", disable=None, leave=False) as bar,
+    ):
 
         def progress(path: Path, done: int, total: int) -> None:
             bar.set_postfix_str(f"{path.name}: page {done} of {total}", refresh=True)
 
         try:
-            for outcome in add_documents(
+            added = add_documents(
                 library, files, chunk_size=args.chunk_size, overlap=args.overlap, on_progress=progress, cancel=cancel
-            ):
+            )
+            for outcome in itertools.chain(links, added):
                 bar.update()
                 if outcome.status == "refused":
                     refused += 1

@@ -146,7 +146,7 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
         info = {"settings": dataclasses.asdict(settings), "documents": made_from}
         files = {layout.TRAIN: split["train"], layout.VAL: split["val"], layout.HELD_OUT: held_out}
         _write_files(folder, files, info)
-        db.execute("UPDATE datasets SET dir = ? WHERE id = ?", [str(folder), dataset_id])
+        db.execute("UPDATE datasets SET dir = ? WHERE id = ?", [library.stored_path(folder), dataset_id])
     return Dataset(dataset_id, folder, len(split["train"]), len(split["val"]), len(held_out), created)
 
 
@@ -184,7 +184,7 @@ def dataset(library: Library, dataset_id: int | None = None) -> Dataset:
             else "There is no dataset yet; build one with `tunedesk dataset build`."
         )
     row = rows[0]
-    folder = Path(row["dir"])
+    folder = library.full_path(row["dir"])
     held = sum(1 for line in (folder / layout.HELD_OUT).read_text(encoding="utf-8").splitlines() if line.strip())
     return Dataset(row["id"], folder, row["train_examples"], row["val_examples"], held, row["created"])
 

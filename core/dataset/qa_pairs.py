@@ -181,10 +181,16 @@ def _model_pairs_maker(model: Path) -> Callable[[str], list[Pair]]:
         raise KnownError(f"The question model {model} is not a GGUF file.")
     from llama_cpp import Llama
 
+    from core.llamacpp import guard_chat_templates, template_renders
+
+    guard_chat_templates()
     try:
         llm = Llama(str(model), n_ctx=2048, verbose=False, seed=0)
     except (ValueError, RuntimeError) as error:
         raise KnownError(f"The question model {model.name} could not be loaded: {error}.") from None
+    template = llm.metadata.get("tokenizer.chat_template")
+    if template and not template_renders(template):
+        raise KnownError(f"The question model {model.name} has a chat template that breaks the sandbox's limits.")
 
     def make(text: str) -> list[Pair]:
         prompt = (

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import KnownError
-from core.llamacpp import K_QUANTS, QUANTS, check_quant, converter_dir, gguf_py, template_renders
+from core.llamacpp import (
+    K_QUANTS,
+    QUANTS,
+    check_quant,
+    converter_dir,
+    gguf_py,
+    guard_chat_templates,
+    template_renders,
+)
 
 PROBES = [
     "This Agreement shall be governed by the laws of the State of New York.",
@@ -113,6 +121,7 @@ def verify(gguf_file: Path, merged: Path) -> Verification:
     from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    guard_chat_templates()
     tokenizer = AutoTokenizer.from_pretrained(merged)
     model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
     try:

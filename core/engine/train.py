@@ -64,6 +64,7 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     if job.get("base_name") == "demo":
         from core.engine.demo_model import build
 
+        base = layout.demo_base(job_dir)
         if processes > 1:
             raise KnownError("The built-in demo base trains in one process; give --gpus 1 or a real base.")
 

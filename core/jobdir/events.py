@@ -48,11 +48,72 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]
     for line in data[:end].splitlines():
         try:
             event = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, not UTF-8, or a number of thousands of digits
             continue  # a line torn by a crash mid-write: the events after it still count
-        if isinstance(event, dict) and "type" in event:
+        if well_formed(event):
             events.append(event)
     return events, offset + end
+
+
+def well_formed(event: Any) -> bool:
+    """Whether an event carries what its type needs, each field of the kind every reader takes for granted.
+    Events come home from remote hosts: a line that breaks this (a step past SQLite's integers, a checkpoint
+    path out of the job) is dropped like a torn one, not handed to a reader that would fail on it."""
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return False
+    required = ("time", *REQUIRED.get(event["type"], ()))
+    return all(name in event for name in required) and all(
+        check(event[name]) for name, check in FIELDS.items() if name in event
+    )
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value < 2**63
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _number_or_none(value: Any) -> bool:
+    return value is None or _number(value)
+
+
+def _text_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _checkpoint_path(value: Any) -> bool:
+    parts = value.split("/") if isinstance(value, str) else []
+    return len(parts) == 2 and parts[0] == layout.CHECKPOINTS and parts[1].startswith("step-")
+
+
+FIELDS = {
+    "time": _number,
+    "step": _count,
+    "steps_total": _count,
+    "processes": _count,
+    "done": _count,
+    "total": _count,
+    "loss": _number_or_none,
+    "val_loss": _number_or_none,
+    "lr": _number_or_none,
+    "tokens_per_s": _number_or_none,
+    "eta_s": _number_or_none,
+    "answer_score": _number_or_none,
+    "path": _checkpoint_path,
+    "message": _text_or_none,
+}
+REQUIRED = {
+    "start": ("steps_total",),
+    "progress": ("message", "done", "total"),
+    "step": ("step", "loss", "tokens_per_s", "eta_s"),
+    "eval": ("step", "val_loss"),
+    "checkpoint": ("step", "path"),
+    "score": ("step", "answer_score"),
+    "error": ("message",),
+    "warning": ("message",),
+}
 
 
 def _finite(value: Any) -> Any:

@@ -34,6 +34,13 @@ EXPORTS = "exports"
 RECEIPT = ".json"  # beside an exported GGUF, added to its whole name
 
 
+def demo_base(job_dir: Path) -> Path:
+    """The built-in demo base's folder: DATA_DIR/models/demo, beside the jobs folder, here and on a remote host
+    alike. The engine builds it there and nowhere else, whatever job.json says: a tampered `base` must not
+    make it delete and write a folder outside the library."""
+    return job_dir.resolve().parent.parent / "models" / "demo"
+
+
 def receipt(gguf: Path) -> Path:
     return gguf.with_name(gguf.name + RECEIPT)
 

@@ -48,9 +48,11 @@ def keys(job_dir: Path, step: int, *, base_sha256: str, tensors_sha256: str, ver
 
 
 def read(path: Path) -> dict[str, Any]:
-    """A GGUF file's provenance, its JSON values decoded ({} for a file Tunedesk did not export)."""
-    from core.llamacpp import gguf_py
+    """A GGUF file's provenance, its JSON values decoded ({} for a file Tunedesk did not export); KnownError
+    for a file that is no usable GGUF."""
+    from core.llamacpp import check_gguf, gguf_py
 
+    check_gguf(path)
     fields = gguf_py().GGUFReader(path, "r").fields
     found = {name.removeprefix(PREFIX): fields[name].contents() for name in fields if name.startswith(PREFIX)}
     return {key: value if key in ("version", "tensors_sha256") else json.loads(value) for key, value in found.items()}

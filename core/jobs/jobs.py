@@ -97,7 +97,7 @@ def create_job(
         except OSError as error:  # the row goes with the transaction; the folder must go too
             shutil.rmtree(job_dir, ignore_errors=True)
             raise KnownError(f"The job's folder {job_dir} could not be written: {_why(error)}.") from None
-        db.execute("UPDATE jobs SET dir = ? WHERE id = ?", [str(job_dir), job_id])
+        db.execute("UPDATE jobs SET dir = ? WHERE id = ?", [library.stored_path(job_dir), job_id])
     return job(library, job_id)
 
 
@@ -413,14 +413,14 @@ def _apply(db: Any, job_id: int, event: dict[str, Any]) -> None:
 
 
 def jobs(library: Library) -> list[Job]:
-    return [_job(row) for row in library.db.query("SELECT * FROM jobs ORDER BY id")]
+    return [_job(library, row) for row in library.db.query("SELECT * FROM jobs ORDER BY id")]
 
 
 def job(library: Library, job_id: int | str) -> Job:
     rows = list(library.db.query("SELECT * FROM jobs WHERE id = ?", [_as_int(job_id)]))
     if not rows:
         raise KnownError(f"No job {job_id} (see `tunedesk jobs`).")
-    return _job(rows[0])
+    return _job(library, rows[0])
 
 
 def checkpoints(library: Library, job_id: int) -> list[Checkpoint]:
@@ -470,9 +470,9 @@ def _offset(library: Library, job_id: int) -> int:
     return library.db.execute("SELECT events_offset FROM jobs WHERE id = ?", [job_id]).fetchone()[0]
 
 
-def _job(row: dict[str, Any]) -> Job:
+def _job(library: Library, row: dict[str, Any]) -> Job:
     fields = {k: v for k, v in row.items() if k != "events_offset"}
-    return Job(**(fields | {"dir": Path(row["dir"])}))
+    return Job(**(fields | {"dir": library.full_path(row["dir"])}))
 
 
 def _as_int(value: int | str) -> int:

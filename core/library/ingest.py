@@ -33,18 +33,32 @@ class Outcome:
 FileProgressFn = Callable[[Path, int, int], None]  # (file, pages done, pages in all)
 
 
-def collect_files(paths: Iterable[Path], *, recursive: bool) -> list[Path]:
-    """The files to add: each path as given, and with `recursive`, the readable files inside folders.
+def collect_files(paths: Iterable[Path], *, recursive: bool) -> tuple[list[Path], list[Outcome]]:
+    """The files to add: each path as given, and with `recursive`, the readable files inside folders; and the
+    links found inside folders, refused: a link can lead out of the folder (to a password file, another
+    user's share), and what it leads to would be searchable, trainable and sent to remote hosts.
 
     A folder given without `recursive` stays in the list, to be refused with its own sentence.
     """
     files: list[Path] = []
+    links: list[Outcome] = []
     for path in paths:
-        if recursive and path.is_dir():
-            files.extend(sorted(found for found in path.rglob("*") if found.is_file() and kind_of(found) is not None))
-        else:
+        if not (recursive and path.is_dir()):
             files.append(path)
-    return files
+            continue
+        found: list[Path] = []
+        for folder, dirs, names in os.walk(path):  # links to folders are listed, not walked
+            for name in [*dirs, *names]:
+                entry = Path(folder, name)
+                if (entry.is_symlink() and entry.is_dir()) or (name in names and kind_of(entry) is not None):
+                    found.append(entry)
+        for entry in sorted(found):
+            if entry.is_symlink():
+                reason = f"{shown(entry.name)} is a link inside {shown(path.name)}; links in folders are not followed."
+                links.append(Outcome(entry, "refused", reason=reason))
+            else:
+                files.append(entry)
+    return files, links
 
 
 def add_documents(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import Engine
 from core.jobs.runners.local import run_tool
 from core.library.store import Library
+from core.llamacpp import check_gguf, template_renders
 
 PhaseFn = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -65,10 +65,11 @@ DETAILS = ("agreement", "types", "fallback")
 
 
 def _record_export(library: Library, job_id: int, outcome: dict[str, Any]) -> Model:
+    path = library.stored_path(outcome["path"])
     with library.write() as db:
-        db.execute("DELETE FROM models WHERE path = ?", [outcome["path"]])
+        db.execute("DELETE FROM models WHERE path = ?", [path])
         row = {
-            "path": outcome["path"],
+            "path": path,
             "quant": outcome["quant"],
             "bytes": outcome["bytes"],
             "sha256": outcome["sha256"],
@@ -88,13 +89,13 @@ def _record_finished_exports(library: Library) -> None:
     recorded = {row["path"] for row in library.db.query("SELECT path FROM models")}
     for job in jobs_.jobs(library):
         for receipt in sorted((job.dir / layout.EXPORTS).glob(f"*.gguf{layout.RECEIPT}")):
+            path = receipt.with_name(receipt.name.removesuffix(layout.RECEIPT))  # here, in a copied library too
             try:
-                outcome = json.loads(receipt.read_text())
-                path = Path(outcome["path"])
+                outcome = json.loads(receipt.read_text()) | {"path": str(path)}
                 whole = path.is_file() and path.stat().st_size == outcome["bytes"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # a receipt half-written, or hand-edited: the file is not vouched for
-            if whole and outcome["path"] not in recorded:
+            if whole and library.stored_path(path) not in recorded:
                 _record_export(library, job.id, outcome)
 
 
@@ -119,27 +120,19 @@ def _run_export(
 
 def import_gguf(library: Library, path: Path) -> Model:
     """Record a GGUF file the user has (a base model to compare with, say); it is not copied."""
-    if path.exists() and not path.is_file():
-        raise KnownError(f"{path.name} is not a regular file (a folder, pipe or device is no GGUF model).")
-    try:
-        with open(path, "rb") as file:
-            header = file.read(24)
-    except OSError as error:
-        raise KnownError(f"{path.name} cannot be read: {error.strerror}.") from None
-    if header[:4] != b"GGUF":
-        raise KnownError(f"{path.name} is not a GGUF file.")
-    # Then the version, the tensor count and the metadata count (little-endian): garbage after the magic
-    # would otherwise be found only when a question is asked.
-    version, tensors, keys = struct.unpack("<IQQ", header[4:24].ljust(20, b"\xff"))
-    if version not in (2, 3) or tensors > 1 << 20 or keys > 1 << 20:
-        raise KnownError(f"{path.name} is not a usable GGUF file: its header is damaged.")
+    template = check_gguf(path)  # garbage after the magic would otherwise be found only when a question is asked
+    if template and not template_renders(template):
+        raise KnownError(
+            f"{path.name} has a chat template that breaks the sandbox's rules or limits (it reaches outside it, "
+            "or would hang or fill memory); it is not added."
+        )
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while block := file.read(1 << 20):
             digest.update(block)
     with library.write() as db:
         row = {
-            "path": str(path.resolve()),
+            "path": library.stored_path(path),
             "quant": None,
             "bytes": path.stat().st_size,
             "sha256": digest.hexdigest(),
@@ -168,18 +161,18 @@ def models(library: Library, *, job_id: int | None = None) -> list[Model]:
     """The library's GGUF models, oldest first (with any finished export not yet recorded)."""
     _record_finished_exports(library)
     where, params = ("WHERE job_id = ?", [job_id]) if job_id is not None else ("", [])
-    return [_model(row) for row in library.db.query(f"SELECT * FROM models {where} ORDER BY id", params)]
+    return [_model(library, row) for row in library.db.query(f"SELECT * FROM models {where} ORDER BY id", params)]
 
 
 def model(library: Library, model_id: int) -> Model:
     rows = list(library.db.query("SELECT * FROM models WHERE id = ?", [model_id]))
     if not rows:
         raise KnownError(f"No model {model_id} (see `tunedesk models`).")
-    return _model(rows[0])
+    return _model(library, rows[0])
 
 
-def _model(row: dict[str, Any]) -> Model:
-    return Model(**(row | {"path": Path(row["path"])}))
+def _model(library: Library, row: dict[str, Any]) -> Model:
+    return Model(**(row | {"path": library.full_path(row["path"])}))
 
 
 @dataclass(frozen=True)
@@ -195,15 +188,13 @@ def made_from(path: Path) -> list[dict[str, Any]]:
     """The documents (name, SHA-256, pages) a GGUF file records it was made from; none for another file."""
     try:
         return provenance.read(path).get("documents", []) if path.is_file() else []
-    except (OSError, ValueError, KeyError, IndexError):
+    except (KnownError, OSError, ValueError, KeyError, IndexError):
         return []
 
 
 def check_provenance(library: Library, path: Path) -> Provenance:
     """Read a GGUF file's provenance (a file from another machine too) and check it: its tensors against
     the hash it records, its documents against the library."""
-    if not path.is_file():
-        raise KnownError(f"There is no file {path}.")
     try:
         made = provenance.read(path)
     except (OSError, ValueError, KeyError, IndexError) as error:
