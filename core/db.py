@@ -270,6 +270,16 @@ class LibraryDatabase:
     def close(self) -> None:
         self.db.close()
 
+    def check_room(self, needed: int, what: str) -> None:
+        """Refuse to write `needed` bytes into the room kept aside for removals: once the reserve was given
+        back on a nearly full disk, an add would spend it and leave `rm` none."""
+        room = shutil.disk_usage(self.data_dir).free - (0 if (self.data_dir / RESERVE).exists() else RESERVE_BYTES)
+        if room < needed:
+            raise LibraryError(
+                f"{what} needs about {needed / 1e6:.1f} MB and the library's disk is nearly full; free some "
+                "room (removing documents works), then try again."
+            )
+
     def stored_path(self, path: Path | str) -> str:
         """`path` as the library keeps it: relative to its folder where it lies inside, so that a copy of the
         library points at its own files; absolute elsewhere (a model file the user imported)."""
@@ -356,7 +366,7 @@ def _balance_reserve(data_dir: Path) -> None:
     reserve = data_dir / RESERVE
     free = shutil.disk_usage(data_dir).free
     if reserve.exists() and free < RESERVE_BYTES:
-        reserve.unlink()
+        reserve.unlink()  # so that the library opens at all (SQLite's WAL index needs room), and `rm` works
     elif not reserve.exists() and free > 4 * RESERVE_BYTES:
         try:
             with open(reserve, "wb") as file:

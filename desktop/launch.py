@@ -26,8 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from desktop.app import main as desktop
 
         return desktop(Path(known.data_dir) if known.data_dir else None, [Path(name) for name in known.open])
-    from core.cli.main import main as cli
-
+    try:
+        from core.cli.main import main as cli  # a second of imports, where a Ctrl-C must not print a traceback
+    except KeyboardInterrupt:
+        print("tunedesk: stopped; nothing was changed.", file=sys.stderr)
+        return 130
     return cli(args)
 
 

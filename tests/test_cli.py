@@ -127,6 +127,47 @@ def test_recursive_add_follows_no_link_out_of_the_folder(tmp_path):
     assert [d["name"] for d in listed] == ["notes.md"]
 
 
+def test_names_that_are_not_utf8_or_hide_characters_are_named_safely(tmp_path):
+    data = tmp_path / "d"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    odd = os.fsdecode(b"contract\xff.pdf")
+    for command in [("rm", odd), ("search", "royalty", "--doc", odd), ("add", str(SAMPLE), "--replaces", odd)]:
+        run = subprocess.run(
+            [os.fsencode(TUNEDESK), *map(os.fsencode, command), b"--data-dir", os.fsencode(data)],
+            capture_output=True,
+        )
+        assert run.returncode == 1, command
+        assert (
+            run.stderr.decode().strip()
+            == "tunedesk: No document contract\ufffd.pdf in the library (see `tunedesk docs`)."
+        ), command
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "invoice\u202efdp.txt").write_text("Right-to-left override.")
+    (tmp_path / "in" / "zero\u200bwidth.txt").write_text("Zero width.")
+    (tmp_path / "in" / "cafe\u0301.txt").write_text("Decomposed.")  # NFD, as macOS writes names
+    (tmp_path / "in" / "caf\u00e9.txt").write_text("Composed.")
+    added = tunedesk("add", "-r", str(tmp_path / "in"), data_dir=data)
+    assert added.returncode == 0, added.stderr
+    assert "\u202e" not in added.stdout and "\u200b" not in added.stdout
+    names = sorted(d["name"] for d in json.loads(tunedesk("docs", "--json", data_dir=data).stdout)["documents"])
+    assert names == sorted(
+        [SAMPLE.name, "invoice\ufffdfdp.txt", "zero\ufffdwidth.txt", "caf\u00e9.txt", "caf\u00e9 (2).txt"]
+    )
+
+
+def test_ctrl_c_in_the_first_moments_of_add_prints_no_traceback(tmp_path):
+    # Ctrl-C reaches the terminal's whole process group: the command, and the fork server its parsers come from.
+    for number, delay in enumerate([0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.2, 1.5]):
+        command = [str(TUNEDESK), "add", str(SAMPLE), "--data-dir", str(tmp_path / str(number))]
+        with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True) as run:
+            time.sleep(delay)
+            os.killpg(run.pid, signal.SIGINT)
+            _, err = run.communicate(timeout=60)
+        assert "Traceback" not in err, (delay, err)
+        assert run.returncode in (0, 130), (delay, run.returncode, err)
+
+
 def test_usage_errors_and_unknown_documents(tmp_path):
     assert tunedesk("search", data_dir=tmp_path).returncode == 2
     missing = tunedesk("rm", "nonexistent.pdf", data_dir=tmp_path)
@@ -189,6 +230,7 @@ BAD_NUMBERS = [
     ["train", "--set", "seq_len=99999999999999999999", "--detach"],
     ["search", "royalty", "-k", "0"],
     ["search", "royalty", "-k", "-5"],
+    ["search", "royalty", "-k", "99999999999999999999999"],
     ["add", "--chunk-size", "0", str(SAMPLE)],
     ["add", "--chunk-size", "16", "--overlap", "600", str(SAMPLE)],
     ["dataset", "build", "--val-share", "2"],

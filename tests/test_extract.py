@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import threading
 import zlib
 from pathlib import Path
@@ -69,6 +70,15 @@ def test_text_and_markdown(tmp_path):
     assert extract(tmp_path / "old.txt").pages == ["Café “quoted”"]
     (tmp_path / "wide.txt").write_text("UTF-16 text", encoding="utf-16")
     assert extract(tmp_path / "wide.txt").pages == ["UTF-16 text"]
+    # One stray byte costs one character, not the whole file read as cp1252.
+    (tmp_path / "stray.txt").write_bytes("Café “quoted” ".encode() * 500 + b"\xff")
+    assert extract(tmp_path / "stray.txt").pages == ["Café “quoted” " * 500 + "\ufffd"]
+
+
+def test_random_bytes_named_txt_are_refused(tmp_path):
+    (tmp_path / "noise.txt").write_bytes(random.Random(7).randbytes(1 << 20))
+    with pytest.raises(KnownError, match=r"^noise.txt is not a text file\.$"):
+        extract(tmp_path / "noise.txt")
 
 
 def test_nul_bytes_right_to_left_text_and_a_10_mb_line(tmp_path):

@@ -208,6 +208,21 @@ def test_bad_lines_in_a_jobs_events_are_passed_over_and_the_job_still_ends(data,
     assert shown["checkpoints"] == []
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [("{not json", "they are not JSON"), ('{"base": 7, "config": []}', "base, config missing or of the wrong kind")],
+)
+def test_a_tampered_job_file_fails_the_job_with_one_sentence(data, tiny_base, content, reason):
+    with Library(data) as library:
+        job = jobs.create_job(library, base="x", base_path=tiny_base, config=load_config(), dataset=dataset(library))
+        (job.dir / "job.json").write_text(content)
+        jobs.start_job(library, job.id)
+        wait_for(lambda: jobs.sync(library, job.id)[0].state != jobs.RUNNING, timeout=60)
+        ended = jobs.job(library, job.id)
+    assert ended.state == "failed"
+    assert ended.message == f"The job's settings {job.dir / 'job.json'} are damaged: {reason}."
+
+
 def test_a_copied_library_drives_its_own_jobs_and_models_not_the_originals(data, tiny_base, tmp_path):
     from core.models import gguf_models
 

@@ -324,7 +324,7 @@ def test_a_library_damaged_after_it_was_made_is_one_sentence(tmp_path):
 
 def test_rm_frees_room_on_a_full_disk(tmp_path):
     """SQLite writes a removal before it frees anything: on a full disk the library gives back the room it
-    kept aside, and the removal goes through."""
+    kept aside, and the removal goes through. An add on the full disk does not spend that room first."""
     import shutil
 
     from tests.test_cli import TUNEDESK
@@ -333,13 +333,17 @@ def test_rm_frees_room_on_a_full_disk(tmp_path):
         pytest.skip("needs unprivileged mount namespaces (unshare -rm) for a small tmpfs")
     data = tmp_path / "data"
     data.mkdir()
+    OTHER = RESOURCES / "samples" / "transportation_contract_106p.pdf"
     script = (
         f"mount -t tmpfs -o size=24m tmpfs {data} && {TUNEDESK} add {SAMPLE} --data-dir {data} >/dev/null && "
         f"ls {data} && (dd if=/dev/zero of={data}/filler bs=64k 2>/dev/null; true) && "
+        f"({TUNEDESK} add {OTHER} --data-dir {data} 2>&1 >/dev/null; true) && "
         f"{TUNEDESK} rm 1 --data-dir {data} && {TUNEDESK} docs --json --data-dir {data} && ls {data}/files"
     )
     result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "library.reserve" in result.stdout.split()  # kept aside while the disk had room
+    nearly_full = "tunedesk: transportation_contract_106p.pdf needs about 1.8 MB and the library's disk is nearly full"
+    assert nearly_full in result.stdout, result.stdout  # not added into the room kept for the removal
     assert '"documents": []' in result.stdout
     assert result.stdout.rstrip().endswith("}")  # ls printed nothing: the document's copy is gone too

@@ -200,14 +200,17 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+MOST_PASSAGES = 10_000  # past SQLite's integers, a count is an OverflowError in the query
+
+
 def _positive(text: str) -> int:
-    """A whole number of at least 1, for argparse (a wrong one is a usage error, exit status 2)."""
+    """A whole number from 1 to MOST_PASSAGES, for argparse (a wrong one is a usage error, exit status 2)."""
     try:
         number = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    if not 1 <= number <= MOST_PASSAGES:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MOST_PASSAGES:,}, not {number}")
     return number
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from core.db import LibraryError
 from core.errors import KnownError
 from core.library.chunking import DEFAULT_SIZE, check_settings, chunk_pages
-from core.library.extract import Extracted, Limits, extract, kind_of
+from core.library.extract import Extracted, Limits, extract, kind_of, start_parsers
 from core.library.store import Document, Library, shown
 
 
@@ -78,6 +78,7 @@ def add_documents(
     disk full); the files whose outcome was yielded stay added.
     """
     check_settings(size=chunk_size, overlap=overlap)  # before any file is parsed
+    start_parsers()
     stop = threading.Event()  # set when this batch ends early, so that its parses in flight end too
 
     def cancelled() -> bool:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import sqlite3
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,10 @@ class Library(LibraryDatabase):
 
     def document(self, ref: str | int) -> Document:
         """A document by id or by name."""
-        rows = list(self.db.query(_DOCUMENTS + " WHERE d.id = ? OR d.name = ?", [_as_id(ref), str(ref)]))
+        name = shown(str(ref))  # as names are stored: a name that is not UTF-8 is no SQLite text
+        rows = list(self.db.query(_DOCUMENTS + " WHERE d.id = ? OR d.name = ?", [_as_id(ref), name]))
         if not rows:
-            raise KnownError(f"No document {ref!s} in the library (see `tunedesk docs`).")
+            raise KnownError(f"No document {name} in the library (see `tunedesk docs`).")
         return Document(**rows[0])
 
     def find_sha256(self, sha256: str) -> Document | None:
@@ -60,6 +62,8 @@ class Library(LibraryDatabase):
         The copy is hashed on the way, so a file that changed since it was parsed is refused; a refusal (a
         busy library, a full disk) leaves no copy behind.
         """
+        # The copy, and the text of its pages and chunks, each in its index too.
+        self.check_room(source.stat().st_size + 4 * sum(map(len, pages)), shown(source.name))
         stored = self._store_file(source, sha256, kind)
         try:
             with self.write() as db:
@@ -194,12 +198,17 @@ _SUFFIX = {"pdf": ".pdf", "docx": ".docx", "text": ".txt"}
 
 def shown(text: str) -> str:
     """A file name (or a line naming one) as text that can be stored and printed: bytes that are not UTF-8
-    (which Python keeps as lone surrogates) and control characters (a newline in a name could fake a line
-    of output, or a citation) become U+FFFD."""
-    return _CONTROL.sub("\ufffd", text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+    (which Python keeps as lone surrogates), control characters (a newline in a name could fake a line of
+    output, or a citation) and the invisible characters that make a name look like another (a right-to-left
+    override shows "invoice\u202efdp.exe" as "invoiceexe.pdf"; zero-width spaces) become U+FFFD. In NFC, so
+    that the same name typed or stored decomposed (as macOS writes it) is the same name."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL.sub("\ufffd", unicodedata.normalize("NFC", text))
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 controls and DEL; zero-width and direction marks, embeddings, overrides and isolates; word joiner and
+# invisible operators; the byte-order mark used as a zero-width no-break space.
+_CONTROL = re.compile("[\x00-\x1f\x7f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 def _as_id(ref: str | int) -> int:

@@ -152,7 +152,12 @@ def engine_pid(job_dir: Path) -> int | None:
 
 
 def supervise(job_dir: Path) -> int:
-    count = processes(layout.read_job(job_dir))
+    try:
+        count = processes(layout.read_job(job_dir))
+    except (KnownError, KeyError, TypeError, ValueError) as error:  # the engine would fail the same way
+        message = str(error) if isinstance(error, KnownError) else f"The job's settings are damaged ({error!r})."
+        EventLog(job_dir).write("error", message=message)
+        return 1
     one = ["-m", "core.engine", str(job_dir)]
     command = one if count == 1 else ["-m", "core.engine.launch", str(job_dir), str(count)]
     engine = subprocess.Popen([sys.executable, *command], stdin=subprocess.DEVNULL)
