@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from core.answers.chat import NOT_IN_DOCUMENTS, ask, generate
+from core.answers.chat import NOT_IN_DOCUMENTS, Worker, ask, generate, grounded_messages
 from core.answers.citations import check_citations
+from core.answers.form import choices
 from core.dataset.build import SYSTEM
 from core.errors import KnownError
 from core.library.ingest import add_documents
@@ -75,6 +76,20 @@ def test_citations_the_passages_do_not_back_are_dropped(sample_library, answer):
     citations, supported = check_citations(answer, hits, sample_library.page_text)
     assert not supported
     assert citations == []
+
+
+def test_an_answer_is_a_sentence_of_a_passage_with_its_own_label_or_the_abstention(sample_library, tiny_gguf):
+    answer = ask(sample_library, QUESTION, tiny_gguf)
+    hits = search(sample_library, QUESTION, k=3)
+    assert answer.text in choices([(h.citation, h.text) for h in hits])
+    assert answer.supported or answer.text == NOT_IN_DOCUMENTS
+    # Held to two quotes, the model writes one of them, whole, with its label: llama.cpp's grammar.
+    allowed = choices([(h.citation, h.text) for h in hits])[:2]
+    with Worker(tiny_gguf) as worker:
+        reply = worker.reply(grounded_messages(QUESTION, hits), max_tokens=200, allowed=allowed)
+    assert reply["text"] in allowed
+    kept, supported = check_citations(reply["text"], hits, sample_library.page_text)
+    assert supported and len(kept) == 1
 
 
 def test_an_empty_library_does_not_say(library, tiny_gguf):
@@ -280,11 +295,16 @@ def test_models_compared_side_by_side(tmp_path, tiny_gguf):
     questions.write_text(json.dumps({"question": QUESTION, "answer": "New York", "pages": [41]}) + "\n")
     result = tunedesk("eval", "--models", str(tiny_gguf), "--questions", str(questions), "--json", data_dir=data)
     assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)["rows"]
+    baseline, *rows = json.loads(result.stdout)["rows"]
     assert [(r["model"], r["retrieval"]) for r in rows] == [(tiny_gguf.name, False), (tiny_gguf.name, True)]
     assert all(len(r["answers"]) == 1 and 0 <= r["answer_score"] <= 1 for r in rows)
     # Without passages nothing can be cited, so no citation hits.
     assert rows[0]["citation_hit"] == 0
+    # With no model at all: the top passage's sentence nearest the question, quoted with its label.
+    assert baseline["model"] == "retrieval alone (no model)"
+    (said,) = baseline["answers"]
+    assert "State of New York" in said["answer"] and said["answer"].endswith(f"[{NAME} p. 41]")
+    assert baseline["citation_hit"] == 1
     table = tunedesk("eval", "--models", str(tiny_gguf), "--questions", str(questions), data_dir=data)
     assert f"{tiny_gguf.name} + retrieval" in table.stdout
     neither = tunedesk("eval", data_dir=data)

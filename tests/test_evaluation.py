@@ -103,12 +103,24 @@ def test_the_best_checkpoint_is_the_best_scoring_with_ties_to_the_lower_validati
     assert best_checkpoint(unscored).step == 6
 
 
+@pytest.mark.timeout(900)  # three scorings of three checkpoints on a loaded 2-core machine
 def test_eval_scores_every_checkpoint_and_chooses_the_best_by_score(data, tmp_path, tiny_base):
     trained = tunedesk(
         "train", "--base", str(tiny_base), "--max-steps", "6", *FAST, "--set", "save_every=2", data_dir=data
     )
     assert trained.returncode == 0, trained.stderr
+    # In chat's form, every answer is one of the choices its question allowed: a sentence of a passage in the
+    # prompt with that passage's own label, or the abstention.
     scored = tunedesk("eval", "1", "--json", data_dir=data)
+    assert scored.returncode == 0, scored.stderr
+    items = [json.loads(line) for line in (data / "jobs" / "1" / "eval" / "questions.jsonl").read_text().splitlines()]
+    for step in (2, 4, 6):
+        said = (data / "jobs" / "1" / "eval" / f"step-{step:06d}.jsonl").read_text().splitlines()
+        assert all(json.loads(line)["answer"] in item["choices"] for line, item in zip(said, items, strict=True))
+
+    # The choice of the best checkpoint, on free answers: the toy base learns no quoted form in six steps,
+    # and all its choices are the abstention.
+    scored = tunedesk("eval", "1", "--free-text", "--json", data_dir=data)
     assert scored.returncode == 0, scored.stderr
     rows = json.loads(scored.stdout)["rows"]
     assert [r["step"] for r in rows] == [2, 4, 6]
@@ -134,9 +146,9 @@ def test_eval_scores_every_checkpoint_and_chooses_the_best_by_score(data, tmp_pa
     questions.write_text(
         "".join(json.dumps({"question": a["question"], "answer": a["answer"], "pages": [1]}) + "\n" for a in differing)
     )
-    rescored = tunedesk("eval", "1", "--questions", str(questions), "--json", data_dir=data)
+    rescored = tunedesk("eval", "1", "--free-text", "--questions", str(questions), "--json", data_dir=data)
     assert rescored.returncode == 0, rescored.stderr
     assert json.loads(rescored.stdout)["best_step"] == 2
     assert job_json(data)["best_step"] == 2
-    table = tunedesk("eval", "1", "--questions", str(questions), data_dir=data)
+    table = tunedesk("eval", "1", "--free-text", "--questions", str(questions), data_dir=data)
     assert "best: step 2" in table.stdout

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from core.answers.citations import Citation, check_citations
+from core.answers.form import ABSTAIN, choices
 from core.dataset.build import SYSTEM, grounded_prompt, question_turn
 from core.db import now
 from core.errors import KnownError
 from core.library.search import Hit, search
 from core.library.store import Library
 
-NOT_IN_DOCUMENTS = "The documents do not say."
+NOT_IN_DOCUMENTS = ABSTAIN
 PASSAGES = 3
 MAX_TOKENS = 200
 # What a chat template adds around each message ([INST], role names, BOS/EOS): an upper bound, so that a
@@ -76,10 +77,16 @@ class Worker:
         return self._next("counts", "could not count tokens")["counts"]
 
     def reply(
-        self, messages: list[dict[str, str]], *, max_tokens: int, on_token: TokenFn | None = None
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        on_token: TokenFn | None = None,
+        allowed: list[str] | None = None,
     ) -> dict[str, Any]:
-        """The model's reply: {"text", "tokens_per_s", "reused_tokens", "stopped"}."""
-        self._send({"messages": messages, "max_tokens": max_tokens})
+        """The model's reply: {"text", "tokens_per_s", "reused_tokens", "stopped"}; one of `allowed` where
+        given (core/answers/form.py)."""
+        self._send({"messages": messages, "max_tokens": max_tokens} | ({"choices": allowed} if allowed else {}))
         return self._next("done", "could not answer", on_token)
 
     def stop(self) -> None:
@@ -134,10 +141,20 @@ class Worker:
 
 
 class Chat:
-    """A conversation about the library's documents with one GGUF model, kept in the library."""
+    """A conversation about the library's documents with one GGUF model, kept in the library. Answers take
+    the form of core/answers/form.py (a sentence of a passage with its own label, or the abstention) unless
+    `free_text`: then the model writes what it will, and its citations are checked as written."""
 
-    def __init__(self, library: Library, model: Path, *, conversation_id: int | None = None, k: int = PASSAGES):
-        self.library, self.model, self.k = library, model, k
+    def __init__(
+        self,
+        library: Library,
+        model: Path,
+        *,
+        conversation_id: int | None = None,
+        k: int = PASSAGES,
+        free_text: bool = False,
+    ):
+        self.library, self.model, self.k, self.free_text = library, model, k, free_text
         self.conversation_id = conversation_id
         self.turns: list[tuple[str, str]] = []  # (question, answer), oldest first
         if conversation_id is not None:
@@ -157,7 +174,8 @@ class Chat:
                 on_token(answer.text)
         else:
             prompt, shown = self._fitted(question, hits, max_tokens)
-            reply = self.worker.reply(prompt, max_tokens=max_tokens, on_token=on_token)
+            allowed = None if self.free_text else choices([(h.citation, h.text) for h in shown])
+            reply = self.worker.reply(prompt, max_tokens=max_tokens, on_token=on_token, allowed=allowed)
             citations, supported = check_citations(reply["text"], shown, self.library.page_text)
             answer = Answer(
                 reply["text"].strip(),
@@ -243,10 +261,17 @@ def grounded_messages(question: str, hits: list[Hit], history: Sequence[str] = (
 
 
 def ask(
-    library: Library, question: str, model: Path, *, k: int = PASSAGES, max_tokens: int = MAX_TOKENS, on_token=None
+    library: Library,
+    question: str,
+    model: Path,
+    *,
+    k: int = PASSAGES,
+    max_tokens: int = MAX_TOKENS,
+    on_token=None,
+    free_text: bool = False,
 ) -> Answer:
     """One question, a conversation of its own."""
-    with Chat(library, model, k=k) as chat:
+    with Chat(library, model, k=k, free_text=free_text) as chat:
         return chat.ask(question, on_token=on_token, max_tokens=max_tokens)
 
 

@@ -2,7 +2,8 @@
 crashes llama.cpp takes down only this worker, never the app.
 
 Protocol, one JSON object a line. Out first: {"type": "loaded", "n_ctx"}. Then, for each request:
-    {"messages": [...], "max_tokens": N} -> {"type": "token", "text"} ...
+    {"messages": [...], "max_tokens": N, "choices": [...]?}
+                                         -> {"type": "token", "text"} ...
                                             {"type": "done", "text", "tokens_per_s", "reused_tokens", "stopped"}
     {"count": ["text", ...]}             -> {"type": "counts", "counts": [N, ...]}   (tokens of each text)
 or {"type": "error", "message"}. SIGINT stops the reply being generated; the worker goes on.
@@ -30,8 +31,10 @@ def answer(llm: Any, request: dict[str, Any]) -> None:
     before = list(llm.eval_tokens)  # what llama.cpp holds evaluated from the previous request
     pieces: list[str] = []
     stopped = False
+    max_tokens = request.get("max_tokens", 200)
+    constrained = _only(llm, request["choices"], max_tokens) if request.get("choices") else None
     stream = llm.create_chat_completion(
-        request["messages"], max_tokens=request.get("max_tokens", 200), temperature=0.0, stream=True
+        request["messages"], max_tokens=max_tokens, temperature=0.0, stream=True, grammar=constrained
     )
     try:
         for chunk in stream:
@@ -54,6 +57,17 @@ def answer(llm: Any, request: dict[str, Any]) -> None:
         reused_tokens=reused,
         stopped=stopped,
     )
+
+
+def _only(llm: Any, choices: list[str], max_tokens: int) -> Any:
+    """A grammar that lets the reply be only one of `choices` (core/answers/form.py); a choice longer than
+    the reply may be is left out, but for the abstention."""
+    from llama_cpp import LlamaGrammar
+
+    from core.answers.form import ABSTAIN, grammar
+
+    fits = [t for t in choices if t == ABSTAIN or len(llm.tokenize(t.encode(), add_bos=False)) < max_tokens]
+    return LlamaGrammar.from_string(grammar(fits), verbose=False)
 
 
 def main(model: str) -> int:

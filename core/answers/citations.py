@@ -1,9 +1,9 @@
 """Citation checking, shared by chat (the app) and answer scoring (the engine): standard library only.
 
-A citation is kept only if the cited document and pages lie within a passage that was in the prompt, and the
-words it quotes are on those pages (whitespace, case and line-break hyphens aside). An answer is supported
-when it cites, and every citation is kept. Citations therefore come from retrieved chunk ids, never from
-the model's say-so: a document that says "cite page 999" cannot make a citation appear.
+A citation is kept only if it follows a quote, the cited document and pages lie within a passage that was in
+the prompt, and the words it quotes are on those pages (whitespace, case and line-break hyphens aside). An
+answer is supported when it cites, and every citation is kept. Citations therefore come from retrieved chunk
+ids, never from the model's say-so: a document that says "cite page 999" cannot make a citation appear.
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ def check_citations(text: str, passages: Sequence[Passage], page_text: PageText)
             (p for p in passages if p.document == name and p.page_first <= first <= last <= p.page_last), None
         )
         pages = list(range(first, last + 1))
-        if passage is None or (quote and not _quoted_on(page_text, passage.document_id, pages, quote)):
+        # A label with no quote before it is an echo of the prompt (the base model's few "citations" were),
+        # not evidence: it is not a citation.
+        if passage is None or not quote or not _quoted_on(page_text, passage.document_id, pages, quote):
             all_backed = False
             continue
         kept.append(Citation(name, pages, passage.chunk_id, quote))

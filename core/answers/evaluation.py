@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from core.answers.chat import PASSAGES, Worker, grounded_messages
-from core.answers.citations import Passage
+from core.answers.citations import Passage, check_citations
+from core.answers.form import choices, quote_top_hit
 from core.answers.scoring import answer_row, score_answer, summary
 from core.dataset.question_files import read_records
 from core.errors import KnownError
@@ -76,10 +77,12 @@ def evaluate_job(
     on_progress: ProgressFn | None = None,
     on_score: Callable[[dict[str, Any]], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    free_text: bool = False,
 ) -> list[dict[str, Any]]:
     """Score every checkpoint of a job; the scores go to the library (and so choose the best checkpoint).
     `on_progress` counts the questions answered over all the checkpoints; `on_score` gets each checkpoint's
-    row as soon as it is scored. Returns one row per checkpoint: step, answer_score, citation_hit, mean_words."""
+    row as soon as it is scored. Answers take chat's form unless `free_text`. Returns one row per
+    checkpoint: step, answer_score, citation_hit, mean_words."""
     job, _ = jobs_.sync(library, job_id)
     if job.state == jobs_.RUNNING:
         raise KnownError(f"Job {job_id} is still training; score it when it ends.")
@@ -91,7 +94,7 @@ def evaluate_job(
             f"Job {job_id}'s dataset held out no Q&A pairs to score with; give a question set with --questions."
         )
     items = job.dir / QUESTIONS
-    write_items(library, items, questions)
+    write_items(library, items, questions, free_text=free_text)
     steps = [c.step for c in jobs_.checkpoints(library, job_id)]
     rows: list[dict[str, Any]] = []
 
@@ -114,15 +117,17 @@ def evaluate_job(
     return rows
 
 
-def write_items(library: Library, path: Path, questions: list[Question]) -> None:
-    """The questions with the prompts chat would send and the pages their citations may be checked on."""
+def write_items(library: Library, path: Path, questions: list[Question], *, free_text: bool = False) -> None:
+    """The questions with the prompts chat would send, the answers chat would allow (core/answers/form.py;
+    none with `free_text`) and the pages their citations may be checked on."""
     items = []
     for q in questions:
         hits = search(library, q.question, k=PASSAGES)
         pages = {(h.document_id, page) for h in hits for page in h.pages}
+        allowed = None if free_text else choices([(h.citation, h.text) for h in hits])
         items.append(
             {"question": q.question, "answer": q.answer, "pages": list(q.pages), "document": q.document}
-            | {"messages": grounded_messages(q.question, hits)}
+            | {"messages": grounded_messages(q.question, hits), "choices": allowed}
             | {"passages": [{f.name: getattr(h, f.name) for f in dataclasses.fields(Passage)} for h in hits]}
             | {"page_texts": [[d, p, library.page_text(d, p)] for d, p in sorted(pages)]}
         )
@@ -139,30 +144,47 @@ def compare_models(
     *,
     on_progress: ProgressFn | None = None,
     max_tokens: int = 96,
+    free_text: bool = False,
 ) -> list[dict[str, Any]]:
-    """Each model answers every question twice, alone and with the retrieved passages (as chat asks):
-    one row per (model, retrieval), with every answer and its scores."""
-    from core.answers.citations import check_citations
-
+    """First the baseline with no model (RETRIEVAL_ALONE: the top passage's sentence nearest the question,
+    quoted), then each model answering every question twice, alone and with the retrieved passages (as chat
+    asks, in the answer form unless `free_text`): one row per (model, retrieval), with every answer and its
+    scores."""
     prompts = [(q, search(library, q.question, k=PASSAGES)) for q in questions]
-    rows = []
+    baseline = [(q, quote_top_hit(q.question, [(h.citation, h.text) for h in hits])) for q, hits in prompts]
+    rows = [_compared(library, RETRIEVAL_ALONE, True, prompts, [text for _, text in baseline])]
     for model in models:
         with Worker(model) as worker:
             for retrieval in (False, True):
-                answers = []
+                texts = []
                 for number, (q, hits) in enumerate(prompts, 1):
                     shown = hits if retrieval else []
-                    messages = grounded_messages(q.question, shown)
-                    text = worker.reply(messages, max_tokens=max_tokens)["text"].strip()
-                    citations, _ = check_citations(text, shown, library.page_text)
-                    cited = [(c.document, c.pages) for c in citations]
-                    answers.append((q, text, score_answer(text, cited, q.answer, q.pages, q.document)))
+                    allowed = choices([(h.citation, h.text) for h in shown]) if shown and not free_text else None
+                    reply = worker.reply(grounded_messages(q.question, shown), max_tokens=max_tokens, allowed=allowed)
+                    texts.append(reply["text"].strip())
                     if on_progress:
                         on_progress(f"{model.name}{' + retrieval' if retrieval else ''}", number, len(prompts))
-                scores = [score for _, _, score in answers]
-                row = _row(model.name, None, summary(scores)) | {"retrieval": retrieval}
-                rows.append(row | {"answers": [answer_row(q.question, q.answer, t, s) for q, t, s in answers]})
+                rows.append(_compared(library, model.name, retrieval, prompts if retrieval else _alone(prompts), texts))
     return rows
+
+
+RETRIEVAL_ALONE = "retrieval alone (no model)"
+
+
+def _alone(prompts: list[tuple[Question, list[Any]]]) -> list[tuple[Question, list[Any]]]:
+    return [(q, []) for q, _ in prompts]
+
+
+def _compared(
+    library: Library, name: str, retrieval: bool, prompts: list[tuple[Question, list[Any]]], texts: list[str]
+) -> dict[str, Any]:
+    answers = []
+    for (q, shown), text in zip(prompts, texts, strict=True):
+        citations, _ = check_citations(text, shown, library.page_text)
+        cited = [(c.document, c.pages) for c in citations]
+        answers.append((q, text, score_answer(text, cited, q.answer, q.pages, q.document)))
+    row = _row(name, None, summary([score for _, _, score in answers])) | {"retrieval": retrieval}
+    return row | {"answers": [answer_row(q.question, q.answer, t, s) for q, t, s in answers]}
 
 
 def _row(model: str, step: int | None, figures: dict[str, Any]) -> dict[str, Any]:

@@ -20,16 +20,19 @@ NO_MODEL = "There is no model yet; `tunedesk export JOB` makes one, `tunedesk mo
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     model_help = "a model id (see `tunedesk models`) or a GGUF file (default: the newest)"
+    free_help = "let the model write freely (checked as written) instead of choosing a quoted sentence"
     ask = commands.add_parser("ask", parents=[common], help="one answer from the documents, with cited pages")
     ask.add_argument("question", metavar="QUESTION")
     ask.add_argument("--model", default=None, help=model_help)
     ask.add_argument("--json", action="store_true")
+    ask.add_argument("--free-text", action="store_true", help=free_help)
     ask.set_defaults(run=_ask)
 
     chat = commands.add_parser("chat", parents=[common], help="a conversation about the documents")
     chat.add_argument("--model", default=None, help=model_help)
     chat.add_argument("--resume", type=row_id_argument, metavar="ID", help="go on with a kept conversation")
     chat.add_argument("--list", action="store_true", help="list the kept conversations")
+    chat.add_argument("--free-text", action="store_true", help=free_help)
     chat.set_defaults(run=_chat)
 
     evaluate = commands.add_parser("eval", parents=[common], help="answer quality of a job's checkpoints or of models")
@@ -39,6 +42,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         "--questions", type=Path, metavar="FILE", help="JSONL or CSV (default: the job's held-out Q&A pairs)"
     )
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--free-text", action="store_true", help=free_help)
     evaluate.set_defaults(run=_eval)
 
 
@@ -59,7 +63,8 @@ def _ask(args: argparse.Namespace) -> int:
 
     with open_library(args) as library:
         stream = None if args.json else (lambda text: print(text, end="", flush=True))
-        answer = ask(library, args.question, model_path(library, args.model), on_token=stream)
+        model = model_path(library, args.model)
+        answer = ask(library, args.question, model, on_token=stream, free_text=args.free_text)
     if args.json:
         citations = [
             {"document": c.document, "pages": c.pages, "chunk_id": c.chunk_id, "quote": c.quote}
@@ -94,7 +99,8 @@ def _chat(args: argparse.Namespace) -> int:
         if args.resume is not None:
             for row in messages(library, args.resume):
                 print(("> " if row["role"] == "user" else "") + row["content"])
-        with Chat(library, model_path(library, args.model), conversation_id=args.resume) as chat:
+        model = model_path(library, args.model)
+        with Chat(library, model, conversation_id=args.resume, free_text=args.free_text) as chat:
             print(f"Chatting with {chat.model.name}: Ctrl-C stops an answer, Ctrl-D ends the conversation.")
             while True:
                 try:
@@ -125,14 +131,18 @@ def _eval(args: argparse.Namespace) -> int:
         try:
             if args.job:
                 job_id = jobs.job(library, args.job).id
-                rows = evaluation.evaluate_job(library, job_id, questions, on_progress=progress)
+                rows = evaluation.evaluate_job(
+                    library, job_id, questions, on_progress=progress, free_text=args.free_text
+                )
                 best = jobs.best_checkpoint(jobs.checkpoints(library, job_id))
                 best_step = best.step if best else None
             else:
                 if questions is None:
                     raise KnownError("Comparing models needs a question set: give one with --questions FILE.")
                 paths = [model_path(library, ref) for ref in args.models]
-                rows = evaluation.compare_models(library, paths, questions, on_progress=progress)
+                rows = evaluation.compare_models(
+                    library, paths, questions, on_progress=progress, free_text=args.free_text
+                )
                 best_step = None
         finally:
             progress(None, 0, 0)

@@ -10,6 +10,7 @@ import textwrap
 from typing import Any
 
 from core import RESOURCES, default_data_dir
+from core.answers.form import ABSTAIN
 from core.cli.common import print_setup, progress_bar
 from core.cli.models import export_with_bars
 from core.cli.train import follow
@@ -118,7 +119,14 @@ def _demo(args: argparse.Namespace) -> int:
                 )
             )
             cited = "; ".join(f"{c.document} p. {c.pages[0]}" for c in answer.citations)
-            print(f"     cited: {cited}" if answer.supported else "     unsupported: no citation backed by a passage")
+            if answer.supported:
+                print(f"     cited: {cited}")
+            else:
+                print(
+                    "     abstained: no sentence of the passages answers it"
+                    if answer.text == ABSTAIN
+                    else "     unsupported: no citation backed by a passage"
+                )
         if args.base == DEMO:
             print("   (the demo model is 3.4M parameters: it has learned the contract's words, not yet sense)")
     return 0

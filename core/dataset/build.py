@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.answers.citations import citation
+from core.answers.form import quoted, sentence_with
 from core.dataset import qa_pairs
 from core.db import now
 from core.errors import Cancelled, KnownError
@@ -125,9 +126,7 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
             split[side].append(_chat(pair["question"], f"{pair['answer']} {citation}", pair))
         if "grounded" in settings.kinds:
             context = _retrieved(library, pair, settings.distractors + 1, side, val_pages)
-            split[side].append(
-                _chat(grounded_prompt(context, pair["question"]), _quoted(pair["answer"], citation), pair)
-            )
+            split[side].append(_chat(grounded_prompt(context, pair["question"]), _chosen(pair), pair))
 
     if not split["train"]:
         raise KnownError("These settings give no training examples; add documents or choose other example kinds.")
@@ -164,13 +163,12 @@ def question_turn(question: str, label: str) -> str:
     return f"Question: {question}\n{form}"
 
 
-def _quoted(answer: str, citation: str) -> str:
-    """A grounded example's answer: the quote in double quotes, its own quotation marks made single (a model
-    taught “““ learns to repeat it), then the citation. The citation check reads all quote marks alike."""
-    return f"“{answer.translate(_SINGLE_QUOTES)}” {citation}"
-
-
-_SINGLE_QUOTES = str.maketrans({"“": "‘", "”": "’", '"': "'"})
+def _chosen(pair: dict[str, Any]) -> str:
+    """A grounded example's answer, in the form chat's answers are held to (core/answers/form.py): the
+    sentence of the pair's own passage that holds the answer, with that passage's label. What is taught is
+    the choice the model makes at chat time."""
+    sentence = sentence_with(pair["text"], pair["answer"]) or pair["answer"]
+    return quoted(sentence, citation(pair["document"], pair["page_first"], pair["page_last"]))
 
 
 def dataset(library: Library, dataset_id: int | None = None) -> Dataset:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.answers.citations import Passage, check_citations
+from core.answers.form import ABSTAIN, Choices
 from core.answers.scoring import AnswerScore, answer_row, score_answer, summary
 from core.engine import checkpoint, tool
 from core.errors import KnownError
@@ -75,14 +76,17 @@ def answer_all(
     on_progress: Callable[[int, int], None] = lambda done, total: None,
     synced: bool = False,
 ) -> list[str]:
-    """The model's answer to every question (`synced`: see generate)."""
+    """The model's answer to every question, in the form chat answers in (core/answers/form.py: a sentence
+    of a passage with its label, or the abstention), so that the checkpoint chosen is chosen on what chat
+    will say (`synced`: see generate)."""
     from core.engine.train import computing
 
     answers: list[str] = []
     for start in range(0, len(items), BATCH):
-        batch = [i["messages"] for i in items[start : start + BATCH]]
+        batch = items[start : start + BATCH]
+        allowed = [item.get("choices") for item in batch]
         with computing(config, device):
-            answers += generate(model, tokenizer, batch, device, synced)
+            answers += generate(model, tokenizer, [item["messages"] for item in batch], device, synced, allowed)
         on_progress(len(answers), len(items))
     return answers
 
@@ -92,25 +96,36 @@ def score_answers(items: list[dict[str, Any]], answers: list[str]) -> list[Answe
 
 
 def generate(
-    model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], device: str, synced: bool = False
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    device: str,
+    synced: bool = False,
+    allowed: list[list[str] | None] | None = None,
 ) -> list[str]:
-    """Greedy answers to a batch of chat prompts, rendered and tokenized as in training (data.py). `synced`:
-    a model sharded between processes, which all generate until the last is done (each token's forward
-    pass gathers the weights from all of them)."""
+    """Greedy answers to a batch of chat prompts, rendered and tokenized as in training (data.py); each one
+    of its `allowed` answers where given (a conversation with none answers freely). `synced`: a model
+    sharded between processes, which all generate until the last is done (each token's forward pass
+    gathers the weights from all of them)."""
     import torch
 
-    prompts = [
-        tokenizer.encode(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
-            add_special_tokens=False,
-        )
+    rendered = [
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         for messages in conversations
     ]
+    prompts = [tokenizer.encode(text, add_special_tokens=False) for text in rendered]
     width = max(len(ids) for ids in prompts)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     # Padded on the left, so that every prompt ends where its answer begins.
     input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+    trees = [_tree(tokenizer, *row) for row in zip(rendered, prompts, allowed or [None] * len(prompts), strict=True)]
+    anything = list(range(len(tokenizer)))
+
+    def only_choices(row: int, ids: Any) -> list[int]:
+        tree = trees[row]
+        return tree.allowed(ids[width:].tolist()) if tree else anything
+
     with torch.no_grad():
         output = model.generate(
             input_ids=input_ids,
@@ -120,8 +135,27 @@ def generate(
             pad_token_id=pad,
             eos_token_id=tokenizer.eos_token_id,
             synced_gpus=synced,
+            prefix_allowed_tokens_fn=only_choices if any(trees) else None,
         )
     return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output]
+
+
+def _tree(tokenizer: Any, prompt: str, prompt_ids: list[int], allowed: list[str] | None) -> Choices | None:
+    if not allowed:
+        return None
+    tokenized = [(answer, _in_context(tokenizer, prompt, prompt_ids, answer)) for answer in allowed]
+    fits = [ids for answer, ids in tokenized if answer == ABSTAIN or len(ids) < MAX_NEW_TOKENS]
+    return Choices(fits, tokenizer.eos_token_id)
+
+
+def _in_context(tokenizer: Any, prompt: str, prompt_ids: list[int], answer: str) -> list[int]:
+    """`answer`'s tokens as they follow the prompt, as training tokenized them (a SentencePiece tokenizer
+    gives an answer alone a leading-space token that never follows "[/INST]"); alone where the prompt's own
+    tokens change at the seam."""
+    whole = tokenizer.encode(prompt + answer, add_special_tokens=False)
+    if whole[: len(prompt_ids)] == prompt_ids:
+        return whole[len(prompt_ids) :]
+    return tokenizer.encode(answer, add_special_tokens=False)
 
 
 def _score(item: dict[str, Any], answer: str) -> AnswerScore:

@@ -1,0 +1,116 @@
+"""The answer's form, the same for chat (llama.cpp, core/answers/chat_worker.py) and checkpoint scoring (the
+engine, torch): a verbatim sentence of one passage in the prompt followed by that passage's own label, or
+the abstention "The documents do not say.". Standard library only, shared like citations.py.
+
+A small model cannot be trusted to compose a label character by character, or to copy a sentence without
+slips; it can be made to choose. Decoding is constrained to these choices by a prefix tree over their tokens
+(ReClaim's method): a label can only follow text of its own passage, so every citation is on its page by
+construction, and the model's whole job is to pick the right sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+ABSTAIN = "The documents do not say."
+LONGEST = 240  # characters of one quoted clause: about 40 words, the length goal of an answer
+_SENTENCE_END = re.compile(r"(?<=[.;:!?])\s+|\n\s*\n")
+_CLAUSE_END = re.compile(r"(?<=[,;])\s+")
+_SINGLE_QUOTES = str.maketrans({"“": "‘", "”": "’", '"': "'"})
+
+
+def quoted(text: str, label: str) -> str:
+    """A quote and its label, as answers are written and taught: the quote in double quotes, its own quotation
+    marks made single (a model taught “““ learns to repeat it), whitespace as one space. The citation check
+    reads all quote marks and whitespace alike."""
+    return f"“{' '.join(text.split()).translate(_SINGLE_QUOTES)}” [{label}]"
+
+
+def sentences(text: str) -> list[str]:
+    """A passage's sentences, each a clause at most LONGEST characters long (a long one is cut at its commas
+    and semicolons, and hard at LONGEST where it has none)."""
+    found = []
+    for sentence in _SENTENCE_END.split(text):
+        sentence = " ".join(sentence.split())
+        while len(sentence) > LONGEST:
+            cut = max((m.start() for m in _CLAUSE_END.finditer(sentence, 0, LONGEST)), default=LONGEST)
+            found.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        if len(sentence.split()) >= 3:  # a heading number or a stray word answers nothing
+            found.append(sentence)
+    return found
+
+
+def choices(passages: Sequence[tuple[str, str]]) -> list[str]:
+    """Every answer the form allows for these (label, text) passages: each sentence quoted with its own
+    passage's label, then the abstention."""
+    return [*dict.fromkeys(quoted(s, label) for label, text in passages for s in sentences(text)), ABSTAIN]
+
+
+def sentence_with(text: str, answer: str) -> str | None:
+    """The sentence of `text` where `answer` begins (whitespace, case and quote marks aside), as a training
+    example's answer: the choice the model is taught to make."""
+    start = _plain(answer.removesuffix("…"))[:40]
+    plain = _plain(text)
+    found = plain.find(start) if start else -1
+    if found < 0:
+        return None
+    end = 0
+    for sentence in sentences(text):
+        end = plain.find(_plain(sentence), end) + len(_plain(sentence))
+        if end > found:
+            return sentence
+    return None
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.translate(_ALL_QUOTES).lower().split())
+
+
+_ALL_QUOTES = str.maketrans({"“": "'", "”": "'", "‘": "'", "’": "'", '"': "'"})
+
+
+def quote_top_hit(question: str, passages: Sequence[tuple[str, str]]) -> str:
+    """The answer with no model at all, the baseline a tuned model must beat: the first passage's sentence
+    that shares the most words with the question, quoted with that passage's label."""
+    if not passages:
+        return ABSTAIN
+    label, text = passages[0]
+    asked = _words(question)
+    best = max(sentences(text), key=lambda s: len(asked & _words(s)), default=None)
+    return quoted(best, label) if best else ABSTAIN
+
+
+def _words(text: str) -> set[str]:
+    return {word for word in re.findall(r"[a-z0-9]+", text.lower()) if len(word) > 2}
+
+
+def grammar(allowed: Sequence[str]) -> str:
+    """A GBNF grammar whose only sentences are `allowed`, for llama.cpp: it admits every tokenization of
+    them, so the model writes a choice with the tokens it would have chosen for it."""
+    escapes = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+    return "root ::= " + " | ".join(f'"{text.translate(escapes)}"' for text in allowed) + "\n"
+
+
+class Choices:
+    """A prefix tree over the token ids of the allowed answers, for torch's generate: which tokens may come
+    next after those generated so far. Once an answer is complete, only `end` (the end-of-turn token) may
+    follow."""
+
+    def __init__(self, answers: Sequence[Sequence[int]], end: int) -> None:
+        self.end = end
+        self.root: dict[int, dict] = {}
+        for ids in answers:
+            node = self.root
+            for token in ids:
+                node = node.setdefault(token, {})
+            node[end] = {}
+
+    def allowed(self, generated: Sequence[int]) -> list[int]:
+        node = self.root
+        for token in generated:
+            if token == self.end or token not in node:
+                return [self.end]  # ended, or off the tree (cannot happen while it is enforced)
+            node = node[token]
+        return list(node) or [self.end]
