@@ -24,7 +24,7 @@ from core.answers import evaluation
 from core.jobs import jobs
 from core.library.extract import format_size
 from core.library.store import Library
-from core.llamacpp import QUANTS
+from core.llamacpp import DEFAULT_QUANT, QUANTS
 from core.models import gguf_models
 from desktop.tasks import Task
 from desktop.view import View
@@ -71,6 +71,7 @@ class ModelsView(View):
         self.questions.addItem("on a question set file…", "file")
         self.quant = QComboBox()
         self.quant.addItems(list(QUANTS))
+        self.quant.setCurrentText(DEFAULT_QUANT)
         self.export_button = QPushButton("Export to GGUF")
         self.export_button.clicked.connect(self.export)
         self.cancel_button = QPushButton("Cancel")

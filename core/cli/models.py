@@ -12,7 +12,7 @@ from core.cli.common import open_library, row_id_argument
 from core.errors import KnownError
 from core.library.extract import format_size
 from core.library.store import Library
-from core.llamacpp import QUANTS
+from core.llamacpp import DEFAULT_QUANT, QUANTS
 
 PHASES = ("merge", "convert", "quantize", "verify")
 
@@ -21,7 +21,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     export = commands.add_parser("export", parents=[common], help="a job's checkpoint -> a verified GGUF file")
     export.add_argument("job", metavar="JOB")
     export.add_argument("--checkpoint", default="best", help="best (default) or a step number")
-    export.add_argument("--quant", default="q4_k_m", help=f"{', '.join(QUANTS)} (default: q4_k_m)")
+    export.add_argument("--quant", default=DEFAULT_QUANT, help=f"{', '.join(QUANTS)} (default: %(default)s)")
     export.set_defaults(run=_export)
 
     listing = commands.add_parser("models", parents=[common], help="exported and imported GGUF models")
@@ -109,7 +109,7 @@ def _rebuild(args: argparse.Namespace) -> int:
         print(f"job {job.id}: job {old.job_id} again, on dataset {chosen.id} ({chosen.train_examples} examples)")
         if follow(library, job.id) != 0:
             return 1
-        export_with_bars(library, job.id, step=None, quant=old.quant or "q4_k_m")
+        export_with_bars(library, job.id, step=None, quant=old.quant or DEFAULT_QUANT)
     return 0
 
 

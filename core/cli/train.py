@@ -24,7 +24,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     dataset_commands = dataset.add_subparsers(dest="dataset_command", metavar="COMMAND", required=True)
     build = dataset_commands.add_parser("build", parents=[common], help="chunks and Q&A pairs -> train/val files")
     build.add_argument("--val-share", type=float, default=0.1, help="share of pages held out (%(default)s)")
-    build.add_argument("--kinds", default="raw,grounded", help="example kinds: raw, qa, grounded (%(default)s)")
+    build.add_argument("--kinds", default="grounded", help="example kinds: raw, qa, grounded (%(default)s)")
     build.add_argument(
         "--qa",
         default="extractive",

@@ -18,7 +18,7 @@ from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import Engine
 from core.jobs.runners.local import run_tool
 from core.library.store import Library
-from core.llamacpp import check_gguf, template_renders
+from core.llamacpp import DEFAULT_QUANT, check_gguf, template_renders
 
 PhaseFn = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -42,7 +42,7 @@ def export_checkpoint(
     job_id: int,
     *,
     step: int | None = None,
-    quant: str = "q4_k_m",
+    quant: str = DEFAULT_QUANT,
     on_phase: PhaseFn | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> tuple[Model, dict[str, Any]]:
