@@ -60,14 +60,13 @@ def answer(llm: Any, request: dict[str, Any]) -> None:
 
 
 def _only(llm: Any, choices: list[str], max_tokens: int) -> Any:
-    """A grammar that lets the reply be only one of `choices` (core/answers/form.py); a choice longer than
-    the reply may be is left out, but for the abstention."""
+    """A grammar that lets the reply be only one of `choices` (core/answers/form.py) that fits in it."""
     from llama_cpp import LlamaGrammar
 
-    from core.answers.form import ABSTAIN, grammar
+    from core.answers.form import fitting, grammar
 
-    fits = [t for t in choices if t == ABSTAIN or len(llm.tokenize(t.encode(), add_bos=False)) < max_tokens]
-    return LlamaGrammar.from_string(grammar(fits), verbose=False)
+    lengths = [len(llm.tokenize(text.encode(), add_bos=False)) for text in choices]
+    return LlamaGrammar.from_string(grammar(fitting(choices, lengths, max_tokens)), verbose=False)
 
 
 def main(model: str) -> int:

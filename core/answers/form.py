@@ -1,6 +1,11 @@
 """The answer's form, the same for chat (llama.cpp, core/answers/chat_worker.py) and checkpoint scoring (the
-engine, torch): a verbatim sentence of one passage in the prompt followed by that passage's own label, or
-the abstention "The documents do not say.". Standard library only, shared like citations.py.
+engine, torch): a verbatim sentence of one passage in the prompt followed by that passage's own label. With
+no passage, the answer is the abstention "The documents do not say." and no model runs. Standard library
+only, shared like citations.py.
+
+The abstention is not among the choices: offered beside the quotes, SmolLM2 took it for every question (its
+first token, "The", is far likelier than an opening quote mark to a model not yet taught the form), scoring
+0 where quoting scores. Abstaining when the choice is unsure needs a calibrated confidence, not a choice.
 
 A small model cannot be trusted to compose a label character by character, or to copy a sentence without
 slips; it can be made to choose. Decoding is constrained to these choices by a prefix tree over their tokens
@@ -44,8 +49,15 @@ def sentences(text: str) -> list[str]:
 
 def choices(passages: Sequence[tuple[str, str]]) -> list[str]:
     """Every answer the form allows for these (label, text) passages: each sentence quoted with its own
-    passage's label, then the abstention."""
-    return [*dict.fromkeys(quoted(s, label) for label, text in passages for s in sentences(text)), ABSTAIN]
+    passage's label; the abstention alone where they have no sentence."""
+    return list(dict.fromkeys(quoted(s, label) for label, text in passages for s in sentences(text))) or [ABSTAIN]
+
+
+def fitting(allowed: Sequence[str], lengths: Sequence[int], room: int) -> list[str]:
+    """The choices whose token `lengths` fit in `room`; the shortest where none does (cut, it is not a
+    supported answer, but an answer)."""
+    fits = [text for text, length in zip(allowed, lengths, strict=True) if length < room]
+    return fits or [min(zip(allowed, lengths, strict=True), key=lambda pair: pair[1])[0]]
 
 
 def sentence_with(text: str, answer: str) -> str | None:

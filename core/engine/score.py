@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.answers.citations import Passage, check_citations
-from core.answers.form import ABSTAIN, Choices
+from core.answers.form import Choices, fitting
 from core.answers.scoring import AnswerScore, answer_row, score_answer, summary
 from core.engine import checkpoint, tool
 from core.errors import KnownError
@@ -143,9 +143,9 @@ def generate(
 def _tree(tokenizer: Any, prompt: str, prompt_ids: list[int], allowed: list[str] | None) -> Choices | None:
     if not allowed:
         return None
-    tokenized = [(answer, _in_context(tokenizer, prompt, prompt_ids, answer)) for answer in allowed]
-    fits = [ids for answer, ids in tokenized if answer == ABSTAIN or len(ids) < MAX_NEW_TOKENS]
-    return Choices(fits, tokenizer.eos_token_id)
+    tokenized = {answer: _in_context(tokenizer, prompt, prompt_ids, answer) for answer in allowed}
+    fits = fitting(list(tokenized), [len(ids) for ids in tokenized.values()], MAX_NEW_TOKENS)
+    return Choices([tokenized[answer] for answer in fits], tokenizer.eos_token_id)
 
 
 def _in_context(tokenizer: Any, prompt: str, prompt_ids: list[int], answer: str) -> list[int]:
