@@ -180,6 +180,25 @@ def test_the_loss_chart_draws_a_lone_point_keeps_its_markers_and_counts_whole_st
     assert chart.step_axis.max() >= 37 and step == int(step)
 
 
+def test_the_settings_view_refuses_a_folder_that_is_not_a_library_and_keeps_its_own(window, qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from desktop.settings_view import DATA_DIR_SETTING
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    view = window.view("Settings")
+    window.show_view("Settings")
+    qtbot.waitUntil(lambda: view.data_dir.text() == str(window.data_dir), timeout=10_000)
+    before = window.data_dir, QSettings().value(DATA_DIR_SETTING)
+    view.data_dir.setText(str(mine))
+    view._apply()
+    qtbot.waitUntil(lambda: "is neither empty nor a Tunedesk library" in window.banner.label.text(), timeout=10_000)
+    assert (window.data_dir, QSettings().value(DATA_DIR_SETTING)) == before
+    assert sorted(path.name for path in mine.iterdir()) == ["notes.txt"]
+
+
 def test_the_settings_view_adds_checks_and_removes_a_host(window, qtbot):
     from tests.sshd import free_port
 

@@ -31,7 +31,11 @@ def check_folder(data_dir: Path) -> None:
         return
     if data_dir.exists() and not data_dir.is_dir():
         raise KnownError(f"The library folder {data_dir} is not a folder.")
-    if data_dir.is_dir() and not all(_own(name) for name in os.listdir(data_dir)):
+    try:
+        names = os.listdir(data_dir) if data_dir.is_dir() else []
+    except OSError as error:
+        raise KnownError(f"The library folder {data_dir} cannot be read: {error.strerror}.") from None
+    if not all(_own(name) for name in names):
         raise KnownError(
             f"The folder {data_dir} is neither empty nor a Tunedesk library (it holds other files and no "
             f"{DATABASE}); choose an empty or new folder for the library."
