@@ -45,7 +45,7 @@ def test_small_gaps_are_one_sentence(tmp_path):
     data = tmp_path / "data"
     for k in ("0", "-5"):
         wrong = tunedesk("search", "royalty", "-k", k, data_dir=data)
-        assert wrong.returncode == 2 and "argument -k: must be at least 1" in wrong.stderr
+        assert wrong.returncode == 2 and "argument -k: must be from 1 to 10,000, not" in wrong.stderr
     local = tunedesk("hosts", "add", "local", "me@192.0.2.1", data_dir=data)
     assert local.returncode == 1 and "A host cannot be named local" in local.stderr
 

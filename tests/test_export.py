@@ -203,7 +203,7 @@ def test_an_exported_gguf_names_what_it_was_made_from_and_verify_checks_it(tmp_p
     assert made["job"] == {"job": "1", "step": 2, "answer_score": None}
     assert made["base"]["name"] == str(tiny_base) and len(made["base"]["sha256"]) == 64
     assert made["dataset"]["train_sha256"] == provenance.file_sha256(job_dir / "dataset" / "train.jsonl")
-    assert made["dataset"]["settings"]["kinds"] == ["raw", "grounded"]
+    assert made["dataset"]["settings"]["kinds"] == ["grounded"]
     assert made["tensors_sha256"] == provenance.tensors_sha256(Path(model["path"]))
 
     checked = tunedesk("verify", model["path"], data_dir=data)

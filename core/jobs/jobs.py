@@ -297,8 +297,11 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 
 def _content(record: dict[str, Any]) -> str:
-    """An example as the model sees it: without the document's name, which a new version may change."""
-    return json.dumps({k: v for k, v in record.items() if k not in ("document", "pages")}, sort_keys=True)
+    """An example as the model sees it, but for the document's name, which a new version may change: a
+    grounded example names it in every passage's label."""
+    seen = json.dumps({k: v for k, v in record.items() if k not in ("document", "pages")}, sort_keys=True)
+    name = json.dumps(record.get("document") or "")[1:-1]
+    return seen.replace(name, "\0") if name else seen
 
 
 def start_job(
