@@ -254,4 +254,8 @@ class SettingsView(View):
             QSettings().setValue(DATA_DIR_SETTING, str(folder))  # the next start opens it too
             self.main.set_data_dir(folder)
 
-        self.main.tasks.start(lambda library, task: check_folder(folder), use)
+        def refused(sentence: str) -> None:
+            self.main.show_error(sentence)
+            self.data_dir.setText(str(self.main.data_dir))  # the field shows the library still in use
+
+        self.main.tasks.start(lambda library, task: check_folder(folder), use, on_failed=refused)

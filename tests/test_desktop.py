@@ -196,6 +196,7 @@ def test_the_settings_view_refuses_a_folder_that_is_not_a_library_and_keeps_its_
     view._apply()
     qtbot.waitUntil(lambda: "is neither empty nor a Tunedesk library" in window.banner.label.text(), timeout=10_000)
     assert (window.data_dir, QSettings().value(DATA_DIR_SETTING)) == before
+    assert view.data_dir.text() == str(window.data_dir)
     assert sorted(path.name for path in mine.iterdir()) == ["notes.txt"]
 
 
