@@ -27,11 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return desktop(Path(known.data_dir) if known.data_dir else None, [Path(name) for name in known.open])
     try:
-        from core.cli.main import main as cli  # a second of imports, where a Ctrl-C must not print a traceback
-    except KeyboardInterrupt:
-        print("tunedesk: stopped; nothing was changed.", file=sys.stderr)
+        from core.cli.main import main as cli
+
+        return cli(args)
+    except KeyboardInterrupt:  # in the second of imports and parsing before the command's own handling
+        print("tunedesk: stopped; what was finished is kept.", file=sys.stderr)
         return 130
-    return cli(args)
 
 
 def _frozen_child(args: list[str]) -> None:

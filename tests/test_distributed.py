@@ -205,3 +205,18 @@ def test_by_default_a_job_takes_every_gpu_a_step_can_share(monkeypatch):
     assert local.processes(job | {"processes": 3}) == 3  # as asked (checked when the job was made)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert local.processes(job | {"config": {"grad_accum": 8, "batch_rows": 1}}) == 1  # no GPU: one
+
+
+def test_a_process_dying_after_the_job_ended_does_not_change_its_outcome(tmp_path):
+    # Seen once: process 1 aborted in torch's teardown after process 0 had written "cancelled", and the job
+    # showed as failed.
+    from core.engine.launch import decided
+    from core.jobdir.events import EventLog
+
+    events = EventLog(tmp_path)
+    events.write("step", step=1, loss=2.0, lr=1e-3, tokens_per_s=1.0, eta_s=1.0)
+    assert not decided(tmp_path)
+    events.write("cancelled", step=1)
+    assert decided(tmp_path)
+    events.write("error", message="Process 1 of 2 was stopped by signal SIGABRT.")
+    assert not decided(tmp_path)
