@@ -107,13 +107,11 @@ def compile_template(template: str, filters: dict[str, Any] | None = None, **env
     from jinja2.exceptions import TemplateError
 
     try:
-        with render_limits():
+        with render_limits():  # turns a recursion or a limit broken while compiling into TemplateRefused
             limited = _limited_environment(**environment)
             limited.filters.update(filters or {})
             return limited.from_string(template)
-    except TemplateRefused:
-        raise
-    except (TemplateError, RecursionError) as error:
+    except TemplateError as error:
         raise TemplateRefused(f"its chat template does not compile ({error})") from None
 
 

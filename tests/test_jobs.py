@@ -162,7 +162,7 @@ def test_the_demo_runs_the_whole_workflow(tmp_path, tiny_base):
     assert best, out
     assert (tmp_path / "home" / "demo" / "jobs" / "1" / "exports" / f"step-00000{best[1]}-q8_0.gguf").is_file()
     assert "6. Asking it, offline through llama.cpp" in out
-    said = ("unsupported: no citation backed by a passage", "cited: ", "abstained: no sentence of the passages")
+    said = ("unsupported: no citation backed by a passage", "cited: ", "not answered: search found no passage")
     assert sum(out.count(line) for line in said) == 2
     for library in [tmp_path / "home", tmp_path / "home" / "demo"]:  # only names a library folder may hold
         assert {path.name for path in library.iterdir()} <= OWN_NAMES

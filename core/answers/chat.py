@@ -142,7 +142,7 @@ class Worker:
 
 class Chat:
     """A conversation about the library's documents with one GGUF model, kept in the library. Answers take
-    the form of core/answers/form.py (a sentence of a passage with its own label, or the abstention) unless
+    the form of core/answers/form.py (a sentence of a passage with its own label) unless
     `free_text`: then the model writes what it will, and its citations are checked as written."""
 
     def __init__(

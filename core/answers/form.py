@@ -8,9 +8,10 @@ first token, "The", is far likelier than an opening quote mark to a model not ye
 0 where quoting scores. Abstaining when the choice is unsure needs a calibrated confidence, not a choice.
 
 A small model cannot be trusted to compose a label character by character, or to copy a sentence without
-slips; it can be made to choose. Decoding is constrained to these choices by a prefix tree over their tokens
-(ReClaim's method): a label can only follow text of its own passage, so every citation is on its page by
-construction, and the model's whole job is to pick the right sentence.
+slips; it can be made to choose (ReClaim's method): a label can only follow text of its own passage, so every
+citation is on its page by construction, and the model's whole job is to pick the right sentence. llama.cpp
+holds chat to the choices with a grammar (`grammar`), which admits any tokenization of them; torch's
+generate, in checkpoint scoring, with a prefix tree over their tokens (`Choices`).
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def _demo(args: argparse.Namespace) -> int:
                 print(f"     cited: {cited}")
             else:
                 print(
-                    "     abstained: no sentence of the passages answers it"
+                    "     not answered: search found no passage for it"
                     if answer.text == ABSTAIN
                     else "     unsupported: no citation backed by a passage"
                 )

@@ -12,8 +12,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from core.jobdir import layout
-from core.jobdir.events import EventLog, read_events
+from core.jobdir.events import EventLog, outcome
 
 
 def main(job_dir: Path, processes: int) -> int:
@@ -43,7 +42,7 @@ def main(job_dir: Path, processes: int) -> int:
             key=lambda item: (item[1].exitcode >= 0, item[1].exitcode == -signal.SIGTERM, item[1].timestamp),
         )
         message = failed(rank, processes, failure.exitcode, failure.message)
-        if decided(job_dir):
+        if outcome(job_dir) in ("done", "cancelled"):
             # Process 0 recorded the job's outcome; a process that then dies on its way out (an abort in
             # torch's teardown, "terminate called without an active exception") does not change it.
             print(f"After the job ended: {message}", file=sys.stderr)
@@ -51,12 +50,6 @@ def main(job_dir: Path, processes: int) -> int:
             EventLog(job_dir).write("error", message=message)
         return 1
     return 0
-
-
-def decided(job_dir: Path) -> bool:
-    """Whether the job's events already end in done or cancelled."""
-    events = read_events(job_dir / layout.EVENTS)[0]
-    return bool(events) and events[-1]["type"] in ("done", "cancelled")
 
 
 def failed(rank: int, processes: int, exitcode: int, message: str) -> str:

@@ -77,7 +77,7 @@ def answer_all(
     synced: bool = False,
 ) -> list[str]:
     """The model's answer to every question, in the form chat answers in (core/answers/form.py: a sentence
-    of a passage with its label, or the abstention), so that the checkpoint chosen is chosen on what chat
+    of a passage with its label), so that the checkpoint chosen is chosen on what chat
     will say (`synced`: see generate)."""
     from core.engine.train import computing
 

@@ -55,6 +55,13 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]
     return events, offset + end
 
 
+def outcome(job_dir: Path) -> str | None:
+    """The event that ended the job's last run (done, error or cancelled); None before its first start and
+    while a run goes on."""
+    lifecycle = [e["type"] for e in read_events(job_dir / layout.EVENTS)[0] if e["type"] in (*TERMINAL, "start")]
+    return lifecycle[-1] if lifecycle and lifecycle[-1] in TERMINAL else None
+
+
 def well_formed(event: Any) -> bool:
     """Whether an event carries what its type needs, each field of the kind every reader takes for granted.
     Events come home from remote hosts: a line that breaks this (a step past SQLite's integers, a checkpoint

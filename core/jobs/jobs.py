@@ -301,7 +301,7 @@ def _content(record: dict[str, Any]) -> str:
     grounded example names it in every passage's label."""
     seen = json.dumps({k: v for k, v in record.items() if k not in ("document", "pages")}, sort_keys=True)
     name = json.dumps(record.get("document") or "")[1:-1]
-    return seen.replace(name, "\0") if name else seen
+    return seen.replace(f"[{name} p", "[\0 p") if name else seen  # "[name p. 3]", "[name pp. 3-4]"
 
 
 def start_job(

@@ -21,7 +21,7 @@ from typing import Any
 
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout
-from core.jobdir.events import TERMINAL, EventLog, read_events
+from core.jobdir.events import EventLog, outcome
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import Engine, ProgressFn
 from core.models.base_models import DEMO
@@ -165,7 +165,7 @@ def supervise(job_dir: Path) -> int:
     # A SIGTERM for the supervisor (a logout, `kill`) reaches the engine as a request to stop cleanly.
     signal.signal(signal.SIGTERM, lambda *_: engine.send_signal(signal.SIGTERM))
     code = engine.wait()
-    if not _finished(job_dir):
+    if outcome(job_dir) is None:
         EventLog(job_dir).write("error", message=_death(code), exit_code=code)
     return code
 
@@ -191,11 +191,6 @@ def _gpus_here() -> int:
     except (OSError, subprocess.TimeoutExpired):
         return 1
     return sum(line.startswith("GPU ") for line in listed.splitlines())
-
-
-def _finished(job_dir: Path) -> bool:
-    lifecycle = [e["type"] for e in read_events(job_dir / layout.EVENTS)[0] if e["type"] in (*TERMINAL, "start")]
-    return bool(lifecycle) and lifecycle[-1] in TERMINAL
 
 
 def _death(code: int) -> str:

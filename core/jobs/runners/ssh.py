@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 from core import secret_prompt
 from core.errors import KnownError
 from core.jobdir import layout
-from core.jobdir.events import TERMINAL, EventLog
+from core.jobdir.events import EventLog
 from core.jobs import hosts
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import ENGINE_IMPORTS
@@ -402,10 +402,9 @@ def _record(job_dir: Path, there: dict[str, Any]) -> None:
 
 
 def ended(job_dir: Path) -> bool:
-    from core.jobdir.events import read_events
+    from core.jobdir.events import outcome
 
-    lifecycle = [e["type"] for e in read_events(job_dir / layout.EVENTS)[0] if e["type"] in (*TERMINAL, "start")]
-    return bool(lifecycle) and lifecycle[-1] in TERMINAL
+    return outcome(job_dir) is not None
 
 
 def _fetch_checkpoints(sftp: Any, folder: str, job_dir: Path) -> None:
