@@ -64,6 +64,7 @@ def converter_dir() -> Path:
 # conversation, or it is not used (a loop over range(99999) twice hung `ask`; 'a'*3000000000 took 3 GB; a
 # macro calling itself recursed without end).
 RENDER_SECONDS = 5
+CHECK_SECONDS = RENDER_SECONDS + 5  # the check's child process, a cold interpreter's start-up included
 RENDER_MEMORY = 256 << 20
 MOST_REPEATED = 1_000_000
 _PROBE = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who pays?"}]
@@ -86,7 +87,7 @@ def template_renders(template: str | None) -> bool:
             input=template,
             capture_output=True,
             text=True,
-            timeout=RENDER_SECONDS + 5,  # a cold interpreter's start-up on top of the render's own limit
+            timeout=CHECK_SECONDS,
             preexec_fn=_limit_address_space,
             cwd=Path(__file__).resolve().parent.parent,
         )

@@ -323,13 +323,13 @@ def test_models_compared_side_by_side(tmp_path, tiny_gguf):
     ],
 )
 def test_a_template_that_would_hang_or_eat_memory_is_not_used(attack):
-    from core.llamacpp import RENDER_SECONDS, template_renders
+    from core.llamacpp import CHECK_SECONDS, template_renders
 
     conversation = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     assert template_renders(conversation)
     started = time.monotonic()
     assert not template_renders(attack + conversation)
-    assert time.monotonic() - started < RENDER_SECONDS + 2
+    assert time.monotonic() - started < CHECK_SECONDS + 1  # ended from outside, however loaded the machine
 
 
 def test_a_busy_helper_ends_with_the_process_that_started_it():
