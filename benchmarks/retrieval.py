@@ -5,12 +5,16 @@ a plain FTS5 MATCH of every query word ranked by bm25, on the same library, in t
 
 On the CUAD development set (DIR, by default ../shared/cuad-dev: 40 real contracts, their expert-annotated
 pages), each question searched in its own contract. Search's word lists and weights were chosen on the
-first 20 files in name order ("tune", in-sample); the other 20 ("held") were only measured, and their
-figure is the one to quote. Also on the held half: the same questions in two other wordings each
-(benchmarks/data/cuad_rewordings.json, written without looking at the contracts), and the figure by contract
-length. Then the sample contract's 20 questions (resources/questions/), in a library of its own.
+first 20 files in name order ("tune", in-sample), with CUAD's wording and a third wording of each question
+(benchmarks/data/cuad_tune_wordings.json); the other 20 ("held") were only measured, and their figure is the
+one to quote. Also on the held half: the same questions in two other wordings each
+(benchmarks/data/cuad_rewordings.json, written without looking at the contracts and never tuned on) and
+in a fourth (cuad_fresh_wordings.json, written after the word list's last change), and the figure by
+contract length. Then the sample contract's 20 questions (resources/questions/), in a library of
+its own. Chat puts 3 passages in the prompt, so hit@3 is reported beside hit@1 and hit@5.
 
-Goal (issue 18): on the held half, page-hit@5 at least 0.90 and hit@1 at least 0.60.
+Goals (issue 31), on the held half: the two other wordings at page-hit@5 >= 0.90 and hit@1 >= 0.60; CUAD's
+own wording at no loss (0.914 / 0.617); contracts over 30 pages at page-hit@5 >= 0.88.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from core.library.store import Library
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_QUESTIONS = RESOURCES / "questions" / "license_agreement_50p.jsonl"
 REWORDINGS = Path(__file__).parent / "data" / "cuad_rewordings.json"
+TUNE_WORDINGS = Path(__file__).parent / "data" / "cuad_tune_wordings.json"
+FRESH_WORDINGS = Path(__file__).parent / "data" / "cuad_fresh_wordings.json"
 K = 5
 BANDS = ((10, "up to 10 pages"), (30, "11 to 30 pages"), (10**6, "over 30 pages"))
 
@@ -67,6 +73,7 @@ def rates(ranks: list[int | None]) -> dict[str, float]:
     return {
         "questions": count,
         "hit@1": round(sum(r == 1 for r in ranks) / count, 3),
+        "hit@3": round(sum(r is not None and r <= 3 for r in ranks) / count, 3),
         f"hit@{K}": round(sum(r is not None for r in ranks) / count, 3),
         "mrr": round(sum(1 / r for r in ranks if r) / count, 3),
     }
@@ -93,7 +100,10 @@ def cuad_half(library: Library, files: list[Path], ranker: Search, *, rewordings
 def cuad(directory: Path) -> dict:
     files = sorted(directory.glob("*.annotations.json"))
     halves = {"tune": files[:20], "held": files[20:]}
-    rewordings = {k: v for k, v in json.loads(REWORDINGS.read_text()).items() if not k.startswith("_")}
+    rewordings, tune_wordings, fresh_wordings = (
+        {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+        for path in (REWORDINGS, TUNE_WORDINGS, FRESH_WORDINGS)
+    )
     with tempfile.TemporaryDirectory() as tmp, Library(Path(tmp)) as library:
         pdfs = [directory / json.loads(file.read_text())["contract_file"] for file in files]
         for outcome in add_documents(library, pdfs):
@@ -102,8 +112,16 @@ def cuad(directory: Path) -> dict:
             half: {name: cuad_half(library, half_files, ranker) for name, ranker in RANKERS.items()}
             for half, half_files in halves.items()
         }
+        numbers["tune_reworded"] = {
+            name: cuad_half(library, halves["tune"], ranker, rewordings=tune_wordings)
+            for name, ranker in RANKERS.items()
+        }
         numbers["held_reworded"] = {
             name: cuad_half(library, halves["held"], ranker, rewordings=rewordings) for name, ranker in RANKERS.items()
+        }
+        numbers["held_fresh"] = {
+            name: cuad_half(library, halves["held"], ranker, rewordings=fresh_wordings)
+            for name, ranker in RANKERS.items()
         }
     return numbers
 
@@ -125,8 +143,8 @@ def line(name: str, figures: dict) -> str:
     ours, plain = figures["tunedesk"], figures["plain_fts5"]
     return (
         f"  {name:<22} {ours['questions']:4} questions  tunedesk hit@{K} {ours[f'hit@{K}']:.3f} "
-        f"hit@1 {ours['hit@1']:.3f} MRR {ours['mrr']:.3f}   plain FTS5 {plain[f'hit@{K}']:.3f} {plain['hit@1']:.3f} "
-        f"{plain['mrr']:.3f}"
+        f"hit@3 {ours['hit@3']:.3f} hit@1 {ours['hit@1']:.3f} MRR {ours['mrr']:.3f}   plain FTS5 "
+        f"{plain[f'hit@{K}']:.3f} {plain['hit@3']:.3f} {plain['hit@1']:.3f} {plain['mrr']:.3f}"
     )
 
 
@@ -142,19 +160,23 @@ def main() -> int:
         return 1
     numbers["cuad"] = cuad(args.cuad)
     save("retrieval", numbers)
-    for half in ("tune", "held", "held_reworded"):
+    for half in ("tune", "tune_reworded", "held", "held_reworded", "held_fresh"):
         figures = numbers["cuad"][half]
         print(line(f"CUAD {half}", figures))
         for band in figures["tunedesk"]["by_length"]:
             print(line(f"  {band}", {name: figures[name]["by_length"][band] for name in RANKERS}))
-    held = numbers["cuad"]["held"]["tunedesk"]
-    worst = min(held["by_length"].items(), key=lambda item: item[1][f"hit@{K}"])
+    held, reworded = (numbers["cuad"][half]["tunedesk"] for half in ("held", "held_reworded"))
+    long = held["by_length"]["over 30 pages"]
     result = verdict(
         "retrieval",
-        f"held-back half page-hit@{K} {held[f'hit@{K}']:.3f}, hit@1 {held['hit@1']:.3f} "
-        f"(worst band, {worst[0]}: {worst[1][f'hit@{K}']:.3f})",
-        "page-hit@5 >= 0.90 and hit@1 >= 0.60",
-        held[f"hit@{K}"] >= 0.9 and held["hit@1"] >= 0.6,
+        f"held-back half, other wordings: page-hit@{K} {reworded[f'hit@{K}']:.3f}, hit@1 {reworded['hit@1']:.3f}; "
+        f"CUAD's wording {held[f'hit@{K}']:.3f} / {held['hit@1']:.3f}; over 30 pages {long[f'hit@{K}']:.3f}",
+        "other wordings >= 0.90 / 0.60, CUAD's >= 0.914 / 0.617, over 30 pages >= 0.88",
+        reworded[f"hit@{K}"] >= 0.9
+        and reworded["hit@1"] >= 0.6
+        and held[f"hit@{K}"] >= 0.914
+        and held["hit@1"] >= 0.617
+        and long[f"hit@{K}"] >= 0.88,
     )
     return 0 if result.endswith(": met") else 1
 

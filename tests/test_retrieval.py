@@ -77,6 +77,19 @@ def test_plain_words_find_the_contracts_words(library, tmp_path):
     assert hit.page_first == 2
 
 
+def test_everyday_words_find_the_contracts_words(library, tmp_path):
+    # "deal" and "side" are in no contract: without their lines in the word list, nothing here matches.
+    filler = "The Agreement binds each party to this Agreement as set out in this Agreement. " * 20
+    pages = [
+        "SUPPLY AGREEMENT by and between Acme Corp. and Widget LLC\n" + filler,
+        "Neither party may assign this Agreement without the prior written consent of the other. " * 3,
+        *[filler] * 8,
+    ]
+    list(add_documents(library, [make_pdf(tmp_path / "c.pdf", pages)]))
+    assert search(library, "Who is bound by this deal?", k=1)[0].page_first == 1
+    assert search(library, "May a side pass its rights to someone else?", k=1)[0].page_first == 2
+
+
 def test_one_passage_a_page_while_other_pages_match(library, tmp_path):
     crowded = "\n\n".join(f"Escrow clause {n}: the escrow agent holds the escrow deposit." for n in range(12))
     pages = [crowded, "Fees. The licensee pays an escrow fee once.", "Nothing here."]
