@@ -45,13 +45,17 @@ BUNDLE := dist/tunedesk-$(VERSION)-linux-$(shell uname -m).tar.gz
 ENGINE_WHEELS := $(CACHE)/engine-wheels
 TEST_ENV := TUNEDESK_BUNDLE=$(abspath $(BUNDLE)) TUNEDESK_ENGINE_WHEELS=$(ENGINE_WHEELS)
 
-.PHONY: demo test lint bench screenshots package package-test audit lock clean
+.PHONY: demo test test-prerequisites lint bench screenshots package package-test audit lock clean
 
 demo: $(VENV)/.installed
 	$(BIN)/tunedesk demo
 
-test: $(VENV)/.installed lint $(BUNDLE) $(ENGINE_WHEELS)/.complete
+test: $(VENV)/.installed lint $(BUNDLE) $(ENGINE_WHEELS)/.complete test-prerequisites
 	$(TEST_ENV) $(BIN)/pytest
+
+# What the tests need from the system besides Python: Qt's libraries, and sshd for the remote-host tests.
+test-prerequisites:
+	packaging/linux/install-system-libraries.sh openssh-server
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check $(LINTED)

@@ -22,7 +22,7 @@ def server(tmp_path_factory):
     # Fail, not skip: a machine without sshd would otherwise pass without testing remote jobs at all.
     if not sshd.available():
         pytest.fail(
-            "The remote-host tests need OpenSSH's sshd and ssh-keygen: run packaging/linux/install-system-libraries.sh "
+            "The remote-host tests need OpenSSH's sshd and ssh-keygen: run `make test-prerequisites` "
             "(or apt-get install openssh-server)."
         )
     running = sshd.Sshd(tmp_path_factory.mktemp("sshd"))
