@@ -238,6 +238,27 @@ def m009_paths_in_the_library(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m010_answer_sources(db: sqlite_utils.Database) -> None:
+    # The passages an answer was given, so that the user can check it against them (also in a conversation
+    # opened later); like citations, they outlive their document's removal. A stopped answer is not the
+    # model's whole answer and is not judged as one.
+    db.executescript(
+        """
+        CREATE TABLE message_passages (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            rank INTEGER NOT NULL,         -- 1: search's best
+            document TEXT NOT NULL,
+            page_first INTEGER NOT NULL,
+            page_last INTEGER NOT NULL,
+            chunk_id INTEGER NOT NULL
+        );
+        CREATE INDEX message_passages_by_message ON message_passages(message_id);
+        ALTER TABLE messages ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0;
+        """
+    )
+
+
 class LibraryError(KnownError):
     """The library itself cannot be used (busy, full, read-only, damaged): no other file would fare better."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import queue
 from pathlib import Path
+from textwrap import shorten
 from typing import Any
 
 from PySide6.QtCore import Qt, QThread, QUrl, Signal
@@ -30,12 +31,15 @@ from core.models import gguf_models
 from desktop.tasks import sentence
 from desktop.view import View
 
+# How much of each source is shown under an answer: enough to tell which clause it is at a glance.
+SOURCE_GLIMPSE = 160
+
 
 class ChatSession(QThread):
     """A conversation's Chat (its llama.cpp worker and its own Library) in a thread of its own."""
 
     token = Signal(str)
-    answered = Signal(object)  # {"answer": chat.Answer, "citations": the rows chat.messages() gives}
+    answered = Signal(object)  # the answer as kept: the last row chat.messages() gives
     failed = Signal(str)
 
     def __init__(self, data_dir: Path, model: Path, conversation_id: int | None, parent=None) -> None:
@@ -67,11 +71,10 @@ class ChatSession(QThread):
                 self.chat = session
                 while (question := self.questions.get()) is not None:
                     try:
-                        answer = session.ask(question, on_token=self.token.emit)
+                        session.ask(question, on_token=self.token.emit)
                         self.conversation_id = session.conversation_id
                         assert session.conversation_id is not None  # kept with the answer
-                        kept = chat.messages(library, session.conversation_id)[-1]["citations"]
-                        self.answered.emit({"answer": answer, "citations": kept})
+                        self.answered.emit(chat.messages(library, session.conversation_id)[-1])
                     except Exception as error:
                         self.failed.emit(sentence(error))
         except Exception as error:  # the model failed to load, say
@@ -112,6 +115,7 @@ class ChatView(View):
         new.clicked.connect(self.new_conversation)
         self.conversations = QListWidget()
         self.conversations.setWordWrap(True)
+        self.conversations.setSpacing(4)
         self.conversations.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.conversations.itemActivated.connect(self._open_conversation)
         left = QWidget()
@@ -128,6 +132,7 @@ class ChatView(View):
         self.conversation_id: int | None = None
         self.blocks: list[str] = []  # the transcript's finished messages, as HTML
         self.streaming = ""
+        self._busy(False)  # no model until the list has loaded
 
     # -- models and conversations ---------------------------------------------------------------------
     def refresh(self) -> None:
@@ -152,6 +157,7 @@ class ChatView(View):
             self.conversations.addItem(item)
         if self.model.count() == 0:
             self.transcript.setHtml("<p>There is no model yet: export one in Models, or import a GGUF file.</p>")
+        self._busy(self.session is not None and self.stop_button.isEnabled())
 
     def new_conversation(self) -> None:
         self.stop()
@@ -173,7 +179,7 @@ class ChatView(View):
             if row["role"] == "user":
                 self.blocks.append(_question_html(row["content"]))
             else:
-                self.blocks.append(_answer_html(row["content"], bool(row["supported"]), row["citations"]))
+                self.blocks.append(_answer_html(row))
         self._render()
 
     def stop_answer(self) -> None:
@@ -190,6 +196,7 @@ class ChatView(View):
         self.new_conversation()
         self.conversations.clear()
         self.model.clear()
+        self._busy(False)
 
     # -- asking ---------------------------------------------------------------------------------------
     def ask(self) -> None:
@@ -211,7 +218,9 @@ class ChatView(View):
         self.session.ask(question)
 
     def _busy(self, busy: bool) -> None:
-        self.ask_button.setEnabled(not busy)
+        ready = self.model.count() > 0
+        self.ask_button.setEnabled(ready and not busy)
+        self.ask_button.setToolTip("" if ready else "There is no model yet: export one in Models, or import one.")
         self.stop_button.setEnabled(busy)
 
     def _token(self, text: str) -> None:
@@ -220,9 +229,8 @@ class ChatView(View):
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.insertText(text)
 
-    def _answered(self, result: dict[str, Any]) -> None:
-        answer = result["answer"]
-        self.blocks.append(_answer_html(answer.text, answer.supported, result["citations"]))
+    def _answered(self, row: dict[str, Any]) -> None:
+        self.blocks.append(_answer_html(row))
         self.streaming = ""
         self._render()
         self._busy(False)
@@ -245,28 +253,43 @@ class ChatView(View):
         self.main.open_document(int(document_id), int(page), url.query(QUrl.ComponentFormattingOption.FullyDecoded))
 
 
-def _label(citation: dict[str, Any]) -> str:
-    first, last = citation["page_first"], citation["page_last"]
-    return f"{citation['document']} " + (f"p. {first}" if first == last else f"pp. {first}-{last}")
+def _label(place: dict[str, Any]) -> str:
+    first, last = place["page_first"], place["page_last"]
+    return f"{place['document']} " + (f"p. {first}" if first == last else f"pp. {first}-{last}")
+
+
+def _link(place: dict[str, Any], passage: str) -> str:
+    """A citation or a source: a link that opens its page with `passage` marked, or plain text once its
+    document has been removed."""
+    label = html.escape(f"[{_label(place)}]")
+    if place["document_id"] is None:
+        return label
+    url = QUrl(f"cite:{place['document_id']}/{place['page_first']}")
+    url.setQuery(passage[:400])
+    return f"<a href='{html.escape(url.toString(QUrl.ComponentFormattingOption.FullyEncoded))}'>{label}</a>"
 
 
 def _question_html(question: str) -> str:
     return f"<p style='margin-top:12px'><b>You:</b> {html.escape(question)}</p>"
 
 
-def _answer_html(text: str, supported: bool, citations: list[dict[str, Any]]) -> str:
-    parts = [f"<p>{html.escape(text) or '<i>(no answer)</i>'}</p>"]
-    cited = []
-    for citation in citations:
-        label = html.escape(f"[{_label(citation)}]")
-        if citation["document_id"] is None:  # the document was removed: the citation stays, as text
-            cited.append(label)
-            continue
-        url = QUrl(f"cite:{citation['document_id']}/{citation['page_first']}")
-        url.setQuery((citation["quote"] or citation["chunk_text"])[:400])
-        cited.append(f"<a href='{html.escape(url.toString(QUrl.ComponentFormattingOption.FullyEncoded))}'>{label}</a>")
+def _answer_html(row: dict[str, Any]) -> str:
+    """An answer as kept (a row of chat.messages()): its text, its verified citations, and the passages it
+    was given, so that the user can check any answer, an unsupported one first of all."""
+    text, stopped = row["content"], bool(row["stopped"])
+    empty = "(stopped before it answered)" if stopped else "(no answer)"
+    parts = [f"<p>{html.escape(text) or f'<i>{empty}</i>'}</p>"]
+    cited = [_link(c, c["quote"] or c["chunk_text"] or "") for c in row["citations"]]
     if cited:
         parts.append(f"<p style='color:#555'>Cited: {' '.join(cited)}</p>")
-    if not supported and text != chat.NOT_IN_DOCUMENTS:
+    if stopped:
+        parts.append("<p style='color:#555'>Stopped before the model finished.</p>")
+    elif not row["supported"] and text != chat.NOT_IN_DOCUMENTS:
         parts.append("<p style='color:#a33'>Unsupported: no citation in this answer is backed by the passages.</p>")
+    if row["passages"]:
+        parts.append("<p style='color:#555; margin-bottom:0'>Sources it was given:</p>")
+    for passage in row["passages"]:
+        text = passage["chunk_text"] or ""
+        glimpse = html.escape(shorten(" ".join(text.split()), SOURCE_GLIMPSE, placeholder=" …"))
+        parts.append(f"<p style='color:#555; margin:2px 0 0 16px'>{_link(passage, text)} {glimpse}</p>")
     return "".join(parts)

@@ -126,7 +126,11 @@ class DocumentView(View):
         self.pages.setCurrentWidget(self.page_area)
         self.image.setPixmap(QPixmap.fromImage(shown["image"]))
         self.found = self.page if shown["top"] is not None else None
-        self.page_area.verticalScrollBar().setValue(max(int(shown["top"] or 0) - 60, 0))
+        # After the layout has taken the new image's height: until then the scroll bar's range is the old
+        # page's (or nothing, when the view is shown for the first time), and the passage would stay out of
+        # sight below.
+        top = max(int(shown["top"] or 0) - 60, 0)
+        QTimer.singleShot(0, lambda: self.page_area.verticalScrollBar().setValue(top))
 
     def _buttons(self, page: int, pages: int) -> None:
         self.previous.setEnabled(page > 1)

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 COLUMNS = ("Document", "Pages", "Chunks", "Size", "Status")
 HIT_CHARS = 300  # of a hit's text shown in the list, cut at a word
+# Search as the user types, once they pause this long: a search takes milliseconds, a keystroke each would
+# only flicker the list.
+TYPING_PAUSE_MS = 250
 
 
 class LibraryView(View):
@@ -62,6 +65,8 @@ class LibraryView(View):
         add = QPushButton("Add files…")
         add.clicked.connect(self.pick_files)
         self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Select the documents to remove in the table first.")
+        self.remove_button.setEnabled(False)
         self.remove_button.clicked.connect(self._remove_selected)
         self.version_button = QPushButton("New version…")
         self.version_button.setToolTip(
@@ -81,7 +86,11 @@ class LibraryView(View):
         buttons.addWidget(self.version_button)
         buttons.addWidget(hint, 1)
 
-        self.query = QLineEdit(placeholderText="Search the documents: a question or a few words")
+        self.query = QLineEdit(placeholderText="Search the documents: type a question or a few words")
+        self.query.setClearButtonEnabled(True)
+        self.typing = QTimer(self, singleShot=True, interval=TYPING_PAUSE_MS)
+        self.typing.timeout.connect(self._search)
+        self.query.textChanged.connect(self.typing.start)
         self.query.returnPressed.connect(self._search)
         self.hits = QListWidget()
         self.hits.setWordWrap(True)
@@ -204,6 +213,7 @@ class LibraryView(View):
 
     def _selection_changed(self) -> None:
         rows = {index.row() for index in self.table.selectionModel().selectedRows()}
+        self.remove_button.setEnabled(bool(rows))
         self.version_button.setEnabled(len(rows) == 1 and self._document_id(next(iter(rows))) is not None)
 
     def _add_version(self) -> None:
@@ -266,26 +276,29 @@ class LibraryView(View):
         return answer == QMessageBox.StandardButton.Yes
 
     def _search(self) -> None:
+        self.typing.stop()
         query = self.query.text().strip()
-        if query:
+        if not query:
+            self.hits.clear()
+            return
 
-            def work(library: Library, task) -> list[tuple[Any, str]]:
-                from core.library.search import query_words, search
+        def work(library: Library, task) -> list[tuple[Any, str, str]]:
+            from core.library.search import query_words, search
 
-                words = query_words(query)
-                return [(hit, _marked(hit.text, words)) for hit in search(library, query, k=10)]
+            words = query_words(query)
+            return [(hit, *_glimpse(hit.text, words)) for hit in search(library, query, k=10)]
 
-            self.main.tasks.start(work, self._show_hits, latest_only=True)
+        self.main.tasks.start(work, self._show_hits, latest_only=True)
 
-    def _show_hits(self, hits: list[tuple[Any, str]]) -> None:
+    def _show_hits(self, hits: list[tuple[Any, str, str]]) -> None:
         self.hits.clear()
         if not hits:
             self.hits.addItem("Nothing in the documents matches.")
         width = self.hits.viewport().width() - self.hits.verticalScrollBar().sizeHint().width() - 8
-        for hit, marked in hits:
+        for hit, matched, marked in hits:
             item = QListWidgetItem()  # the label below draws it; the plain text is for screen readers
-            item.setData(Qt.ItemDataRole.AccessibleTextRole, f"[{hit.citation}]  {_shortened(hit.text)}")
-            item.setData(Qt.ItemDataRole.UserRole, hit)
+            item.setData(Qt.ItemDataRole.AccessibleTextRole, f"[{hit.citation}]  {_shortened(matched)}")
+            item.setData(Qt.ItemDataRole.UserRole, (hit, matched))
             self.hits.addItem(item)
             label = QLabel(f"<b>[{html.escape(hit.citation)}]</b>&nbsp; {marked}")
             label.setWordWrap(True)
@@ -295,9 +308,10 @@ class LibraryView(View):
             self.hits.setItemWidget(item, label)
 
     def _open_hit(self, item: QListWidgetItem) -> None:
-        hit = item.data(Qt.ItemDataRole.UserRole)
-        if hit is not None:
-            self.main.open_document(hit.document_id, hit.page_first, hit.text)
+        found = item.data(Qt.ItemDataRole.UserRole)
+        if found is not None:
+            hit, matched = found
+            self.main.open_document(hit.document_id, hit.page_first, matched)
 
     def _open_row(self, row: int, _column: int) -> None:
         document_id = self._document_id(row)
@@ -309,16 +323,21 @@ def _shortened(text: str) -> str:
     return textwrap.shorten(" ".join(text.split()), HIT_CHARS, placeholder=" …")
 
 
-def _marked(text: str, words: list[str]) -> str:
-    """A hit's text, shortened, as HTML with the query's words in bold, in the forms search found them in
-    too (it stems: "terminate" finds "termination", "governs" finds "governed", "state" not "statement")."""
+def _glimpse(text: str, words: list[str]) -> tuple[str, str]:
+    """Where a hit matched, and that part as HTML: its text from the line of the first of the query's words
+    (a passage often begins with the end of the clause before), shortened, with the words in bold in the
+    forms search found them in too (it stems: "terminate" finds "termination", "governs" finds "governed",
+    "state" not "statement"). The same part is what the document view marks on the page."""
     if not words:
-        return html.escape(_shortened(text))
+        return text, html.escape(_shortened(text))
     stems = [re.sub(r"(?:es|ed|ing|s|e)$", "", word) or word for word in words]
     forms = r"(?:e|es|ed|d|s|ing|ion|ions)?"
     pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, stems)) + r")" + forms + r"\b", re.IGNORECASE)
-    shown, marked, last = _shortened(text), [], 0
+    first = pattern.search(text)
+    line = text.rfind("\n", 0, first.start()) + 1 if first else 0
+    matched = text[line:]
+    shown, marked, last = ("… " if line else "") + _shortened(matched), [], 0
     for match in pattern.finditer(shown):
         marked += [html.escape(shown[last : match.start()]), f"<b>{html.escape(match.group())}</b>"]
         last = match.end()
-    return "".join([*marked, html.escape(shown[last:])])
+    return matched, "".join([*marked, html.escape(shown[last:])])

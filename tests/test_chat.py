@@ -249,6 +249,12 @@ def test_a_conversation_reuses_the_evaluated_prompt_and_is_kept(sample_library, 
     ]
     with Chat(sample_library, tiny_gguf, conversation_id=kept["id"]) as resumed:
         assert resumed.turns == [(QUESTION, first.text), ("And when does the agreement expire?", second.text)]
+    # Each answer keeps the passages it was given, in search's order, for the user to check it against.
+    assert first.passages and [(p["chunk_id"], p["page_first"]) for p in rows[1]["passages"]] == [
+        (hit.chunk_id, hit.page_first) for hit in first.passages
+    ]
+    assert rows[1]["passages"][0]["chunk_text"] == first.passages[0].text
+    assert not rows[1]["stopped"] and rows[0]["passages"] == []
 
 
 def test_a_long_conversation_is_trimmed_to_the_context(sample_library, tiny_gguf):
@@ -262,9 +268,10 @@ def test_a_long_conversation_is_trimmed_to_the_context(sample_library, tiny_gguf
 
 
 def test_stop_ends_the_answer_being_written(sample_library, tiny_gguf):
-    from core.answers.chat import Chat
+    from core.answers.chat import Chat, messages
 
-    with Chat(sample_library, tiny_gguf) as chat:
+    # Free text: the tiny model then writes all 200 tokens, far more than a stop at the third lets through.
+    with Chat(sample_library, tiny_gguf, free_text=True) as chat:
         seen = []
 
         def stop_at_third(text):
@@ -272,9 +279,13 @@ def test_stop_ends_the_answer_being_written(sample_library, tiny_gguf):
             if len(seen) == 3:
                 chat.stop()
 
+        whole: list[str] = []
+        chat.ask(QUESTION, max_tokens=200, on_token=whole.append)
         answer = chat.ask(QUESTION, max_tokens=200, on_token=stop_at_third)
-        assert len(seen) < 20
-        assert answer.text == "".join(seen).strip()
+        assert len(seen) < len(whole) // 2
+        assert answer.text == "".join(seen).strip()  # every token shown is kept, and nothing else
+        # Kept as stopped, so that it is not judged as the model's whole answer.
+        assert answer.stopped and messages(sample_library, chat.conversation_id)[-1]["stopped"]
         assert chat.ask(QUESTION, max_tokens=4).model == tiny_gguf.name  # the worker goes on
 
 

@@ -89,14 +89,16 @@ def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path)
     with Library(tmp_path / "data") as library:
         assert [d.name for d in library.documents()] == [SAMPLE.name]
 
-    view.query.setText("Which state's law governs the agreement?")
-    view._search()
+    # Typed, without Enter: the hits come once the typing pauses.
+    qtbot.keyClicks(view.query, "Which state's law governs the agreement?")
     qtbot.waitUntil(lambda: view.hits.count() > 0, timeout=10_000)
     assert view.hits.item(0).data(Qt.ItemDataRole.AccessibleTextRole).startswith(f"[{SAMPLE.name} p. 41]")
     shown = view.hits.itemWidget(view.hits.item(0)).text()
     assert "<b>laws</b>" in shown and "<b>governed</b>" in shown  # the query's words, as the contract writes them
     plain = view.hits.item(0).data(Qt.ItemDataRole.AccessibleTextRole)
     assert plain.endswith(" …") or len(plain) < 300  # cut at a word, if cut
+    # The passage begins with the notices clause's addresses; the glimpse begins at the clause that matched.
+    assert "Lowenstein" not in plain and "14.2 Governing Law" in plain[:120]
     view._open_hit(view.hits.item(0))
     document = window.view("Document")
     qtbot.waitUntil(lambda: document.highlighted_page() == 41, timeout=20_000)
@@ -118,6 +120,8 @@ def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path)
         assert list(library.replaced().values()) == [library.documents()[0].sha256]
 
     # Remove: a refused file's row just goes; a document goes once the user confirms.
+    view.table.clearSelection()
+    assert not view.remove_button.isEnabled()  # nothing to remove: the button says so, not silence
     asked = []
     view.confirm = lambda question: asked.append(question) or len(asked) > 1
     view.table.selectRow(next(r for r in range(view.table.rowCount()) if view.table.item(r, 0).text() == "empty.pdf"))
@@ -378,13 +382,22 @@ def chat_library(tmp_path, tiny_gguf):
             citation = {"message_id": message, "document": SAMPLE.name, "page_first": 41, "page_last": 41}
             quote = "the laws of the State of New York"
             db.table("citations").insert(citation | {"chunk_id": chunk_id, "quote": quote})
+            db.table("message_passages").insert(citation | {"chunk_id": chunk_id, "rank": 1})
     return document_id
+
+
+def test_with_no_model_ask_is_disabled_and_says_why(window, qtbot):
+    view = window.view("Chat")
+    window.show_view("Chat")
+    qtbot.waitUntil(lambda: "There is no model yet" in view.transcript.toPlainText(), timeout=10_000)
+    assert not view.ask_button.isEnabled() and "no model yet" in view.ask_button.toolTip()
 
 
 def test_an_answer_streams_in_and_a_citation_opens_its_page(chat_library, qtbot, window):
     view = window.view("Chat")
     window.show_view("Chat")
     qtbot.waitUntil(lambda: view.model.count() == 1, timeout=10_000)
+    assert view.ask_button.isEnabled()
     tokens = []
     view.question.setText("Which state's law governs the agreement?")
     view.ask()
@@ -398,9 +411,12 @@ def test_an_answer_streams_in_and_a_citation_opens_its_page(chat_library, qtbot,
     qtbot.waitUntil(lambda: view.conversations.count() == 2, timeout=10_000)
     item = next(view.conversations.item(i) for i in range(2) if view.conversations.item(i).text().startswith("law?"))
     view._open_conversation(item)
-    qtbot.waitUntil(lambda: f"[{SAMPLE.name} p. 41]" in view.transcript.toPlainText(), timeout=10_000)
-    (href,) = re.findall(r'href="(cite:[^"]+)"', view.transcript.toHtml())
-    assert href.startswith(f"cite:{chat_library}/41")
+    qtbot.waitUntil(lambda: view.transcript.toPlainText().startswith("You: law?"), timeout=10_000)
+    # The citation, then the passage the answer was given, each a link to page 41.
+    assert f"Cited: [{SAMPLE.name} p. 41]" in view.transcript.toPlainText()
+    assert f"Sources it was given:\n[{SAMPLE.name} p. 41] " in view.transcript.toPlainText()
+    href, source = re.findall(r'href="(cite:[^"]+)"', view.transcript.toHtml())
+    assert href.startswith(f"cite:{chat_library}/41") and source.startswith(f"cite:{chat_library}/41")
     view.transcript.anchorClicked.emit(QUrl(href))  # what a click on the link does
     document = window.view("Document")
     qtbot.waitUntil(lambda: document.highlighted_page() == 41, timeout=20_000)

@@ -48,6 +48,8 @@ class Answer:
     model: str = ""
     tokens_per_s: float = 0.0
     reused_tokens: int = 0  # prompt tokens llama.cpp did not evaluate again
+    passages: list[Hit] = field(default_factory=list)  # what the answer was given: the user's sources to check
+    stopped: bool = False  # stopped by the user (or the app's exit) before the model finished
 
 
 class Worker:
@@ -184,6 +186,8 @@ class Chat:
                 self.model.name,
                 reply["tokens_per_s"],
                 reply["reused_tokens"],
+                shown,
+                reply["stopped"],
             )
         self._keep(question, answer)
         self.turns.append((question, answer.text))
@@ -240,11 +244,16 @@ class Chat:
             message = {"conversation_id": self.conversation_id, "created": written}
             db.table("messages").insert(message | {"role": "user", "content": question})
             reply = message | {"role": "assistant", "content": answer.text, "supported": answer.supported}
-            message_id = db.table("messages").insert(reply).last_pk
+            message_id = db.table("messages").insert(reply | {"stopped": answer.stopped}).last_pk
             db.table("citations").insert_all(
                 {"message_id": message_id, "document": c.document, "page_first": c.pages[0]}
                 | {"page_last": c.pages[-1], "chunk_id": c.chunk_id, "quote": c.quote}
                 for c in answer.citations
+            )
+            db.table("message_passages").insert_all(
+                {"message_id": message_id, "rank": rank, "document": h.document, "page_first": h.page_first}
+                | {"page_last": h.page_last, "chunk_id": h.chunk_id}
+                for rank, h in enumerate(answer.passages, 1)
             )
 
 
@@ -289,7 +298,7 @@ def conversations(library: Library) -> list[dict[str, Any]]:
 def messages(library: Library, conversation_id: int) -> list[dict[str, Any]]:
     rows = list(
         library.db.query(
-            "SELECT id, role, content, supported, created FROM messages WHERE conversation_id = ? ORDER BY id",
+            "SELECT id, role, content, supported, stopped, created FROM messages WHERE conversation_id = ? ORDER BY id",
             [conversation_id],
         )
     )
@@ -302,6 +311,14 @@ def messages(library: Library, conversation_id: int) -> list[dict[str, Any]]:
                 """SELECT c.document, c.page_first, c.page_last, c.chunk_id, c.quote, k.document_id,
                     k.text AS chunk_text
                 FROM citations c LEFT JOIN chunks k ON k.id = c.chunk_id WHERE c.message_id = ?""",
+                [row["id"]],
+            )
+        )
+        row["passages"] = list(
+            library.db.query(
+                """SELECT p.document, p.page_first, p.page_last, p.chunk_id, k.document_id, k.text AS chunk_text
+                FROM message_passages p LEFT JOIN chunks k ON k.id = p.chunk_id WHERE p.message_id = ?
+                ORDER BY p.rank""",
                 [row["id"]],
             )
         )

@@ -15,10 +15,15 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
 from core.lifetime import end_with_parent
+
+# Set by SIGINT, the app's stop, and read between tokens: a token is sent and kept whole or not at all (an
+# exception raised inside the loop could fall between the two and lose one).
+_stop = threading.Event()
 
 
 def say(kind: str, **fields: Any) -> None:
@@ -36,14 +41,14 @@ def answer(llm: Any, request: dict[str, Any]) -> None:
     stream = llm.create_chat_completion(
         request["messages"], max_tokens=max_tokens, temperature=0.0, stream=True, grammar=constrained
     )
-    try:
-        for chunk in stream:
-            text = chunk["choices"][0]["delta"].get("content")
-            if isinstance(text, str) and text:
-                pieces.append(text)
-                say("token", text=text)
-    except KeyboardInterrupt:  # the app's stop
-        stopped = True
+    for chunk in stream:
+        if _stop.is_set():
+            stopped = True
+            break
+        text = chunk["choices"][0]["delta"].get("content")
+        if isinstance(text, str) and text:
+            pieces.append(text)
+            say("token", text=text)
     seconds = time.perf_counter() - started
     tokens = len(llm.tokenize("".join(pieces).encode(), add_bos=False)) if pieces else 0
     # llama-cpp-python evaluates only the prompt after its longest common prefix with the tokens it holds.
@@ -89,19 +94,17 @@ def main(model: str) -> int:
         llm.chat_format = "mistral-instruct"
         say("warning", message="its chat template breaks the sandbox's rules or limits; a built-in template is used")
     say("loaded", n_ctx=llm.n_ctx())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a stop that arrives between replies stops nothing
+    signal.signal(signal.SIGINT, lambda *_: _stop.set())
     for line in sys.stdin:
         request = json.loads(line)
         if "count" in request:
             say("counts", counts=[len(llm.tokenize(text.encode(), add_bos=False)) for text in request["count"]])
             continue
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _stop.clear()  # a stop that arrived between replies stops nothing
         try:
             answer(llm, request)
         except ValueError as error:  # a prompt longer than the context, say
             say("error", message=str(error))
-        finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
 
 
