@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.view import View
+from desktop.view import GETTING_STARTED_HTML, View
 
 if TYPE_CHECKING:
     from core.library.store import Library
@@ -104,7 +104,16 @@ class LibraryView(View):
         documents = QWidget()
         documents_layout = QVBoxLayout(documents)
         documents_layout.setContentsMargins(0, 0, 0, 0)
+        # Until the first document is in: what to do first, and the steps after it.
+        self.welcome = QLabel(
+            "<p><b>Your library is empty.</b> Start here: drop your documents anywhere on this view, or use "
+            f"<i>Add files…</i>. Then, step by step:</p>{GETTING_STARTED_HTML}"
+        )
+        self.welcome.setWordWrap(True)
+        self.welcome.setContentsMargins(8, 8, 8, 8)
+        self.welcome.hide()
         documents_layout.addLayout(buttons)
+        documents_layout.addWidget(self.welcome)
         documents_layout.addWidget(self.table)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(documents)
@@ -141,6 +150,7 @@ class LibraryView(View):
             self._set_row(str(document["id"]), document["name"], document, status)
         for key, status in pending.items():
             self._set_row(key, Path(key).name, None, status)
+        self.welcome.setVisible(not documents and not pending)
 
     def _set_row(self, key: str, name: str, document: dict[str, Any] | None, status: str) -> None:
         row = self.rows.get(key)

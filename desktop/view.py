@@ -9,6 +9,19 @@ from PySide6.QtWidgets import QWidget
 if TYPE_CHECKING:
     from desktop.window import MainWindow
 
+# The steps of the work, in their order: numbered in the window's list, told in Help > Getting started and
+# in the Library while it is empty.
+STEPS = ["Library", "Dataset", "Training", "Models", "Chat"]
+GETTING_STARTED = [
+    ("Library", "add your documents: drop PDF, DOCX, TXT or Markdown files on it; search them at once."),
+    ("Dataset", "build the training data from them: passages, questions and answers, a validation split."),
+    ("Training", "fine-tune a base model on it, here or on a GPU host added in Settings; watch the loss."),
+    ("Models", "export the best checkpoint to a GGUF file, or import one you have."),
+    ("Chat", "ask questions; every answer cites its pages, and shows the passages it was given."),
+]
+GETTING_STARTED_TEXT = "\n".join(f"{n}. {name}: {what}" for n, (name, what) in enumerate(GETTING_STARTED, 1))
+GETTING_STARTED_HTML = "<ol>" + "".join(f"<li><b>{name}</b>: {what}</li>" for name, what in GETTING_STARTED) + "</ol>"
+
 
 class View(QWidget):
     def __init__(self, main: MainWindow) -> None:

@@ -3,6 +3,7 @@ the one sentence of the latest error (its details go to the log)."""
 
 from __future__ import annotations
 
+import html
 import importlib
 import logging
 from pathlib import Path
@@ -16,15 +17,16 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QMainWindow,
+    QMessageBox,
     QStackedWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from core import secret_prompt
+from core import __version__, secret_prompt
 from desktop.tasks import SecretPrompt, Tasks
-from desktop.view import View
+from desktop.view import GETTING_STARTED_HTML, GETTING_STARTED_TEXT, STEPS, View
 
 log = logging.getLogger("tunedesk")
 
@@ -53,14 +55,15 @@ class ErrorBanner(QFrame):
 
 
 # Each view is built (and its module imported) the first time it is shown: the window paints before
-# QtCharts, QtPdf or the library's SQLite layer are loaded (benchmarks/startup.py).
+# QtCharts, QtPdf or the library's SQLite layer are loaded (benchmarks/startup.py). The five steps of the
+# work are numbered in the list, in their order; Document and Settings are places, not steps.
 VIEWS = {
     "Library": "desktop.library_view:LibraryView",
-    "Document": "desktop.document_view:DocumentView",
     "Dataset": "desktop.dataset_view:DatasetView",
     "Training": "desktop.training_view:TrainingView",
     "Models": "desktop.models_view:ModelsView",
     "Chat": "desktop.chat_view:ChatView",
+    "Document": "desktop.document_view:DocumentView",
     "Settings": "desktop.settings_view:SettingsView",
 }
 
@@ -77,7 +80,8 @@ class MainWindow(QMainWindow):
         secret_prompt.ask_secret = self.secret_prompt
         self.views: dict[str, View] = {}
         self.nav = QListWidget()
-        self.nav.addItems(list(VIEWS))
+        self.nav.addItems([f"{STEPS.index(name) + 1}. {name}" if name in STEPS else name for name in VIEWS])
+        self.nav.setToolTip(GETTING_STARTED_TEXT)
         self.nav.setFixedWidth(140)
         self.nav.setSpacing(3)
         self.stack = QStackedWidget()
@@ -111,6 +115,24 @@ class MainWindow(QMainWindow):
         file_menu.addAction(add)
         file_menu.addSeparator()
         file_menu.addAction(quit_app)
+        help_menu = self.menuBar().addMenu("&Help")
+        steps = QAction("&Getting started", self)
+        steps.triggered.connect(lambda: QMessageBox.information(self, "Getting started", GETTING_STARTED_HTML))
+        about = QAction("&About Tunedesk", self)
+        about.triggered.connect(self._about)
+        help_menu.addAction(steps)
+        help_menu.addAction(about)
+
+    def _about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About Tunedesk",
+            f"<p><b>Tunedesk {__version__}</b></p><p>Fine-tunes an open language model on your own documents "
+            "and answers questions about them offline, citing the pages. Your documents stay on this computer, "
+            "or go only to a GPU host you added; nothing is sent anywhere else, and there is no telemetry.</p>"
+            f"<p>Library: {html.escape(str(self.data_dir))}</p>"
+            "<p>The sample contracts are from CUAD v1 (CC BY 4.0).</p>",
+        )
 
     def _add_documents(self) -> None:
         self.show_view("Library")
@@ -149,7 +171,7 @@ class MainWindow(QMainWindow):
         secret_prompt.ask_secret = self.secret_prompt  # shutdown took it back
         for view in self.views.values():
             view.reset()
-        self.view(self.nav.currentItem().text()).refresh()
+        self.view(list(VIEWS)[self.nav.currentRow()]).refresh()
 
     def shutdown(self) -> None:
         """Stop what belongs to the window (chat worker, job watcher, tasks); a training job runs on."""

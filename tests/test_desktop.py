@@ -82,9 +82,13 @@ def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path)
     empty = tmp_path / "empty.pdf"
     empty.write_bytes(b"")
     view = window.view("Library")
+    # A new library says where to start, and the window's list numbers the steps.
+    qtbot.waitUntil(view.welcome.isVisible, timeout=10_000)
+    assert [window.nav.item(r).text() for r in range(3)] == ["1. Library", "2. Dataset", "3. Training"]
     drop(view, [SAMPLE, empty])
     qtbot.waitUntil(lambda: "empty.pdf" in view.refused(), timeout=60_000)
     qtbot.waitUntil(lambda: any(r[0] == SAMPLE.name and r[1] == "50" for r in rows(view.table)), timeout=60_000)
+    assert not view.welcome.isVisible()
     assert view.refused()["empty.pdf"] == "empty.pdf is empty (0 bytes)."
     with Library(tmp_path / "data") as library:
         assert [d.name for d in library.documents()] == [SAMPLE.name]
