@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QTextBrowser,
@@ -41,6 +42,7 @@ class ChatSession(QThread):
     token = Signal(str)
     answered = Signal(object)  # the answer as kept: the last row chat.messages() gives
     failed = Signal(str)
+    doing = Signal(str)  # what the wait before the first token is spent on
 
     def __init__(self, data_dir: Path, model: Path, conversation_id: int | None, parent=None) -> None:
         super().__init__(parent)
@@ -57,7 +59,7 @@ class ChatSession(QThread):
 
     def end(self) -> None:
         """Stop any answer and end the conversation's thread (and its worker) without waiting for it."""
-        for signal in (self.token, self.answered, self.failed):
+        for signal in (self.token, self.answered, self.failed, self.doing):
             signal.disconnect()
         self.stop_answer()
         self.questions.put(None)
@@ -71,6 +73,7 @@ class ChatSession(QThread):
                 self.chat = session
                 while (question := self.questions.get()) is not None:
                     try:
+                        self.doing.emit(f"Searching the documents, then reading {chat.PASSAGES} passages…")
                         session.ask(question, on_token=self.token.emit)
                         self.conversation_id = session.conversation_id
                         assert session.conversation_id is not None  # kept with the answer
@@ -98,6 +101,16 @@ class ChatView(View):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop_answer)
+        # While no token has come: what the wait is for (the model loading, the prompt being read).
+        self.waiting = QLabel()
+        self.waiting.setStyleSheet("color: gray")
+        self.waiting_bar = QProgressBar(textVisible=False)
+        self.waiting_bar.setMaximumSize(120, 12)
+        self.waiting_bar.setRange(0, 0)  # how long llama.cpp takes to load or read is not known ahead
+        wait_row = QHBoxLayout()
+        wait_row.addWidget(self.waiting_bar)
+        wait_row.addWidget(self.waiting, 1)
+        self._waiting("")
         ask_row = QHBoxLayout()
         ask_row.addWidget(self.question, 1)
         ask_row.addWidget(self.ask_button)
@@ -109,6 +122,7 @@ class ChatView(View):
         right_layout = QVBoxLayout(right)
         right_layout.addLayout(model_row)
         right_layout.addWidget(self.transcript, 1)
+        right_layout.addLayout(wait_row)
         right_layout.addLayout(ask_row)
 
         new = QPushButton("New conversation")
@@ -205,10 +219,12 @@ class ChatView(View):
         if not question or not model or not self.ask_button.isEnabled():
             return
         if self.session is None:
+            self._waiting(f"Loading the model {Path(model).name}…")
             self.session = ChatSession(self.main.data_dir, Path(model), self.conversation_id, self)
             self.session.token.connect(self._token)
             self.session.answered.connect(self._answered)
             self.session.failed.connect(self._failed)
+            self.session.doing.connect(self._waiting)
             self.session.start()
         self.question.clear()
         self.blocks.append(_question_html(question))
@@ -218,12 +234,21 @@ class ChatView(View):
         self.session.ask(question)
 
     def _busy(self, busy: bool) -> None:
+        if not busy:
+            self._waiting("")
         ready = self.model.count() > 0
         self.ask_button.setEnabled(ready and not busy)
         self.ask_button.setToolTip("" if ready else "There is no model yet: export one in Models, or import one.")
         self.stop_button.setEnabled(busy)
 
+    def _waiting(self, what: str) -> None:
+        self.waiting.setText(what)
+        self.waiting.setVisible(bool(what))
+        self.waiting_bar.setVisible(bool(what))
+
     def _token(self, text: str) -> None:
+        if not self.streaming:
+            self._waiting("")
         self.streaming += text
         cursor = self.transcript.textCursor()
         cursor.movePosition(QTextCursor.MoveOperation.End)

@@ -406,7 +406,12 @@ def test_an_answer_streams_in_and_a_citation_opens_its_page(chat_library, qtbot,
     view.question.setText("Which state's law governs the agreement?")
     view.ask()
     view.session.token.connect(tokens.append)  # before the first token: the worker is still loading the model
+    waits: list[str] = []
+    view.session.doing.connect(waits.append)
+    assert view.waiting.isVisible()  # the wait says what it is for from the start
     qtbot.waitUntil(lambda: view.ask_button.isEnabled(), timeout=60_000)
+    assert any(w.startswith("Searching the documents, then reading 3 passages") for w in waits)
+    assert not view.waiting.isVisible()
     assert "You: Which state's law governs the agreement?" in view.transcript.toPlainText()
     assert tokens, "no token streamed"
 
