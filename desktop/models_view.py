@@ -160,7 +160,12 @@ class ModelsView(View):
 
     def _show_checkpoints(self, loaded: tuple[list[jobs.Checkpoint], jobs.Checkpoint | None]) -> None:
         saved, best = loaded
-        basis = "answer score" if best is not None and best.answer_score is not None else "validation loss"
+        if best is not None and best.answer_score is not None:
+            label = "★ best (by answer score)"
+        elif best is not None and best.val_loss is not None:
+            label = "★ best (by validation loss)"
+        else:  # nothing to rank by yet: jobs.best_checkpoint falls back to the newest
+            label = "★ newest (not yet scored)"
         _fill(
             self.checkpoints,
             [
@@ -168,7 +173,7 @@ class ModelsView(View):
                     str(c.step),
                     _number(c.val_loss, ".4f"),
                     _number(c.answer_score, ".3f"),
-                    f"★ best (by {basis})" if best is not None and c.step == best.step else "",
+                    label if best is not None and c.step == best.step else "",
                 ]
                 for c in saved
             ],

@@ -18,7 +18,7 @@ from llama_cpp import Llama
 from tests.engine_fixtures import raw_examples, run_engine, write_job
 
 
-def trained_job(tmp_path, base, sample_text, name="job"):
+def trained_job(tmp_path, base, sample_text, name="1"):
     job_dir = write_job(tmp_path / name, base, raw_examples(sample_text, 8), max_steps=3, save_every=3)
     result = run_engine(job_dir)
     assert result.returncode == 0, result.stderr
@@ -51,8 +51,12 @@ def test_a_checkpoint_becomes_a_verified_gguf_that_llama_cpp_runs(
     assert set(done["types"]) <= {stored_as, "Q6_K", "F32"}
     assert done["types"][stored_as] >= 4
     assert done["fallback"] is None
-    assert finished_files(job_dir) == [f"step-000003-{quant}.gguf", f"step-000003-{quant}.gguf.json"]
-    receipt = json.loads((job_dir / "exports" / f"step-000003-{quant}.gguf.json").read_text())
+    # Named for what it is: the base, the job, the step, the quantization.
+    assert finished_files(job_dir) == [
+        f"tiny-job1-step-000003-{quant}.gguf",
+        f"tiny-job1-step-000003-{quant}.gguf.json",
+    ]
+    receipt = json.loads((job_dir / "exports" / f"tiny-job1-step-000003-{quant}.gguf.json").read_text())
     assert receipt == {key: value for key, value in done.items() if key != "type"} | {"step": 3}
 
     llm = Llama(done["path"], n_ctx=256, verbose=False, seed=0)
@@ -149,7 +153,7 @@ def test_an_exported_model_can_write_q_and_a_pairs(tmp_path, tiny_base, sample_t
     # whatever it wrote was filtered against the passage (test_qa.py tests the filter on a real reply).
     count = qa_pairs.generate(library, source=events[-1]["path"], on_progress=lambda n, total: done.append((n, total)))
     assert done == [(1, 1)]
-    stored = library.db.execute("SELECT count(*) FROM qa_pairs WHERE source = 'model:step-000003-q8_0.gguf'")
+    stored = library.db.execute("SELECT count(*) FROM qa_pairs WHERE source = 'model:tiny-job1-step-000003-q8_0.gguf'")
     assert stored.fetchone()[0] == count
 
 

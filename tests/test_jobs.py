@@ -57,7 +57,7 @@ def test_export_records_the_gguf_in_the_library(data, tiny_base):
     assert tunedesk("train", "--base", str(tiny_base), "--max-steps", "5", *FAST, data_dir=data).returncode == 0
     exported = tunedesk("export", "1", "--quant", "q8_0", data_dir=data)
     assert exported.returncode == 0, exported.stderr
-    path = data / "jobs" / "1" / "exports" / "step-000005-q8_0.gguf"
+    path = data / "jobs" / "1" / "exports" / f"{tiny_base.name}-job1-step-000005-q8_0.gguf"
     assert exported.stdout.startswith(f"model 1: {path} (")
     assert "verified: llama.cpp loads it; tokenizer ids match; greedy agreement" in exported.stdout
     (listed,) = json.loads(tunedesk("models", "--json", data_dir=data).stdout)["models"]
@@ -160,7 +160,8 @@ def test_the_demo_runs_the_whole_workflow(tmp_path, tiny_base):
         r"best: step (\d), by answer score .*; by the last step it would be step 4, by validation loss", out
     )
     assert best, out
-    assert (tmp_path / "home" / "demo" / "jobs" / "1" / "exports" / f"step-00000{best[1]}-q8_0.gguf").is_file()
+    exports = tmp_path / "home" / "demo" / "jobs" / "1" / "exports"
+    assert (exports / f"{tiny_base.name}-job1-step-00000{best[1]}-q8_0.gguf").is_file()
     assert "6. Asking it, offline through llama.cpp" in out
     said = ("unsupported: no citation backed by a passage", "cited: ", "not answered: search found no passage")
     assert sum(out.count(line) for line in said) == 2

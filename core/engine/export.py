@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -33,6 +34,14 @@ from core.llamacpp import check_quant
 NEED_AGREEMENT = {"f16": 0.95}  # quantized files are reported, not held to it: 4 bits do change predictions
 
 
+def export_stem(job_dir: Path, job: dict[str, Any], step: int, quant: str) -> str:
+    """The exported file's name without .gguf: the base it was tuned from, the job and the step, the
+    quantization ("smollm2-job3-step-000010-q8_0"), so that a file copied out of the library still says
+    what it is."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", (job.get("base_name") or Path(job["base"]).name).rsplit("/", 1)[-1])
+    return f"{base.strip('-.') or 'model'}-job{job_dir.name}-{checkpoint.name(step)}-{quant}"
+
+
 def export(job_dir: Path, step: int, quant: str) -> dict[str, Any]:
     check_quant(quant)
     job = layout.read_job(job_dir)
@@ -43,7 +52,7 @@ def export(job_dir: Path, step: int, quant: str) -> dict[str, Any]:
     folder = job_dir / layout.EXPORTS
     folder.mkdir(exist_ok=True)
     _check_space(base, folder, quant)
-    stem = f"{checkpoint.name(step)}-{quant}"
+    stem = export_stem(job_dir, job, step, quant)
     merged, f16 = folder / f"{stem}.merged", folder / f"{stem}.f16.gguf.work"
     final = folder / f"{stem}.gguf"
     try:
