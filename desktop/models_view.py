@@ -3,6 +3,7 @@ one to GGUF (a progress bar per phase); the GGUF models exported or imported; de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,21 +214,34 @@ class ModelsView(View):
             phase = lambda name, done, total: task.report((name, done, total))  # noqa: E731
             return gguf_models.export_checkpoint(library, job_id, quant=quant, on_phase=phase, cancel=task.is_cancelled)
 
-        self._run(work, "exporting")
+        def said(exported: tuple[gguf_models.Model, dict[str, Any]]) -> str:
+            model, details = exported
+            return (
+                f"Exported {model.path.name} ({format_size(model.bytes)}, step {model.step}), verified by "
+                f"llama.cpp ({details['agreement']:.0%} greedy agreement): ask it in Chat."
+            )
 
-    def _run(self, work, doing: str) -> None:
+        self._run(work, "exporting", said)
+
+    def _run(self, work, doing: str, said: Callable[[Any], str] = lambda result: "") -> None:
         self._busy(True, doing)
         self.task = self.main.tasks.start(
-            work, self._finished, on_progress=self._progress, on_failed=self._failed, on_cancelled=self._idle
+            work,
+            lambda result: self._finished(lambda: said(result)),
+            on_progress=self._progress,
+            on_failed=self._failed,
+            on_cancelled=lambda: self._finished(lambda: "Cancelled."),
         )
 
     def _cancel(self) -> None:
         if self.task is not None:
             self.task.cancel()
 
-    def _finished(self, _result: Any) -> None:
+    def _finished(self, outcome: Callable[[], str]) -> None:
+        """The work ended: what it made stays said beside the buttons until the next one starts."""
         self._idle()
         self.refresh()
+        self.phase.setText(outcome())
 
     def _failed(self, sentence: str) -> None:
         self._idle()

@@ -342,6 +342,21 @@ def trained_job(library_with_dataset, tiny_base, tmp_path):
     assert trained.returncode == 0, trained.stderr
 
 
+def test_an_export_says_what_it_made_and_a_checkpoint_without_a_loss_is_not_called_best(
+    trained_job, qtbot, window, tiny_base
+):
+    view = window.view("Models")
+    window.show_view("Models")
+    qtbot.waitUntil(lambda: view.checkpoints.rowCount() == 2, timeout=20_000)
+    marks = [view.checkpoints.item(row, 3).text() for row in range(2)]
+    assert marks.count("") == 1 and ("★ best (by validation loss)" in marks or "★ newest (not yet scored)" in marks)
+    view.quant.setCurrentText("q8_0")
+    view.export()
+    qtbot.waitUntil(lambda: view.export_button.isEnabled(), timeout=240_000)
+    assert view.phase.text().startswith(f"Exported {tiny_base.name}-job1-step-")
+    assert re.search(r"verified by llama.cpp \(\d+% greedy agreement\): ask it in Chat.$", view.phase.text())
+
+
 def test_scoring_counts_every_checkpoints_questions_and_shows_each_score_as_it_comes(
     trained_job, qtbot, window, tmp_path
 ):
