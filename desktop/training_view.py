@@ -329,7 +329,7 @@ class TrainingView(View):
         elif self.job is not None:
             job_id = self.job.id
             self.cancel_button.setEnabled(False)
-            self.status.setText(f"Job {job_id}: stopping after a checkpoint…")
+            self.status.setText(f"Job {job_id}: stopping, keeping the steps done so far…")
             self.main.tasks.start(lambda library, task: jobs.cancel_job(library, job_id))
 
     def resume(self) -> None:

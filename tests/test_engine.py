@@ -103,6 +103,20 @@ def test_cancel_saves_a_checkpoint_and_says_cancelled(tmp_path, tiny_base, sampl
     assert checkpoint.complete(job_dir)[-1].name == checkpoint.name(stopped_at)
 
 
+def test_a_cancel_during_a_long_step_drops_that_step_and_keeps_the_ones_before(tmp_path, tiny_base, sample_text):
+    # 400 micro-batches a step: the tiny model takes seconds over one step, as a real one does on a CPU.
+    settings = {"max_steps": 100, "save_every": 1000, "grad_accum": 400, "batch_rows": 1}
+    job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 24), **settings)
+    local.start(job_dir, Engine(sys.executable))
+    wait_for(lambda: any(e["type"] == "step" for e in read_events(job_dir / "events.jsonl")[0]), interval=0.02)
+    local.cancel(job_dir)
+    wait_for(lambda: not local.is_alive(job_dir))
+    events, _ = read_events(job_dir / "events.jsonl")
+    assert [e["step"] for e in events if e["type"] == "step"] == [1]  # step 2 was under way, and dropped
+    assert events[-1] == {**events[-1], "type": "cancelled", "step": 1}
+    assert checkpoint.complete(job_dir)[-1].name == checkpoint.name(1)
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [('{"kind": "raw", "text": "x', "train.jsonl line 3 is not valid JSON"), ('{"kind": "raw", "text": ""}', "line 3")],

@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,14 +136,21 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     scorer = _Scorer(job_dir, done, config, rank, processes, sharded) if config.stop_after_unimproved else None
     started, tokens_seen, training_s = time.monotonic(), 0, 0.0
     for step in range(done + 1, total_steps + 1):
-        if _anywhere(stop(), device):
+        stepped = None
+        if not _anywhere(stop(), device):
+            rows = [train_rows[i] for i in _rows_for_step(step, config, len(train_rows))]
+            step_started = time.monotonic()
+            # One process looks for a stop between the step's micro-batches too: a step on a CPU can take a
+            # minute, and a cancel must answer in seconds. Several would have to agree first (a collective
+            # per micro-batch), and their steps are GPU steps, short already.
+            within = stop if processes == 1 else None
+            stepped = _train_step(trained, optimizer, scheduler, rows, config, device, rank, processes, sharded, within)
+        if stepped is None:  # stopped: the step under way is dropped, the steps before it are kept
             if step - 1 > done:
                 _save(job_dir, step - 1, model, optimizer, scheduler, events, val_loss, rank)
             events.write("cancelled", step=step - 1)
             return
-        rows = [train_rows[i] for i in _rows_for_step(step, config, len(train_rows))]
-        step_started = time.monotonic()
-        loss, tokens = _train_step(trained, optimizer, scheduler, rows, config, device, rank, processes, sharded)
+        loss, tokens = stepped
         training_s += time.monotonic() - step_started
         tokens_seen += tokens
         elapsed = time.monotonic() - started  # with evaluations and checkpoints: what the ETA must include
@@ -280,8 +288,10 @@ def _train_step(
     rank: int = 0,
     processes: int = 1,
     sharded: bool = False,
-):
-    """One optimizer step over the step's rows, of which this process takes every `processes`-th."""
+    stop: Callable[[], bool] | None = None,
+) -> tuple[float, int] | None:
+    """One optimizer step over the step's rows, of which this process takes every `processes`-th; None,
+    with the model and optimizer as they were, when `stop` says so between two micro-batches."""
     # Every process counts every row's predicted tokens: the step's loss is the mean over all of them.
     total = max(sum(_predicted(row) for row in rows), 1)
     mine = rows[rank::processes]
@@ -294,6 +304,9 @@ def _train_step(
         groups, shares = groups + groups[:1] * extra, shares + [0.0] * extra
     loss_sum = 0.0
     for n, (group, share) in enumerate(zip(groups, shares, strict=True)):
+        if stop is not None and n and stop():
+            optimizer.zero_grad(set_to_none=True)
+            return None
         # Fill tokens are id 0 in every vocabulary; they form their own sequence and carry no loss.
         batch = {k: v.to(device) for k, v in batch_tensors(group).items()}
         # DDP sums the gradients at a process's last backward; FSDP at each (the adapters' are small).
