@@ -203,7 +203,7 @@ class ModelsView(View):
                 library, job_id, questions, on_progress=progress, on_score=scored, cancel=task.is_cancelled
             )
 
-        self._run(work, "scoring")
+        self._run(work, "scoring", cancelled="Cancelled: the checkpoints scored before it keep their scores.")
 
     def export(self) -> None:
         job_id, quant = self.job.currentData(), self.quant.currentText()
@@ -221,16 +221,16 @@ class ModelsView(View):
                 f"llama.cpp ({details['agreement']:.0%} greedy agreement): ask it in Chat."
             )
 
-        self._run(work, "exporting", said)
+        self._run(work, "exporting", said, cancelled="Cancelled: nothing was exported.")
 
-    def _run(self, work, doing: str, said: Callable[[Any], str] = lambda result: "") -> None:
+    def _run(self, work, doing: str, said: Callable[[Any], str] = lambda result: "", *, cancelled: str) -> None:
         self._busy(True, doing)
         self.task = self.main.tasks.start(
             work,
             lambda result: self._finished(lambda: said(result)),
             on_progress=self._progress,
             on_failed=self._failed,
-            on_cancelled=lambda: self._finished(lambda: "Cancelled."),
+            on_cancelled=lambda: self._finished(lambda: cancelled),
         )
 
     def _cancel(self) -> None:

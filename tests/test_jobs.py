@@ -344,3 +344,27 @@ def test_a_resumed_run_counts_each_checkpoints_last_score_in_step_order(tmp_path
         events.write("score", step=step, answer_score=score)
     scorer = _Scorer(tmp_path, 4, load_config(overrides={"stop_after_unimproved": 2}))
     assert (scorer.best, scorer.unimproved, scorer.past_best()) == ((0.3, 4), 0, False)
+
+
+def test_a_quiet_tool_is_cancelled_within_a_second(tmp_path):
+    # Scoring loads a model and answers a question for up to a minute on a CPU without a line of output: a
+    # cancel must not wait for the next one.
+    import sys
+    import time
+
+    from core.errors import Cancelled
+    from core.jobs.runners.engine_env import Engine
+    from core.jobs.runners.local import run_tool
+
+    asked = time.monotonic() + 1.0
+    with pytest.raises(Cancelled):
+        run_tool(
+            "tests.quiet_tool",
+            [],
+            tmp_path / "tool.log",
+            engine=Engine(sys.executable),
+            on_event=lambda event: None,
+            cancel=lambda: time.monotonic() > asked,
+            what="The quiet tool",
+        )
+    assert time.monotonic() - asked < 1.0

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,10 @@ def start(job_dir: Path, engine: Engine) -> None:
         )
 
 
+# How often a cancel is looked for while a tool is quiet.
+CANCEL_POLL_S = 0.2
+
+
 def run_tool(
     module: str,
     args: list[str],
@@ -97,27 +103,47 @@ def run_tool(
         )
     last: dict[str, Any] = {}
     assert process.stdout is not None
+    # The lines are read in a thread so that a cancel is seen while the tool is quiet too: loading a model
+    # or answering one question can take a minute on a CPU without a line.
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True)
+    reader.start()
+    asked_to_stop = False
     with process.stdout:
         try:
-            for line in process.stdout:
+            while True:
+                try:
+                    line = lines.get(timeout=CANCEL_POLL_S)
+                except queue.Empty:
+                    line = ""
+                if cancel and not asked_to_stop and cancel():
+                    process.terminate()  # the tool stops, cleans up and says "cancelled": read on
+                    asked_to_stop = True
+                if line is None:
+                    break
                 # llama.cpp's tools log to the same stdout: only our JSON lines count.
                 event = _json_event(line)
-                if event is None:
-                    continue
-                last = event
-                on_event(event)
-                if cancel and cancel():
-                    process.terminate()
+                if event is not None:
+                    last = event
+                    on_event(event)
         except BaseException:
             process.terminate()
             process.wait()
+            reader.join(timeout=5)  # the pipe closes once the tool is gone; the file is closed after
             raise
+        reader.join()
     process.wait()
     if last.get("type") == "done":
         return last
     if last.get("type") == "cancelled":
         raise Cancelled()
     raise KnownError(last.get("message") or f"{what} failed (exit status {process.returncode}; see {log.name}).")
+
+
+def _read_lines(stream: Any, lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
 
 
 def _json_event(line: str) -> dict[str, Any] | None:
