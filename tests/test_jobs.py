@@ -134,6 +134,8 @@ def test_a_killed_engine_shows_as_failed_with_the_reason(data, tiny_base):
         (["--set", "colour=blue"], "Unknown setting 'colour'"),
         (["--dataset", "7"], "No dataset 7"),
         (["--base", "/nonexistent/model"], "The base model /nonexistent/model is not a folder"),
+        # Counted with the base's own tokenizer before launch, not found a model load into the job.
+        (["--set", "seq_len=32"], "tokens long, more than the sequence length of 32: raise the sequence length"),
     ],
 )
 def test_bad_settings_are_refused_before_a_job_exists(data, tiny_base, args, message):

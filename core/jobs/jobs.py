@@ -168,11 +168,25 @@ def start_training(
         chosen, _ = prepare_dataset(library, cancel=cancel)
     else:
         chosen = dataset(library, dataset_id)
-    _runner(library, host, on_setup, cancel).ready(base_path, chosen.dir, demo=base == DEMO)
+    runner = _runner(library, host, on_setup, cancel)
+    runner.ready(base_path, chosen.dir, demo=base == DEMO)
+    if isinstance(runner, local.Here) and base != DEMO:  # the demo base is built by the job itself
+        on_progress("checking that the dataset's examples fit the sequence length")
+        _check_fits(runner.longest_example(base_path, chosen.dir), config.seq_len)
     created = create_job(
         library, base=base, base_path=base_path, config=config, dataset=chosen, host=host, processes=processes
     )
     return start_job(library, created.id, on_progress), chosen
+
+
+def _check_fits(found: dict[str, Any], seq_len: int) -> None:
+    # The engine refuses the same example too, but only once the job has started and its model loaded.
+    if found["longest"] > seq_len:
+        raise KnownError(
+            f"The dataset's longest example ({found['source']} line {found['line']}) is {found['longest']} tokens "
+            f"long, more than the sequence length of {seq_len}: raise the sequence length to at least "
+            f"{found['longest']}, or build the dataset with smaller chunks."
+        )
 
 
 LORA_SHAPE = ("lora_rank", "target_modules", "qlora")  # what an update must keep: its adapter's shape

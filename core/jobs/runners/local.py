@@ -46,6 +46,18 @@ class Here:
     def ready(self, base: Path, dataset_dir: Path, *, demo: bool) -> None:
         engine_env.local(self.data_dir, self.on_setup, self.cancelled)
 
+    def longest_example(self, base: Path, dataset_dir: Path) -> dict[str, Any]:
+        """The dataset's longest example in the base's tokens: {"longest", "source", "line"}."""
+        return run_tool(
+            "core.engine.lengths",
+            [str(base), str(dataset_dir)],
+            dataset_dir / "lengths.log",
+            engine=engine_env.local(self.data_dir, self.on_setup, self.cancelled),
+            on_event=lambda event: None,
+            cancel=self.cancelled,
+            what="Counting the dataset's tokens",
+        )
+
     def start(self, job_dir: Path, on_progress: Callable[[str], None]) -> None:
         start(job_dir, engine_env.local(self.data_dir, self.on_setup, self.cancelled))
 
