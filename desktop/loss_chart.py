@@ -46,6 +46,9 @@ class LossChart(QChartView):
     def clear(self) -> None:
         for series in (self.train, self.val, self.checkpoints):
             series.clear()
+        # Labels are kept by point index apart from the points: left, a new job's first checkpoint showed
+        # the last job's label.
+        self.checkpoints.clearPointsConfiguration()
         self.labels.clear()
         self.steps_total = 1
         self.step_axis.setRange(0, 10)

@@ -59,7 +59,7 @@ class SettingsView(View):
             "The library folder holds library.db, a copy of each document, datasets, training jobs and models. "
             "Tunedesk connects to nothing but the hosts below (when you train there), the package indexes "
             "when it sets up training on this computer (once), and, if you give a Hugging Face model id, the "
-            "Hugging Face hub; never with your documents but to the hosts below (docs/privacy.md)."
+            "Hugging Face hub; your documents go nowhere but to the hosts below, and are wiped there when a job ends."
         )
         note.setWordWrap(True)
         note.setStyleSheet("color: gray")
@@ -103,7 +103,13 @@ class SettingsView(View):
         host_buttons.addStretch(1)
         self.host_status = QLabel()
         self.host_status.setWordWrap(True)
-        hosts_box = QGroupBox("Remote GPU hosts (docs/remote.md: renting one and pointing Tunedesk at it)")
+        # What a host is, said here: the app is used where the project's docs/ folder is not.
+        hosts_box = QGroupBox("Remote GPU hosts")
+        hosts_box.setToolTip(
+            "A Linux computer with an NVIDIA GPU that you reach over SSH, a rented cloud GPU for instance: give "
+            "its address, user and key, then Trust… shows its host key for you to confirm. A job there gets a "
+            "copy of its dataset, trains, sends its checkpoints back, and is wiped from the host when it ends."
+        )
         hosts_layout = QVBoxLayout(hosts_box)
         hosts_layout.addWidget(self.hosts, 1)
         hosts_layout.addLayout(host_buttons)

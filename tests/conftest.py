@@ -86,7 +86,7 @@ def tiny_gguf(tmp_path_factory, tiny_base, sample_text) -> Path:
 
     from tests.engine_fixtures import raw_examples, run_engine, write_job
 
-    job_dir = write_job(tmp_path_factory.mktemp("gguf") / "job", tiny_base, raw_examples(sample_text, 8), max_steps=3)
+    job_dir = write_job(tmp_path_factory.mktemp("gguf") / "1", tiny_base, raw_examples(sample_text, 8), max_steps=3)
     assert run_engine(job_dir).returncode == 0
     result = run_engine(job_dir, "core.engine.export", "3", "q8_0")
     done = json.loads(result.stdout.strip().splitlines()[-1])

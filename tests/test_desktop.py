@@ -186,6 +186,12 @@ def test_the_loss_chart_draws_a_lone_point_keeps_its_markers_and_counts_whole_st
     chart.set_steps_total(37)
     step = (chart.step_axis.max() - chart.step_axis.min()) / (chart.step_axis.tickCount() - 1)
     assert chart.step_axis.max() >= 37 and step == int(step)
+    # Another job: nothing of the last one's labels is left on its points.
+    chart.mark_checkpoint(2, None, score=0.5)
+    chart.clear()
+    chart.add_loss(5, train=1.0)
+    chart.checkpoints.append(5, 1.0)  # a point at the index the last job's label sat at
+    assert chart.checkpoints.pointsConfiguration() == {}
 
 
 def test_the_settings_view_refuses_a_folder_that_is_not_a_library_and_keeps_its_own(window, qtbot, tmp_path):
@@ -302,8 +308,10 @@ def test_the_first_run_shows_the_demo_models_build_and_cancel_stops_it(library_w
     assert not (models / "demo").exists() and not (models / "demo.partial").exists()
 
 
-def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset, tiny_base, qtbot, window):
+def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset, tiny_base, qtbot, window, caplog):
     from core.jobdir.config import load_config
+
+    caplog.set_level("INFO")
 
     view = window.view("Training")
     # Until the fields show the settings (a task reads the presets), they cannot be edited nor a job started.
@@ -329,6 +337,9 @@ def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset,
     assert {key: config[key] for key in shown} == shown
     view.cancel()
     qtbot.waitUntil(lambda: view.job.state == "cancelled", timeout=120_000)
+    # The app's log (tunedesk.log, at INFO) keeps the job's end and where the engine's own log is.
+    qtbot.waitUntil(lambda: f"Job {view.job.id} cancelled at step" in caplog.text, timeout=10_000)
+    assert str(view.job.dir / "engine.log") in caplog.text
 
 
 @pytest.fixture

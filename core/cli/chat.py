@@ -149,12 +149,16 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"rows": rows, "best_step": best_step}, indent=2, ensure_ascii=False))
         return 0
-    print(f"{'model':<40} {'step':>6} {'answer score':>13} {'citation hit':>13} {'mean words':>11}")
-    for row in rows:
-        name = row["model"] + (" + retrieval" if row.get("retrieval") else "")
+    names = [
+        row["model"] + (" + retrieval" if row.get("retrieval") and row["model"] != evaluation.RETRIEVAL_ALONE else "")
+        for row in rows
+    ]
+    width = max(map(len, ["model", *names]))  # whole names: an exported model's says its base, job and step
+    print(f"{'model':<{width}} {'step':>6} {'answer score':>13} {'citation hit':>13} {'mean words':>11}")
+    for name, row in zip(names, rows, strict=True):
         step = "" if row["step"] is None else str(row["step"])
         print(
-            f"{name[:40]:<40} {step:>6} {row['answer_score']:>13.3f} {row['citation_hit']:>13.0%} "
+            f"{name:<{width}} {step:>6} {row['answer_score']:>13.3f} {row['citation_hit']:>13.0%} "
             f"{row['mean_words']:>11.1f}"
         )
     if best_step is not None:

@@ -153,5 +153,5 @@ def _check_ranges(config: TrainConfig) -> None:
     if config.shard_weights and config.qlora:
         raise ConfigError(
             "The settings shard_weights and qlora cannot both be on: FSDP2 gathers bitsandbytes' 4-bit weights "
-            "without their quantization state (docs/remote.md)."
+            "without their quantization state; turn one of them off."
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import random
 import shutil
@@ -30,6 +31,8 @@ from core.jobs.hosts import LOCAL
 from core.jobs.runners import Runner, engine_env, local, ssh
 from core.library.store import Library
 from core.models.base_models import DEMO, PACKAGED, base_settings, convert_packaged, resolve_base
+
+log = logging.getLogger(__name__)
 
 MAX_PROCESSES = 64  # of one job on one machine: GPU hosts have 8, a few 16
 
@@ -385,7 +388,20 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
                 "UPDATE jobs SET state = 'failed', message = ? WHERE id = ?",
                 ["The engine stopped without a word (its supervisor was killed).", job_id],
             )
-    return job(library, job_id), events
+    synced = job(library, job_id)
+    if current.state == RUNNING and synced.state != RUNNING:  # the app's log keeps each job's end
+        level = logging.WARNING if synced.state == "failed" else logging.INFO
+        details = synced.dir / layout.ENGINE_LOG
+        log.log(
+            level,
+            "Job %d %s at step %d: %s (the engine's log: %s)",
+            job_id,
+            synced.state,
+            synced.step,
+            synced.message or "no message",
+            details,
+        )
+    return synced, events
 
 
 def _runner(
