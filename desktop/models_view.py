@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core.answers import evaluation
 from core.jobs import jobs
 from core.library.extract import format_size
 from core.library.store import Library
@@ -196,6 +195,10 @@ class ModelsView(View):
             return
 
         def work(library: Library, task) -> Any:
+            # Imported here, in the task: with chat and the dataset modules behind it, it held the GUI thread
+            # for 100 ms when the view was first shown.
+            from core.answers import evaluation
+
             questions = evaluation.load_questions(questions_file) if questions_file else None
             progress = lambda what, done, total: task.report((f"scoring {what}", done, total))  # noqa: E731
             scored = lambda row: task.report(("scored", row["step"], 0))  # noqa: E731

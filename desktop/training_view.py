@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core.jobdir.config import PRESET_NAMES, TrainConfig, load_config
+from core.jobdir import layout
+from core.jobdir.config import PRESET_NAMES, TrainConfig, config_from, load_config
 from core.jobs import hosts, jobs
 from core.library.store import Library
 from core.models.base_models import DEMO, PACKAGED, base_settings
@@ -37,7 +38,7 @@ POLL_S = 0.5
 class JobWatcher(QThread):
     """Follows one job from its own thread: first what the library holds of it, then its new events."""
 
-    history = Signal(object)  # {"job", "losses", "checkpoints"}
+    history = Signal(object)  # {"job", "losses", "checkpoints", "config": the TrainConfig it runs with}
     events = Signal(object)  # (job, [event, ...])
 
     def __init__(self, data_dir, job_id: int, parent=None) -> None:
@@ -50,11 +51,15 @@ class JobWatcher(QThread):
             job, _ = jobs.sync(library, self.job_id)
             self.history.emit(
                 {"job": job, "losses": jobs.losses(library, job.id), "checkpoints": jobs.checkpoints(library, job.id)}
+                | {"config": config_from(layout.read_job(job.dir)["config"])}
             )
             while job.state == jobs.RUNNING and not self.stopped.wait(POLL_S):
                 job, new = jobs.sync(library, self.job_id)
                 if new or job.state != jobs.RUNNING:
                     self.events.emit((job, new))
+
+
+ADVANCED = "Advanced settings (instead of the preset's)"
 
 
 class TrainingView(View):
@@ -76,7 +81,7 @@ class TrainingView(View):
         self.preset = QComboBox()
         self.preset.addItems(PRESET_NAMES)
         # Unchecked, the advanced settings show what the job will run with: the preset's, with the base's own.
-        self.advanced = QGroupBox("Advanced settings (instead of the preset's)", checkable=True, checked=False)
+        self.advanced = QGroupBox(ADVANCED, checkable=True, checked=False)
         self.advanced.setEnabled(False)  # until its fields show the settings (a task reads the presets)
         self.max_steps = QSpinBox(minimum=0, maximum=1_000_000)
         self.max_steps.setSpecialValueText("as the epochs take")
@@ -127,6 +132,7 @@ class TrainingView(View):
         self.watcher: JobWatcher | None = None
         self.last_step: dict[str, Any] = {}
         self.preparing: dict[str, Any] | None = None  # the engine's last progress event before its start
+        self.job_config: TrainConfig | None = None  # what the job shown runs with
         for changed in (self.base.currentTextChanged, self.preset.currentTextChanged, self.advanced.toggled):
             changed.connect(self._show_chosen_settings)
         self._show_chosen_settings()
@@ -176,6 +182,10 @@ class TrainingView(View):
 
     def _history(self, history: dict[str, Any]) -> None:
         self.job = history["job"]
+        self.job_config = history["config"]
+        if self.job.state == jobs.RUNNING and not self.advanced.isChecked():
+            self.advanced.setTitle(f"Settings of job {self.job.id}, running")
+            self._show_settings(self.job_config)
         if self.job.steps_total:
             self.chart.set_steps_total(self.job.steps_total)
         for row in history["losses"]:
@@ -186,6 +196,9 @@ class TrainingView(View):
 
     def _events(self, update: tuple[jobs.Job, list[dict[str, Any]]]) -> None:
         self.job, new = update
+        if self.job.state != jobs.RUNNING and self.advanced.title() != ADVANCED:
+            self.advanced.setTitle(ADVANCED)
+            self._show_chosen_settings()  # back to what the next Start would use
         for event in new:
             kind = event["type"]
             if kind == "start":
@@ -248,7 +261,11 @@ class TrainingView(View):
         )
 
     def _show_settings(self, config: TrainConfig) -> None:
-        """The newest choice's settings."""
+        """The newest choice's settings; while a job runs, the ones it runs with (its preset's or the user's
+        own), not the ones a Start would use."""
+        running = self.job is not None and self.job.state == jobs.RUNNING and self.advanced.title() != ADVANCED
+        if running and self.job_config is not None:
+            config = self.job_config
         if not self.advanced.isChecked():  # checked, they are the user's own
             self.max_steps.setValue(config.max_steps or 0)
             self.lr.setValue(config.lr)

@@ -335,8 +335,18 @@ def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset,
     config = json.loads((view.job.dir / "job.json").read_text())["config"]
     shown = {"lr": view.lr.value(), "seq_len": view.seq_len.value(), "lora_rank": view.rank.value()}
     assert {key: config[key] for key in shown} == shown
+    # While it runs, the fields show what it runs with: another preset chosen, or the view shown afresh (as
+    # after a restart), does not put that preset's settings there.
+    running = f"Settings of job {view.job.id}, running"
+    view.preset.setCurrentText("thorough")
+    view.reset()
+    view.refresh()
+    qtbot.waitUntil(lambda: view.advanced.title() == running, timeout=20_000)
+    qtbot.wait(500)  # when the preset's settings, read in a task, would land
+    assert (view.rank.value(), view.lr.value()) == (config["lora_rank"], config["lr"]) != (thorough.lora_rank, 0.0002)
     view.cancel()
     qtbot.waitUntil(lambda: view.job.state == "cancelled", timeout=120_000)
+    assert view.advanced.title().startswith("Advanced settings")  # back to what a Start would use
     # The app's log (tunedesk.log, at INFO) keeps the job's end and where the engine's own log is.
     qtbot.waitUntil(lambda: f"Job {view.job.id} cancelled at step" in caplog.text, timeout=10_000)
     assert str(view.job.dir / "engine.log") in caplog.text

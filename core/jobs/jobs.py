@@ -179,7 +179,7 @@ def start_training(
     created = create_job(
         library, base=base, base_path=base_path, config=config, dataset=chosen, host=host, processes=processes
     )
-    return start_job(library, created.id, on_progress), chosen
+    return _launch(library, created, on_progress), chosen
 
 
 def _check_fits(found: dict[str, Any], seq_len: int) -> None:
@@ -269,7 +269,7 @@ def start_update(
         with library.write() as db:
             db.execute("UPDATE jobs SET state = 'failed', message = ? WHERE id = ?", [_why(error), created.id])
         raise KnownError(f"The update's folder {created.dir} could not be written: {_why(error)}.") from None
-    started = start_job(library, created.id, on_progress)
+    started = _launch(library, created, on_progress)
     return Update(started, fresh, len(new), len(kept), len(same))
 
 
@@ -340,6 +340,19 @@ def start_job(
         spec = layout.read_job(current.dir)
         check_processes(config_from(spec["config"]), processes, demo=current.base == DEMO)
         (current.dir / layout.JOB).write_text(json.dumps(spec | {"processes": processes}, indent=2))
+    return _launch(library, current, on_progress, on_setup, cancel)
+
+
+def _launch(
+    library: Library,
+    current: Job,
+    on_progress: Callable[[str], None],
+    on_setup: engine_env.ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Job:
+    """The job's engine started, here or there. A job just made goes straight here: a sync before its
+    engine exists would find no engine and call the job dead."""
+    job_id = current.id
     try:
         _runner(library, current.host, on_setup, cancel).start(current.dir, on_progress)
     except KnownError as error:
@@ -389,18 +402,11 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
                 ["The engine stopped without a word (its supervisor was killed).", job_id],
             )
     synced = job(library, job_id)
-    if current.state == RUNNING and synced.state != RUNNING:  # the app's log keeps each job's end
-        level = logging.WARNING if synced.state == "failed" else logging.INFO
+    if current.state == RUNNING and synced.state != RUNNING:
+        # For the app's log (tunedesk.log); at INFO, so that a command, which says it itself, prints nothing.
         details = synced.dir / layout.ENGINE_LOG
-        log.log(
-            level,
-            "Job %d %s at step %d: %s (the engine's log: %s)",
-            job_id,
-            synced.state,
-            synced.step,
-            synced.message or "no message",
-            details,
-        )
+        message = synced.message or "no message"
+        log.info("Job %d %s at step %d: %s (the engine's log: %s)", job_id, synced.state, synced.step, message, details)
     return synced, events
 
 
