@@ -80,13 +80,13 @@ class ModelsView(View):
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.phase = QLabel()
+        self.phase.setWordWrap(True)  # what an export made is a long line: it wraps rather than widen the window
         job_row = QHBoxLayout()
         job_row.addWidget(QLabel("Job"))
         job_row.addWidget(self.job, 1)
         actions = QHBoxLayout()
         for widget in (self.score_button, self.questions, self.quant, self.export_button, self.cancel_button):
             actions.addWidget(widget)
-        actions.addWidget(self.phase)
         actions.addWidget(self.progress, 1)
 
         self.models = _table(("Id", "File", "Quantization", "Size", "From"))
@@ -107,6 +107,7 @@ class ModelsView(View):
         scale.setStyleSheet("color: gray")
         layout.addWidget(scale)
         layout.addLayout(actions)
+        layout.addWidget(self.phase)  # below the buttons, the whole width: what is being done, then what it made
         layout.addWidget(QLabel("GGUF models (chat with them in Chat)"))
         layout.addWidget(self.models, 1)
         layout.addLayout(model_actions)

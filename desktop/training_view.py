@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.jobdir import layout
-from core.jobdir.config import PRESET_NAMES, TrainConfig, config_from, load_config
+from core.jobdir.config import PRESET_NAMES, TrainConfig, config_from, load_config, preset_description
 from core.jobs import hosts, jobs
 from core.library.store import Library
 from core.models.base_models import DEMO, PACKAGED, base_settings
@@ -97,6 +97,12 @@ class TrainingView(View):
         form.addRow("Base model", base_row)
         form.addRow("Run on", self.host)
         form.addRow("Preset", self.preset)
+        self.preset_about = QLabel()
+        self.preset_about.setWordWrap(True)
+        self.preset_about.setStyleSheet("color: gray")
+        self.preset.currentTextChanged.connect(self._describe_preset)
+        self._describe_preset(self.preset.currentText())
+        form.addRow("", self.preset_about)
 
         self.start_button = QPushButton("Start training")
         self.start_button.setEnabled(False)  # until the settings are shown
@@ -247,6 +253,10 @@ class TrainingView(View):
         self.resume_button.setEnabled(self.job is not None and self.job.state in ("failed", "cancelled"))
 
     # -- start, cancel, resume -------------------------------------------------------------------------
+    def _describe_preset(self, preset: str) -> None:
+        said = preset_description(preset)
+        self.preset_about.setText(said[:1].upper() + said[1:])
+
     def _pick_base(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Base model folder (safetensors)")
         if folder:

@@ -53,3 +53,12 @@ def test_unknown_preset_lists_the_known_ones():
 def test_override_without_equals_sign():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override("lr")
+
+
+def test_each_preset_says_what_it_is_for_from_its_own_file():
+    from core.jobdir.config import PRESET_NAMES, preset_description
+
+    said = {name: preset_description(name) for name in PRESET_NAMES}
+    assert said["quick"] == "a first look in minutes. One pass over the dataset with a small adapter."
+    assert said["thorough"].endswith("so that a run past its best does no harm.")  # its two comment lines
+    assert all("tunedesk" not in text for text in said.values())  # the usage line is not part of it

@@ -11,6 +11,7 @@ from typing import Any
 
 from core.cli.common import open_library, print_setup, row_id_argument, with_bar
 from core.errors import KnownError
+from core.jobdir.config import PRESET_NAMES, preset_description
 from core.jobs import jobs as jobs_
 from core.library.store import Library
 
@@ -44,7 +45,8 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--dataset", type=row_id_argument, default=None, help="dataset id (default: the newest; built if none)"
     )
-    train.add_argument("--preset", default="quick", help="quick, balanced or thorough (%(default)s)")
+    presets = "; ".join(f"{name}: {preset_description(name).rstrip('.')}" for name in PRESET_NAMES)
+    train.add_argument("--preset", default="quick", help=f"{presets} (default: %(default)s)")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     train.add_argument("--epochs", type=float, default=None, help="passes over the training examples")
     train.add_argument("--qlora", action="store_true", help="4-bit base weights (QLoRA; needs CUDA)")

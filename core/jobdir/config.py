@@ -73,6 +73,17 @@ def load_config(preset: str = DEFAULT_PRESET, overrides: dict[str, Any] | None =
     return config_from(values | (overrides or {}))
 
 
+def preset_description(preset: str) -> str:
+    """What a preset is for, as its file's opening comment says it ("a first look in minutes. One pass over
+    the dataset with a small adapter.")."""
+    said = []
+    for line in (PRESETS / f"{preset}.toml").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("# ") or line.startswith("#   "):  # the usage line ends the description
+            break
+        said.append(line[2:].strip())
+    return " ".join(said).removeprefix(f"{preset}:").strip()
+
+
 def config_from(values: dict[str, Any]) -> TrainConfig:
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for key in values:
