@@ -189,9 +189,9 @@ class TrainingView(View):
     def _history(self, history: dict[str, Any]) -> None:
         self.job = history["job"]
         self.job_config = history["config"]
-        if self.job.state == jobs.RUNNING and not self.advanced.isChecked():
-            self.advanced.setTitle(f"Settings of job {self.job.id}, running")
-            self._show_settings(self.job_config)
+        running = self._running_config()
+        if running is not None:
+            self._show_settings(running)
         if self.job.steps_total:
             self.chart.set_steps_total(self.job.steps_total)
         for row in history["losses"]:
@@ -201,9 +201,10 @@ class TrainingView(View):
         self._show_status()
 
     def _events(self, update: tuple[jobs.Job, list[dict[str, Any]]]) -> None:
+        was_running = self._running_config() is not None
         self.job, new = update
-        if self.job.state != jobs.RUNNING and self.advanced.title() != ADVANCED:
-            self.advanced.setTitle(ADVANCED)
+        if was_running and self._running_config() is None:
+            self._show_title()
             self._show_chosen_settings()  # back to what the next Start would use
         for event in new:
             kind = event["type"]
@@ -264,18 +265,28 @@ class TrainingView(View):
 
     def _show_chosen_settings(self) -> None:
         if self.advanced.isChecked():
+            self._show_title()  # the fields are the next job's now, not the running one's
             return  # the user's own now
         spec, preset = self.base.currentText().strip(), self.preset.currentText()
         self.main.tasks.start(
             lambda library, task: load_config(preset, base_settings(spec)), self._show_settings, latest_only=True
         )
 
+    def _running_config(self) -> TrainConfig | None:
+        """While the job shown runs and the settings are not the user's own: what it runs with (its preset's
+        or the user's own), which the settings box shows rather than what a Start would use."""
+        if self.job is None or self.job.state != jobs.RUNNING or self.advanced.isChecked():
+            return None
+        return self.job_config
+
+    def _show_title(self) -> None:
+        running = self.job if self._running_config() is not None else None
+        self.advanced.setTitle(f"Settings of job {running.id}, running" if running else ADVANCED)
+
     def _show_settings(self, config: TrainConfig) -> None:
-        """The newest choice's settings; while a job runs, the ones it runs with (its preset's or the user's
-        own), not the ones a Start would use."""
-        running = self.job is not None and self.job.state == jobs.RUNNING and self.advanced.title() != ADVANCED
-        if running and self.job_config is not None:
-            config = self.job_config
+        """The newest choice's settings; while a job runs, the ones it runs with (_running_config)."""
+        config = self._running_config() or config
+        self._show_title()
         if not self.advanced.isChecked():  # checked, they are the user's own
             self.max_steps.setValue(config.max_steps or 0)
             self.lr.setValue(config.lr)

@@ -11,7 +11,6 @@ if TYPE_CHECKING:
 
 # The steps of the work, in their order: numbered in the window's list, told in Help > Getting started and
 # in the Library while it is empty.
-STEPS = ["Library", "Dataset", "Training", "Models", "Chat"]
 GETTING_STARTED = [
     ("Library", "add your documents: drop PDF, DOCX, TXT or Markdown files on it; search them at once."),
     ("Dataset", "build the training data from them: passages, questions and answers, a validation split."),
@@ -19,6 +18,7 @@ GETTING_STARTED = [
     ("Models", "export the best checkpoint to a GGUF file, or import one you have."),
     ("Chat", "ask questions; every answer cites its pages, and shows the passages it was given."),
 ]
+STEPS = [name for name, _ in GETTING_STARTED]
 GETTING_STARTED_TEXT = "\n".join(f"{n}. {name}: {what}" for n, (name, what) in enumerate(GETTING_STARTED, 1))
 GETTING_STARTED_HTML = "<ol>" + "".join(f"<li><b>{name}</b>: {what}</li>" for name, what in GETTING_STARTED) + "</ol>"
 

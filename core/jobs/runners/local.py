@@ -48,10 +48,13 @@ class Here:
 
     def longest_example(self, base: Path, dataset_dir: Path) -> dict[str, Any]:
         """The dataset's longest example in the base's tokens: {"longest", "source", "line"}."""
+        # The log beside the engine's environment, not in the dataset's folder, which jobs copy and upload.
+        log = self.data_dir / "engine" / "lengths.log"
+        log.parent.mkdir(exist_ok=True)
         return run_tool(
             "core.engine.lengths",
             [str(base), str(dataset_dir)],
-            dataset_dir / "lengths.log",
+            log,
             engine=engine_env.local(self.data_dir, self.on_setup, self.cancelled),
             on_event=lambda event: None,
             cancel=self.cancelled,
