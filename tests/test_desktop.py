@@ -376,6 +376,9 @@ def test_an_export_says_what_it_made_and_a_checkpoint_without_a_loss_is_not_call
     qtbot.waitUntil(lambda: view.export_button.isEnabled(), timeout=240_000)
     assert view.phase.text().startswith(f"Exported {tiny_base.name}-job1-step-")
     assert re.search(r"verified by llama.cpp \(\d+% greedy agreement\): ask it in Chat.$", view.phase.text())
+    # And listed below, once the listing the export started has landed (closing the window before it would
+    # wait for it on the GUI thread).
+    qtbot.waitUntil(lambda: view.models.rowCount() == 1, timeout=20_000)
 
 
 def test_scoring_counts_every_checkpoints_questions_and_shows_each_score_as_it_comes(
