@@ -201,7 +201,7 @@ class ModelsView(View):
             from core.answers import evaluation
 
             questions = evaluation.load_questions(questions_file) if questions_file else None
-            progress = lambda what, done, total: task.report((f"scoring {what}", done, total))  # noqa: E731
+            progress = lambda what, done, total: task.report((f"Scoring: {what}", done, total))  # noqa: E731
             scored = lambda row: task.report(("scored", row["step"], 0))  # noqa: E731
             return evaluation.evaluate_job(
                 library, job_id, questions, on_progress=progress, on_score=scored, cancel=task.is_cancelled
@@ -270,7 +270,7 @@ class ModelsView(View):
             self._load_checkpoints()
             return
         self.phase.setText(what)
-        self.progress.setRange(0, max(total, 1))
+        self.progress.setRange(0, total)  # 0 of 0: busy, as while the model loads
         self.progress.setValue(done)
 
     def _changed(self, _result: Any) -> None:

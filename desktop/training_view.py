@@ -103,7 +103,13 @@ class TrainingView(View):
         self.preset.currentTextChanged.connect(self._describe_preset)
         self._describe_preset(self.preset.currentText())
         form.addRow("", self.preset_about)
+        self.estimate = QLabel()
+        self.estimate.setWordWrap(True)
+        form.addRow("Estimate", self.estimate)
 
+        self.estimate_button = QPushButton("Estimate")
+        self.estimate_button.setToolTip("Count the steps, time one of them here and measure its memory")
+        self.estimate_button.clicked.connect(self.make_estimate)
         self.start_button = QPushButton("Start training")
         self.start_button.setEnabled(False)  # until the settings are shown
         self.start_button.clicked.connect(self.start)
@@ -114,7 +120,7 @@ class TrainingView(View):
         self.resume_button.setEnabled(False)
         self.resume_button.clicked.connect(self.resume)
         buttons = QHBoxLayout()
-        for button in (self.start_button, self.cancel_button, self.resume_button):
+        for button in (self.estimate_button, self.start_button, self.cancel_button, self.resume_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         self.status = QLabel("No training job yet.")
@@ -135,12 +141,21 @@ class TrainingView(View):
         layout.addWidget(self.chart, 1)
         self.job: jobs.Job | None = None
         self.starting: Task | None = None
+        self.estimating: Task | None = None
         self.watcher: JobWatcher | None = None
         self.last_step: dict[str, Any] = {}
-        self.preparing: dict[str, Any] | None = None  # the engine's last progress event before its start
+        # The engine's last progress event, until its next step or result: what it prepares before training
+        # (the demo model's build), the validation loss, the held-out questions' answers.
+        self.working: dict[str, Any] | None = None
         self.job_config: TrainConfig | None = None  # what the job shown runs with
         for changed in (self.base.currentTextChanged, self.preset.currentTextChanged, self.advanced.toggled):
             changed.connect(self._show_chosen_settings)
+        for changed in (self.base.currentTextChanged, self.host.currentIndexChanged, self.preset.currentTextChanged):
+            changed.connect(self._forget_estimate)
+        for field in (self.max_steps, self.lr, self.seq_len, self.rank):
+            field.valueChanged.connect(self._forget_estimate)
+        self.advanced.toggled.connect(self._forget_estimate)
+        self._forget_estimate()
         self._show_chosen_settings()
 
     # -- the job shown ---------------------------------------------------------------------------------
@@ -152,19 +167,23 @@ class TrainingView(View):
 
     def _show_latest(self, loaded: dict[str, Any]) -> None:
         chosen = self.host.currentData()
+        self.host.blockSignals(True)  # the list read again is no change of host, unless the chosen one went
         self.host.clear()
         self.host.addItem("This computer", jobs.LOCAL)
         for h in loaded["hosts"]:
             price = f", {h.price_per_hour:.2f} USD/h" if h.price_per_hour is not None else ""
             self.host.addItem(f"{h.name} ({h.where}{price})", h.name)
         self.host.setCurrentIndex(max(self.host.findData(chosen), 0))
+        self.host.blockSignals(False)
+        if self.host.currentData() != chosen:
+            self._forget_estimate()
         if loaded["latest"] and self.watcher is None and self.job is None:
             self.watch(loaded["latest"][0].id)
 
     def watch(self, job_id: int) -> None:
         self.stop()
         self.chart.clear()
-        self.last_step, self.preparing = {}, None
+        self.last_step, self.working = {}, None
         self.watcher = JobWatcher(self.main.data_dir, job_id, self)
         self.watcher.history.connect(self._history)
         self.watcher.events.connect(self._events)
@@ -208,8 +227,8 @@ class TrainingView(View):
             self._show_chosen_settings()  # back to what the next Start would use
         for event in new:
             kind = event["type"]
+            self.working = event if kind == "progress" else None
             if kind == "start":
-                self.preparing = None
                 self.chart.set_steps_total(event["steps_total"])
             elif kind == "step":
                 self.chart.add_loss(event["step"], train=event["loss"])
@@ -220,8 +239,6 @@ class TrainingView(View):
                 self.chart.mark_checkpoint(event["step"], event.get("val_loss"))
             elif kind == "score":
                 self.chart.mark_checkpoint(event["step"], None, event["answer_score"])
-            elif kind == "progress":  # what the engine prepares before training (the demo model's build)
-                self.preparing = event
         self._show_status()
         if self.job.state != jobs.RUNNING:
             self.watcher = None
@@ -232,15 +249,19 @@ class TrainingView(View):
         text = f"Job {job.id} ({job.base}): {job.state}, step {job.step} of {job.steps_total or '?'}"
         if job.processes and job.processes > 1:
             text += f", {job.processes} processes"
-        preparing = self.preparing if job.state == jobs.RUNNING else None
-        if preparing:
-            text = f"Job {job.id} ({job.base}): preparing, {preparing['message']}"
-            self._show_bar(preparing.get("done", 0), preparing.get("total", 0))
-        else:
-            self.setup_bar.hide()
+        working = self.working if job.state == jobs.RUNNING else None
+        if working and not job.steps_total:  # before its first start
+            text = f"Job {job.id} ({job.base}): preparing, {working['message']}"
         if job.state == jobs.RUNNING and self.last_step:
             eta = datetime.timedelta(seconds=round(self.last_step["eta_s"]))
             text += f", {self.last_step['tokens_per_s']:,.0f} tokens/s, {eta} to go"
+        if working and job.steps_total:
+            unit = f" {working['unit']}" if working.get("unit") else ""
+            text += f"; now {working['message']}, {working['done']} of {working['total']}{unit}"
+        if working:
+            self._show_bar(working["done"], working["total"])
+        else:
+            self.setup_bar.hide()
         if job.message:
             text += f". {job.message}"
         self.status.setText(text)
@@ -249,8 +270,11 @@ class TrainingView(View):
     def _buttons(self) -> None:
         running = self.job is not None and self.job.state == jobs.RUNNING
         ready = self.advanced.isEnabled()  # what the job will run with is known
-        self.start_button.setEnabled(not running and self.starting is None and ready)
-        self.cancel_button.setEnabled(running or self.starting is not None)
+        idle = self.starting is None and self.estimating is None
+        self.start_button.setEnabled(not running and idle and ready)
+        here = self.host.currentData() == jobs.LOCAL and self.base.currentText().strip() != DEMO
+        self.estimate_button.setEnabled(here and idle and ready)
+        self.cancel_button.setEnabled(running or not idle)
         self.resume_button.setEnabled(self.job is not None and self.job.state in ("failed", "cancelled"))
 
     # -- start, cancel, resume -------------------------------------------------------------------------
@@ -334,6 +358,66 @@ class TrainingView(View):
         )
         self._buttons()
 
+    # -- estimate ---------------------------------------------------------------------------------------
+    def _forget_estimate(self) -> None:
+        """What an estimate said holds for the settings it was made with only."""
+        if self.estimating is not None:
+            self.estimating.cancel()
+        if self.host.currentData() != jobs.LOCAL:
+            said = "Estimates are made for this computer; a job elsewhere shows its time from its first step."
+        elif self.base.currentText().strip() == DEMO:
+            said = "The demo base is built by its own job; its time shows from the job's first step."
+        else:
+            said = "Estimate counts the steps, times one of them on this computer and measures its memory."
+        self.estimate.setText(said)
+        self.estimate.setStyleSheet("color: gray")
+        self._buttons()
+
+    def make_estimate(self) -> None:
+        if not self.estimate_button.isEnabled():
+            return
+        spec, preset, overrides = self.base.currentText().strip(), self.preset.currentText(), self.settings()
+
+        def work(library: Library, task) -> str:
+            return jobs.estimate_training(
+                library,
+                base=spec,
+                preset=preset,
+                overrides=overrides,
+                on_progress=task.report,
+                on_setup=lambda message, done, total: task.report((message, done, total)),
+                cancel=task.is_cancelled,
+            ).sentence()
+
+        self.status.setText("Estimating…")
+        self.estimating = self.main.tasks.start(
+            work,
+            self._estimated,
+            on_progress=self._starting,
+            on_failed=self._failed_to_estimate,
+            on_cancelled=lambda: self._failed_to_estimate(""),
+        )
+        self._buttons()
+
+    def _estimated(self, sentence: str) -> None:
+        self._end_estimate()
+        self.estimate.setText(sentence[:1].upper() + sentence[1:])
+        self.estimate.setStyleSheet("")
+
+    def _failed_to_estimate(self, sentence: str) -> None:
+        self._end_estimate()
+        if sentence:
+            self.main.show_error(sentence)
+
+    def _end_estimate(self) -> None:
+        self.estimating = None
+        self.setup_bar.setVisible(False)
+        if self.job is not None:
+            self._show_status()
+        else:
+            self.status.setText("No training job yet.")
+        self._buttons()
+
     def _starting(self, progress: str | tuple[str, int, int]) -> None:
         if isinstance(progress, str):
             self.status.setText(progress)
@@ -361,7 +445,10 @@ class TrainingView(View):
             self.main.show_error(sentence)
 
     def cancel(self) -> None:
-        if self.starting is not None:
+        if self.estimating is not None:
+            self.estimating.cancel()
+            self.status.setText("Stopping the estimate…")
+        elif self.starting is not None:
             self.starting.cancel()
             self.status.setText("Stopping the set-up…")
         elif self.job is not None:

@@ -274,6 +274,13 @@ def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, 
     view.max_steps.setValue(STEPS)
     view.seq_len.setValue(2048)
     view.rank.setValue(4)
+    # Before Start: the steps, the time at a rate timed here and the memory, for these settings only.
+    view.make_estimate()
+    qtbot.waitUntil(lambda: view.estimate.text().startswith(f"{STEPS} steps over"), timeout=120_000)
+    assert "on this computer's CPU (" in view.estimate.text() and "of memory, measured." in view.estimate.text()
+    assert view.job is None and view.start_button.isEnabled()
+    view.lr.setValue(0.0003)
+    assert view.estimate.text().startswith("Estimate counts the steps")
     view.start()
     qtbot.waitUntil(lambda: view.chart.train.count() >= 3, timeout=240_000)
     assert view.job.state == "running" and view.cancel_button.isEnabled()
@@ -401,11 +408,14 @@ def test_scoring_counts_every_checkpoints_questions_and_shows_each_score_as_it_c
     view.score(questions)
     view.task.progress.connect(seen)
     qtbot.waitUntil(lambda: view.score_button.isEnabled(), timeout=240_000)
-    counted = [(done, total) for what, done, total in reports if what != "scored"]
+    counted = [(done, total) for what, done, total in reports if what.startswith("Scoring: step")]
     assert [what for what, *_ in reports if what == "scored"] == ["scored", "scored"]
     assert len({total for _, total in counted}) == 1 and counted[-1][0] == counted[-1][1]  # one bar, to its end
     assert [done for done, _ in counted] == sorted(done for done, _ in counted)  # never back to 0 between
-    assert any(what.startswith("scoring step 1 (1 of 2)") for what, *_ in reports)
+    assert any(what.startswith("Scoring: step 1 (1 of 2)") for what, *_ in reports)
+    # The wait before the first answers says what it is: the bar is busy, not at 0 of the questions.
+    loading = reports.index(("Scoring: loading the base model", 0, 0))
+    assert loading < min(i for i, (what, *_) in enumerate(reports) if what.startswith("Scoring: step"))
     qtbot.waitUntil(lambda: all(view.checkpoints.item(r, 2).text() != "—" for r in range(2)), timeout=10_000)
 
 

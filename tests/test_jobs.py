@@ -43,6 +43,10 @@ def test_train_follows_the_job_and_lists_its_checkpoints(data, tiny_base):
     assert "Job 1 finished at step 10 of 10." in result.stdout
     assert "step     10  val loss" in result.stdout and "<- best" in result.stdout
 
+    # The validation's wait names itself and counts its rows to the end.
+    validating = [e for e in _events(data) if e.get("message") == "computing the validation loss"]
+    assert validating and validating[-1]["done"] == validating[-1]["total"] > 0
+
     shown = job_json(data)
     assert shown["state"] == "done" and shown["best_step"] in (5, 10)
     assert [c["step"] for c in shown["checkpoints"]] == [5, 10]
@@ -83,6 +87,34 @@ def test_export_records_the_gguf_in_the_library(data, tiny_base):
     removed = tunedesk("models", "--rm", "1", data_dir=data)
     assert removed.returncode == 0 and not path.exists()  # an exported file is Tunedesk's own
     assert json.loads(tunedesk("models", "--json", data_dir=data).stdout)["models"] == []
+
+
+def test_an_estimate_counts_the_steps_the_job_then_takes_and_starts_nothing(data, tiny_base):
+    estimated = tunedesk("train", "--estimate", "--base", str(tiny_base), *FAST, data_dir=data)
+    assert estimated.returncode == 0, estimated.stderr
+    said = re.search(
+        r"(\d+) steps over ([\d,]+) tokens; (about \d+ min|under a minute) on this computer's CPU "
+        r"\(([\d,]+) tokens a second, timed on one step\); at most about ([\d.]+) (MB|GB) of memory, measured\.",
+        estimated.stdout,
+    )
+    assert said, estimated.stdout
+    assert int(said[4].replace(",", "")) > 0 and float(said[5]) * (1024 if said[6] == "GB" else 1) > 100
+    assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}
+
+    started = tunedesk("train", "--base", str(tiny_base), *FAST, "--detach", data_dir=data)
+    assert started.returncode == 0, started.stderr
+    assert f"{said[1]} steps over {said[2]} tokens; at most about " in started.stderr  # said before the launch
+    wait_for(lambda: any(e["type"] == "start" for e in _events(data)))
+    assert tunedesk("cancel", "1", data_dir=data).returncode == 0
+    wait_for(lambda: job_json(data)["state"] != "running")
+    (start,) = [e for e in _events(data) if e["type"] == "start"]
+    # The engine's own count: one epoch (the preset's) of packed rows, one a step.
+    assert (start["steps_total"], start["tokens_total"]) == (int(said[1]), int(said[2].replace(",", "")))
+
+
+def _events(data, job_id=1):
+    path = data / "jobs" / str(job_id) / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def _train_examples(data):

@@ -99,7 +99,9 @@ def evaluate_job(
     rows: list[dict[str, Any]] = []
 
     def event(event: dict[str, Any]) -> None:
-        if event["type"] == "progress" and on_progress:
+        if event["type"] == "loading" and on_progress:
+            on_progress("loading the base model", 0, 0)
+        elif event["type"] == "progress" and on_progress:
             which = steps.index(event["step"]) if event["step"] in steps else 0
             what = f"step {event['step']} ({which + 1} of {len(steps)})"
             on_progress(what, which * event["total"] + event["done"], len(steps) * event["total"])

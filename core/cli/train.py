@@ -67,6 +67,11 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         help="with --update: the share of unchanged examples trained on again (%(default)s)",
     )
     train.add_argument("--detach", action="store_true", help="print the job id and return; the job goes on")
+    train.add_argument(
+        "--estimate",
+        action="store_true",
+        help="say the steps, time (one step timed here) and memory the job would take, and start nothing",
+    )
     train.set_defaults(run=_train)
 
     listing = commands.add_parser("jobs", parents=[common], help="list training jobs")
@@ -122,6 +127,19 @@ def _train(args: argparse.Namespace) -> int:
         return _update(args, overrides)
     with open_library(args) as library:
         host = args.host or jobs_.LOCAL
+        if args.estimate:
+            estimate = jobs_.estimate_training(
+                library,
+                base=args.base,
+                preset=args.preset,
+                overrides=overrides,
+                dataset_id=args.dataset,
+                host=host,
+                on_progress=lambda message: print(f"  {message}", file=sys.stderr),
+                on_setup=print_setup,
+            )
+            print(f"{args.base}, preset {args.preset}: {estimate.sentence()}")
+            return 0
         job, chosen = jobs_.start_training(
             library,
             base=args.base,
@@ -168,7 +186,10 @@ def follow(library: Library, job_id: int) -> int:
         while True:
             job, events = jobs_.sync(library, job_id)
             for event in events:
-                if event["type"] == "progress":
+                shown.pop("now", None)  # what the engine was doing is done once it says anything else
+                if event["type"] == "progress" and event.get("unit"):  # the validation, the held-out answers
+                    shown["now"] = f"{event['message']} {event['done']}/{event['total']}"
+                elif event["type"] == "progress":
                     done = event.get("done", 0)
                     if done % PROGRESS_LINE_EVERY == 0 or done == event.get("total"):
                         bar.write(f"  {event['message']}")

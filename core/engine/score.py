@@ -6,6 +6,7 @@ of the passages' pages, so that the engine never touches the library. For each c
 applied to the base model and every question answered by greedy decoding, in batches; the answers go to
 step-NNNNNN.jsonl beside QUESTIONS and a `score` event to events.jsonl. Progress and the outcome go to
 stdout as JSON lines:
+    {"type": "loading"}  (the base model, before the first checkpoint's answers)
     {"type": "progress", "step", "done", "total"}
     {"type": "score", "step", "answer_score", "cited_right", "mean_words"}
     {"type": "done"} | {"type": "error", "message"} | {"type": "cancelled"}
@@ -48,6 +49,7 @@ def score_job(job_dir: Path, questions: Path) -> dict[str, Any]:
     job = layout.read_job(job_dir)
     config = dataclasses.replace(config_from(job["config"]), gradient_checkpointing=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    tool.say("loading")
     tokenizer, model = load_model(Path(job["base"]), config, device)
     model.eval()
     events = EventLog(job_dir)
@@ -57,6 +59,8 @@ def score_job(job_dir: Path, questions: Path) -> dict[str, Any]:
 
         def progress(done: int, total: int, step: int = step) -> None:
             tool.say("progress", step=step, done=done, total=total)
+
+        progress(0, len(items))  # the bar counts from here, not from the first batch's answers
 
         answers = answer_all(model, tokenizer, items, config, device, progress)
         scored = score_answers(items, answers)

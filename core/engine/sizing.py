@@ -105,7 +105,16 @@ class Shape:
 
 
 def training_bytes(
-    shape: Shape, tokens: int, *, qlora: bool, rank: int, checkpointing: bool, dropout: bool = True, shards: int = 1
+    shape: Shape,
+    tokens: int,
+    *,
+    qlora: bool,
+    rank: int,
+    checkpointing: bool,
+    dropout: bool = True,
+    shards: int = 1,
+    weight_bytes: int = 2,
+    activation_bytes: int = 2,
 ) -> float:
     """Peak GPU memory of a LoRA/QLoRA step over `tokens` tokens in one micro-batch (bf16 compute, adapters
     on every linear layer, with dropout where lora_dropout is above 0): the weights, the adapters with their
@@ -119,18 +128,23 @@ def training_bytes(
 
     `shards`: the base and adapters shared between that many processes (FSDP, shard_weights): each holds 1/N
     of every layer, and two layers whole (the one computing, the next being gathered), and the embeddings
-    and head whole through the step. Derived from how FSDP gathers, never measured."""
+    and head whole through the step. Derived from how FSDP gathers, never measured.
+
+    `weight_bytes` and `activation_bytes`: 2 for bfloat16 (a GPU's), 4 for float32 (a CPU's weights, and its
+    activations where it has no bf16 units); the fitted constants scale with the activations' size."""
     h, i, kv = shape.hidden, shape.intermediate, shape.hidden * shape.kv_heads / shape.heads
     embeddings = 2 * shape.vocab * h
     body = shape.parameters - embeddings
     # NF4 with double quantization: 4 bits and about an eighth of a bit of constants a weight.
-    weights = body * (0.516 if qlora else 2) * min(1, 1 / shards + 2 / shape.layers) + embeddings * 2
+    body_bytes = body * (0.516 if qlora else weight_bytes)
+    weights = body_bytes * min(1, 1 / shards + 2 / shape.layers) + embeddings * weight_bytes
     adapter = rank * shape.layers * (h * 9 + 2 * kv + 3 * i)
     # fp32 weights and gradients; paged 8-bit AdamW (QLoRA) or fp32 AdamW moments.
     adapters = adapter * (4 + 4 + (2 if qlora else 8)) / shards
-    layer = 2 * (19 * h + 4 * kv + 11 * i) + (2 * (5 * h + 2 * i) if dropout else 0)
-    kept = shape.layers * 2 * h + 1.25 * layer if checkpointing else shape.layers * layer
-    logits = shape.vocab * (2 + 4 + 4)  # bf16, their fp32 copy for the loss, its gradient
+    a = activation_bytes
+    layer = a * (19 * h + 4 * kv + 11 * i) + (a * (5 * h + 2 * i) if dropout else 0)
+    kept = shape.layers * a * h + 1.25 * layer if checkpointing else shape.layers * layer
+    logits = shape.vocab * (a + 4 + 4)  # as computed, their fp32 copy for the loss, its gradient
     return weights + adapters + tokens * (kept + logits)
 
 

@@ -84,9 +84,7 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     val_records = read_records(val_path) if val_path.is_file() and val_path.read_text().strip() else []
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # Before the load: gradient checkpointing is set up with the model.
-    shape = sizing.Shape.of(json.loads((base / "config.json").read_text())) if device == "cuda" else None
-    if shape and config.fit_memory:
-        config = sizing.fit_memory(config, shape, torch.cuda.mem_get_info()[0], processes)
+    config = fitted(config, base, device, processes)
     sharded = processes > 1 and config.shard_weights
     # Sharded, process 0 alone reads the base, into CPU memory; the others make it empty and receive their
     # part of each weight from process 0 (_distributed), so that a load that converts the weights' type makes
@@ -100,8 +98,7 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
         )
     train_rows = _rows(train_records, tokenizer, config, train_path.name)
     val_rows = _rows(val_records, tokenizer, config, val_path.name)[:MAX_EVAL_ROWS] if val_records else []
-    steps_per_epoch = math.ceil(len(train_rows) / (config.grad_accum * config.batch_rows))
-    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
+    total_steps = steps_total(config, len(train_rows))
     # The adapter goes in whole, before the model is split between the processes; the optimizer after.
     saved = checkpoint.complete(job_dir)
     # A resume's last checkpoint, or an update's (train --update) other job's adapter with a fresh optimizer.
@@ -109,7 +106,7 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     if adapter and reads_weights:
         checkpoint.load_adapter(adapter, model)
     trained = _distributed(model, processes, sharded, device, rank)
-    optimizer = _optimizer(model, config, device)
+    optimizer = new_optimizer(model, config, device)
     scheduler = _scheduler(optimizer, config, total_steps)
     done = checkpoint.restore(saved[-1], model, optimizer, scheduler) if saved else 0
     events.write(
@@ -165,7 +162,8 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
         )
         val_loss = None
         if val_rows and (step % config.eval_every == 0 or step % config.save_every == 0 or step == total_steps):
-            val_loss = evaluate(model, val_rows, device, config, rank, processes)
+            progress = events.progress_of("computing the validation loss", "rows")
+            val_loss = evaluate(model, val_rows, device, config, rank, processes, progress)
             events.write("eval", step=step, val_loss=val_loss)
         if step % config.save_every == 0 or step == total_steps:
             _save(job_dir, step, model, optimizer, scheduler, events, val_loss, rank)
@@ -175,6 +173,20 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
             events.write("done", message=scorer.said(step, total_steps) if scorer else None)
             return
     events.write("done")
+
+
+def fitted(config: TrainConfig, base: Path, device: str, processes: int = 1) -> TrainConfig:
+    """The settings with the micro-batch and gradient checkpointing fitted to the GPU's free memory
+    (fit_memory); as they are on a CPU or for a base of another shape than sizing knows."""
+    shape = sizing.Shape.of(json.loads((base / "config.json").read_text())) if device == "cuda" else None
+    if shape and config.fit_memory:
+        return sizing.fit_memory(config, shape, torch.cuda.mem_get_info()[0], processes)
+    return config
+
+
+def steps_total(config: TrainConfig, rows: int) -> int:
+    """The optimizer steps of a run over `rows` packed rows: max_steps, or as many as `epochs` take."""
+    return config.max_steps or math.ceil(config.epochs * math.ceil(rows / (config.grad_accum * config.batch_rows)))
 
 
 def load_model(base: Path, config: TrainConfig, device: str, weights: bool = True) -> tuple[Any, Any]:
@@ -240,19 +252,28 @@ def computing(config: TrainConfig, device: str) -> Any:
 
 
 def evaluate(
-    model: Any, rows: list[list[Example]], device: str, config: TrainConfig, rank: int = 0, processes: int = 1
+    model: Any,
+    rows: list[list[Example]],
+    device: str,
+    config: TrainConfig,
+    rank: int = 0,
+    processes: int = 1,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> float:
-    """Mean loss per predicted token over the validation rows, each process taking its share of them."""
+    """Mean loss per predicted token over the validation rows, each process taking its share of them
+    (`on_progress`: the rows of this process's share done, of all of them)."""
     counted = len(rows[rank::processes])  # not the extra row of a share
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x tokens, tokens
     with torch.no_grad(), computing(config, device):
-        for i, row in enumerate(share(rows, rank, processes)):
+        mine = share(rows, rank, processes)
+        for i, row in enumerate(mine):
             batch = {k: v.to(device) for k, v in batch_tensors([row]).items()}
             loss = model(**batch, use_cache=False).loss
             if i < counted:
                 n = int((batch["labels"][:, 1:] != -100).sum())
                 sums += torch.tensor([loss.item() * n, n], dtype=torch.float64, device=device)
+            on_progress(i + 1, len(mine))
     model.train()
     if processes > 1:
         torch.distributed.all_reduce(sums)
@@ -353,8 +374,10 @@ class _Scorer:
         from core.answers.scoring import summary
         from core.engine.score import answer_all, score_answers, write_answers
 
+        progress = events.progress_of(f"answering the held-out questions with step {step}", "questions")
+
         def answer(items: list[dict[str, Any]]) -> list[str]:
-            return answer_all(model, tokenizer, items, self.config, device, synced=self.sharded)
+            return answer_all(model, tokenizer, items, self.config, device, progress, synced=self.sharded)
 
         model.eval()
         answers = _shared_out(self.items, self.rank, self.processes, answer)
@@ -425,8 +448,11 @@ class Unwritten:
     def write(self, kind: str, **fields: Any) -> None:
         pass
 
+    def progress_of(self, message: str, unit: str) -> Callable[[int, int], None]:
+        return lambda done, total: None
 
-def _optimizer(model: Any, config: TrainConfig, device: str) -> torch.optim.Optimizer:
+
+def new_optimizer(model: Any, config: TrainConfig, device: str) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.qlora and device == "cuda":
         import bitsandbytes as bnb

@@ -10,12 +10,14 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from core.jobdir import layout
 
 TERMINAL = ("done", "error", "cancelled")
+PROGRESS_EVERY_S = 1.0
 
 
 class EventLog:
@@ -33,6 +35,19 @@ class EventLog:
                 os.fsync(fd)
         finally:
             os.close(fd)
+
+    def progress_of(self, message: str, unit: str) -> Callable[[int, int], None]:
+        """A reporter of work done of total, as "progress" events ("computing the validation loss", "rows"):
+        the first, the last and at most one a second between them, since a GPU does dozens a second and the
+        log is read over SSH."""
+        said = [0.0]
+
+        def report(done: int, total: int) -> None:
+            if done in (1, total) or time.monotonic() - said[0] >= PROGRESS_EVERY_S:
+                said[0] = time.monotonic()
+                self.write("progress", message=message, unit=unit, done=done, total=total)
+
+        return report
 
 
 def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
@@ -110,6 +125,7 @@ FIELDS = {
     "answer_score": _number_or_none,
     "path": _checkpoint_path,
     "message": _text_or_none,
+    "unit": _text_or_none,
 }
 REQUIRED = {
     "start": ("steps_total",),

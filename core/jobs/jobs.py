@@ -27,6 +27,7 @@ from core.jobdir import layout, provenance
 from core.jobdir.config import DEFAULT_PRESET, TrainConfig, config_from, load_config
 from core.jobdir.events import read_events
 from core.jobs import hosts
+from core.jobs.estimate import Estimate
 from core.jobs.hosts import LOCAL
 from core.jobs.runners import Runner, engine_env, local, ssh
 from core.library.store import Library
@@ -159,9 +160,57 @@ def start_training(
     The dataset is the one named, else the newest, else one made now with the default settings. Where the
     job will run is readied before the job is made (this machine's engine environment, or a remote host
     checked: trusted, reachable, a Python, room for the job), so that a place that cannot run it costs no
-    job and no upload."""
+    job and no upload. Here, the dataset is counted in the base's tokens first: a sequence length too short
+    for its longest example is refused, and `on_progress` hears the steps and memory the job will take."""
     config = load_config(preset, base_settings(base) | (overrides or {}))
     check_processes(config, processes, demo=base == DEMO)
+    base_path, chosen, runner = _prepare(library, base, dataset_id, host, models_home, on_progress, on_setup, cancel)
+    if isinstance(runner, local.Here) and base != DEMO:  # the demo base is built by the job itself
+        on_progress("counting the dataset's tokens, to check that its examples fit the sequence length")
+        on_progress(_planned(runner.plan(base_path, chosen.dir, config, measure=False), config.seq_len).sentence())
+    created = create_job(
+        library, base=base, base_path=base_path, config=config, dataset=chosen, host=host, processes=processes
+    )
+    return _launch(library, created, on_progress), chosen
+
+
+def estimate_training(
+    library: Library,
+    *,
+    base: str,
+    preset: str = DEFAULT_PRESET,
+    overrides: dict[str, Any] | None = None,
+    dataset_id: int | None = None,
+    host: str = LOCAL,
+    models_home: Path | None = None,
+    on_progress: Callable[[str], None] = lambda message: None,
+    on_setup: engine_env.ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Estimate:
+    """What start_training with the same arguments would cost on this computer, without starting it: its
+    steps, its time at the rate of one of its steps timed here, and its memory, measured on that step."""
+    if host != LOCAL:
+        raise KnownError(f"Estimates are made for this computer; a job on {host} shows its time from its first step.")
+    if base == DEMO:
+        raise KnownError("The demo base is built by its own job, so its time shows from the job's first step.")
+    config = load_config(preset, base_settings(base) | (overrides or {}))
+    base_path, chosen, runner = _prepare(library, base, dataset_id, LOCAL, models_home, on_progress, on_setup, cancel)
+    assert isinstance(runner, local.Here)
+    on_progress("loading the base model to time one training step")
+    return _planned(runner.plan(base_path, chosen.dir, config, measure=True), config.seq_len)
+
+
+def _prepare(
+    library: Library,
+    base: str,
+    dataset_id: int | None,
+    host: str,
+    models_home: Path | None,
+    on_progress: Callable[[str], None],
+    on_setup: engine_env.ProgressFn | None,
+    cancel: Callable[[], bool] | None,
+) -> tuple[Path, Dataset, Runner]:
+    """The base's folder, the dataset and the place that will run the job, readied (start_training)."""
     home = models_home or library.data_dir
     base_path = resolve_base(base, home, on_progress=on_progress)
     if base in PACKAGED:
@@ -173,16 +222,10 @@ def start_training(
         chosen = dataset(library, dataset_id)
     runner = _runner(library, host, on_setup, cancel)
     runner.ready(base_path, chosen.dir, demo=base == DEMO)
-    if isinstance(runner, local.Here) and base != DEMO:  # the demo base is built by the job itself
-        on_progress("checking that the dataset's examples fit the sequence length")
-        _check_fits(runner.longest_example(base_path, chosen.dir), config.seq_len)
-    created = create_job(
-        library, base=base, base_path=base_path, config=config, dataset=chosen, host=host, processes=processes
-    )
-    return _launch(library, created, on_progress), chosen
+    return base_path, chosen, runner
 
 
-def _check_fits(found: dict[str, Any], seq_len: int) -> None:
+def _planned(found: dict[str, Any], seq_len: int) -> Estimate:
     # The engine refuses the same example too, but only once the job has started and its model loaded.
     if found["longest"] > seq_len:
         raise KnownError(
@@ -190,6 +233,7 @@ def _check_fits(found: dict[str, Any], seq_len: int) -> None:
             f"long, more than the sequence length of {seq_len}: raise the sequence length to at least "
             f"{found['longest']}, or build the dataset with smaller chunks."
         )
+    return Estimate.of(found)
 
 
 LORA_SHAPE = ("lora_rank", "target_modules", "qlora")  # what an update must keep: its adapter's shape

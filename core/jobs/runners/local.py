@@ -23,6 +23,7 @@ from typing import Any
 
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout
+from core.jobdir.config import TrainConfig
 from core.jobdir.events import EventLog, outcome
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import Engine, ProgressFn
@@ -46,19 +47,20 @@ class Here:
     def ready(self, base: Path, dataset_dir: Path, *, demo: bool) -> None:
         engine_env.local(self.data_dir, self.on_setup, self.cancelled)
 
-    def longest_example(self, base: Path, dataset_dir: Path) -> dict[str, Any]:
-        """The dataset's longest example in the base's tokens: {"longest", "source", "line"}."""
+    def plan(self, base: Path, dataset_dir: Path, config: TrainConfig, *, measure: bool) -> dict[str, Any]:
+        """A job of these settings as it would be here (core/engine/plan.py): the dataset's longest example
+        in the base's tokens and, where it fits, the steps, tokens, memory and, with `measure`, the time."""
         # The log beside the engine's environment, not in the dataset's folder, which jobs copy and upload.
-        log = self.data_dir / "engine" / "lengths.log"
+        log = self.data_dir / "engine" / "plan.log"
         log.parent.mkdir(exist_ok=True)
         return run_tool(
-            "core.engine.lengths",
-            [str(base), str(dataset_dir)],
+            "core.engine.plan",
+            [str(base), str(dataset_dir), json.dumps(config.to_dict())] + (["--measure"] if measure else []),
             log,
             engine=engine_env.local(self.data_dir, self.on_setup, self.cancelled),
             on_event=lambda event: None,
             cancel=self.cancelled,
-            what="Counting the dataset's tokens",
+            what="Timing a training step" if measure else "Counting the dataset's tokens",
         )
 
     def start(self, job_dir: Path, on_progress: Callable[[str], None]) -> None:
