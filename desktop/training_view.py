@@ -419,17 +419,16 @@ class TrainingView(View):
         self._buttons()
 
     def _starting(self, progress: str | tuple[str, int, int]) -> None:
-        if isinstance(progress, str):
-            self.status.setText(progress)
-            return
-        message, done, total = progress
+        """What a start or an estimate is doing: a step of its own (a busy bar) or of the engine's set-up."""
+        message, done, total = (progress, 0, 0) if isinstance(progress, str) else progress
+        message = message[:1].upper() + message[1:]
         self.status.setText(message)
         self._show_bar(done, total)
 
     def _show_bar(self, done: int, total: int) -> None:
         self.setup_bar.setRange(0, total)
         self.setup_bar.setValue(done)
-        self.setup_bar.setVisible(done < total)
+        self.setup_bar.setVisible(done < total or total == 0)  # 0 of 0: busy
 
     def _started(self, job_id: int) -> None:
         self.starting = None

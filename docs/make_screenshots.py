@@ -88,9 +88,11 @@ def main() -> None:
         wait_until(app, training.advanced.isEnabled)  # its fields show the settings the job would run with
         training.advanced.setChecked(True)
         training.max_steps.setValue(40)
-        training.start()  # SmolLM2 is converted first, once: the first run's preparation, with its bar
+        training.make_estimate()  # SmolLM2 is converted first, once: the first run's preparation, with its bar
         wait_until(app, lambda: training.setup_bar.isVisible())
         shoot(app, window, "training-first-run")
+        wait_until(app, lambda: "steps over" in training.estimate.text(), timeout=300)
+        training.start()
         wait_until(app, lambda: training.job is not None and training.job.state != "running", timeout=900)
         shoot(app, window, "training")
 

@@ -285,6 +285,11 @@ def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, 
     qtbot.waitUntil(lambda: view.chart.train.count() >= 3, timeout=240_000)
     assert view.job.state == "running" and view.cancel_button.isEnabled()
     assert "tokens/s" in view.status.text() and "to go" in view.status.text()
+    # A wait within the run (the validation, here one the engine would write) says what it is and how far.
+    validating = {"type": "progress", "message": "computing the validation loss", "unit": "rows", "done": 3}
+    view._events((view.job, [validating | {"total": 8, "time": 0}]))
+    assert view.status.text().endswith("; now computing the validation loss, 3 of 8 rows")
+    assert view.setup_bar.isVisible() and view.setup_bar.value() == 3
 
     # Closing the window leaves the job running; a new window reattaches to it and follows it to the end.
     window.close()
