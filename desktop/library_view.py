@@ -124,7 +124,7 @@ class LibraryView(View):
     # -- showing the library --------------------------------------------------------------------------
     def refresh(self) -> None:
         def work(library: Library, task) -> list[dict[str, Any]]:
-            from core.library.extract import format_size
+            from core.sizes import format_size
 
             return [vars(d) | {"size": format_size(d.bytes)} for d in library.documents()]
 

@@ -22,10 +22,10 @@ from PySide6.QtWidgets import (
 )
 
 from core.jobs import jobs
-from core.library.extract import format_size
 from core.library.store import Library
 from core.llamacpp import DEFAULT_QUANT, QUANTS
 from core.models import gguf_models
+from core.sizes import format_size
 from desktop.tasks import Task
 from desktop.view import View
 
@@ -198,12 +198,13 @@ class ModelsView(View):
         def work(library: Library, task) -> Any:
             # Imported here, in the task: with chat and the dataset modules behind it, it held the GUI thread
             # for 100 ms when the view was first shown.
-            from core.answers import evaluation
+            from core.answers.evaluation import load_questions
+            from core.jobs.checkpoint_scores import evaluate_job
 
-            questions = evaluation.load_questions(questions_file) if questions_file else None
+            questions = load_questions(questions_file) if questions_file else None
             progress = lambda what, done, total: task.report((f"Scoring: {what}", done, total))  # noqa: E731
             scored = lambda row: task.report(("scored", row["step"], 0))  # noqa: E731
-            return evaluation.evaluate_job(
+            return evaluate_job(
                 library, job_id, questions, on_progress=progress, on_score=scored, cancel=task.is_cancelled
             )
 

@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core.library.extract import format_size
 from core.library.folder import check_folder
+from core.sizes import format_size
 from desktop.view import View
 
 if TYPE_CHECKING:

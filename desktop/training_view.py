@@ -24,10 +24,11 @@ from PySide6.QtWidgets import (
 )
 
 from core.jobdir import layout
+from core.jobdir.base_folder import DEMO
 from core.jobdir.config import PRESET_NAMES, TrainConfig, config_from, load_config, preset_description
 from core.jobs import hosts, jobs
 from core.library.store import Library
-from core.models.base_models import DEMO, PACKAGED, base_settings
+from core.models.base_models import PACKAGED, base_settings
 from desktop.loss_chart import LossChart
 from desktop.tasks import Task
 from desktop.view import View

@@ -22,11 +22,15 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(path): path for top in APP for path in (ROOT / top).rglob("*.py")}
 
 
-def imported(module: str) -> set[str]:
+def imported(module: str, typing: bool = True) -> set[str]:
     """The modules one module's import statements name (for `from core.x import y`, core.x.y if that is a
-    module, else core.x)."""
+    module, else core.x); without `typing`, not those under `if TYPE_CHECKING:`, which never run."""
     names = set()
-    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+    tree = ast.parse(MODULES[module].read_text())
+    for node in ast.walk(tree):
+        if not typing and isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -36,15 +40,16 @@ def imported(module: str) -> set[str]:
     return names
 
 
-def reached(start: str) -> set[str]:
-    """Every module of core and desktop that importing `start` can import, and the outside packages they name."""
+def reached(start: str, typing: bool = True) -> set[str]:
+    """Every module of core and desktop that importing `start` can import, and the outside packages they name
+    (`typing`: as imported)."""
     seen, todo = set(), [start]
     while todo:
         module = todo.pop()
         if module in seen:
             continue
         seen.add(module)
-        for name in imported(module) if module in MODULES else ():
+        for name in imported(module, typing) if module in MODULES else ():
             # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
             parts = name.split(".")
             todo += [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
@@ -73,3 +78,42 @@ def test_the_engine_is_only_ever_a_process(module):
 def test_the_engine_never_reaches_the_library_database(module):
     """The engine reads the job directory only: it runs where the library is not (a remote host)."""
     assert not reached(module) & {"core.db", "core.library.store", "sqlite_utils", "sqlite3"}
+
+
+# docs/architecture.md, "Rules the imports keep": what the engine may reach of core, all of it uploaded to a
+# remote host with the engine.
+ENGINE_MAY_REACH = {
+    "core",
+    "core.errors",
+    "core.lifetime",
+    "core.versions",
+    "core.sizes",
+    "core.llamacpp",
+    "core.answers",
+    "core.answers.citations",
+    "core.answers.form",
+    "core.answers.scoring",
+    "core.library",
+    "core.library.chunking",
+}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("core.engine")))
+def test_the_engine_reaches_only_its_allow_list(module):
+    outside = {m for m in reached(module) if m in MODULES and not m.startswith(("core.engine", "core.jobdir"))}
+    assert outside <= ENGINE_MAY_REACH, f"{module} reaches {sorted(outside - ENGINE_MAY_REACH)}"
+
+
+# The engine's recipe and its score tool: the recipe scores each checkpoint as it saves it, and the tool
+# loads the model as the recipe does. Every other circle is a name one floor too high.
+ALLOWED_CIRCLE = {"core.engine.train", "core.engine.score"}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_reaches_itself_through_others(module):
+    """As the imports run: one under `if TYPE_CHECKING:` (a view naming the window's type) makes no circle."""
+    first = {name for name in imported(module, typing=False) if name in MODULES and name != module}
+    back = {name for name in first if module in reached(name, typing=False)}
+    if module in ALLOWED_CIRCLE:
+        back -= ALLOWED_CIRCLE
+    assert not back, f"{module} and {sorted(back)} import each other"

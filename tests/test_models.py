@@ -10,15 +10,8 @@ import shutil
 import pytest
 
 from core import RESOURCES
-from core.models.base_models import (
-    SMOLLM2,
-    ModelError,
-    Packaged,
-    check_base_folder,
-    convert_packaged,
-    packaged_gguf,
-    resolve_base,
-)
+from core.jobdir.base_folder import ModelError, check_base_folder
+from core.models.base_models import SMOLLM2, Packaged, convert_packaged, packaged_gguf, resolve_base
 from tests.conftest import SAMPLE, make_pdf
 from tests.test_cli import tunedesk
 

@@ -1,6 +1,6 @@
-"""Answer quality: question sets, the scoring of a job's checkpoints (by the engine, with the adapter
-applied), and GGUF models compared side by side through llama.cpp, all with the rules of core/answers/scoring.py
-and the prompts chat sends (the same retrieval, the same system prompt).
+"""Answer quality: question sets, the questions written for the engine to score a job's checkpoints with
+(core/jobs/checkpoint_scores.py), and GGUF models compared side by side through llama.cpp, all with the rules
+of core/answers/scoring.py and the prompts chat sends (the same retrieval, the same system prompt).
 
 A question set is JSONL or CSV with `question`, `answer` and `pages` (or `page`), and optionally `document`.
 Without one, a job is scored on the Q&A pairs its dataset held out (held_out.jsonl).
@@ -23,9 +23,6 @@ from core.answers.scoring import answer_row, score_answer, summary
 from core.dataset.question_files import read_records
 from core.errors import KnownError
 from core.jobdir import layout
-from core.jobs import jobs as jobs_
-from core.jobs.runners import engine_env
-from core.jobs.runners.local import run_tool
 from core.library.search import search
 from core.library.store import Library
 
@@ -67,56 +64,6 @@ def held_out_questions(job_dir: Path) -> list[Question]:
     path = job_dir / layout.DATASET / layout.HELD_OUT
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [Question(r["question"], r["answer"], (r["page"],), r["document"]) for r in rows]
-
-
-def evaluate_job(
-    library: Library,
-    job_id: int,
-    questions: list[Question] | None = None,
-    *,
-    on_progress: ProgressFn | None = None,
-    on_score: Callable[[dict[str, Any]], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-    free_text: bool = False,
-) -> list[dict[str, Any]]:
-    """Score every checkpoint of a job; the scores go to the library (and so choose the best checkpoint).
-    `on_progress` counts the questions answered over all the checkpoints; `on_score` gets each checkpoint's
-    row as soon as it is scored. Answers take chat's form unless `free_text`. Returns one row per
-    checkpoint: step, answer_score, citation_hit, mean_words."""
-    job, _ = jobs_.sync(library, job_id)
-    if job.state == jobs_.RUNNING:
-        raise KnownError(f"Job {job_id} is still training; score it when it ends.")
-    if not jobs_.checkpoints(library, job_id):
-        raise KnownError(f"Job {job_id} has no checkpoint to score.")
-    questions = questions or held_out_questions(job.dir)
-    if not questions:
-        raise KnownError(
-            f"Job {job_id}'s dataset held out no Q&A pairs to score with; give a question set with --questions."
-        )
-    items = job.dir / QUESTIONS
-    write_items(library, items, questions, free_text=free_text)
-    steps = [c.step for c in jobs_.checkpoints(library, job_id)]
-    rows: list[dict[str, Any]] = []
-
-    def event(event: dict[str, Any]) -> None:
-        if event["type"] == "loading" and on_progress:
-            on_progress("loading the base model", 0, 0)
-        elif event["type"] == "progress" and on_progress:
-            which = steps.index(event["step"]) if event["step"] in steps else 0
-            what = f"step {event['step']} ({which + 1} of {len(steps)})"
-            on_progress(what, which * event["total"] + event["done"], len(steps) * event["total"])
-        elif event["type"] == "score":
-            rows.append(_row(f"job {job_id}", event["step"], event))
-            if on_score:
-                on_score(rows[-1])
-
-    args = [str(job.dir), str(items)]
-    engine = engine_env.local(library.data_dir, on_progress, cancel)
-    run_tool(
-        "core.engine.score", args, job.dir / "score.log", engine=engine, on_event=event, cancel=cancel, what="Scoring"
-    )
-    jobs_.sync(library, job_id)
-    return rows
 
 
 def write_items(library: Library, path: Path, questions: list[Question], *, free_text: bool = False) -> None:
@@ -185,11 +132,11 @@ def _compared(
         citations, _ = check_citations(text, shown, library.page_text)
         cited = [(c.document, c.pages) for c in citations]
         answers.append((q, text, score_answer(text, cited, q.answer, q.pages, q.document)))
-    row = _row(name, None, summary([score for _, _, score in answers])) | {"retrieval": retrieval}
+    row = result_row(name, None, summary([score for _, _, score in answers])) | {"retrieval": retrieval}
     return row | {"answers": [answer_row(q.question, q.answer, t, s) for q, t, s in answers]}
 
 
-def _row(model: str, step: int | None, figures: dict[str, Any]) -> dict[str, Any]:
+def result_row(model: str, step: int | None, figures: dict[str, Any]) -> dict[str, Any]:
     """A row of `tunedesk eval --json` (docs/architecture.md): the engine's and scoring's `cited_right` is shown as
     `citation_hit`."""
     return {"model": model, "step": step, "answer_score": figures["answer_score"]} | {

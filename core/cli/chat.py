@@ -122,6 +122,7 @@ def _chat(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from core.answers import evaluation
     from core.jobs import jobs
+    from core.jobs.checkpoint_scores import evaluate_job
 
     if bool(args.job) == bool(args.models):
         raise KnownError("Name a job to score its checkpoints, or --models to compare models (not both).")
@@ -131,9 +132,7 @@ def _eval(args: argparse.Namespace) -> int:
         try:
             if args.job:
                 job_id = jobs.job(library, args.job).id
-                rows = evaluation.evaluate_job(
-                    library, job_id, questions, on_progress=progress, free_text=args.free_text
-                )
+                rows = evaluate_job(library, job_id, questions, on_progress=progress, free_text=args.free_text)
                 best = jobs.best_checkpoint(jobs.checkpoints(library, job_id))
                 best_step = best.step if best else None
             else:

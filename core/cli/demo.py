@@ -38,15 +38,16 @@ DEMO_STEPS = 40
 
 def _demo(args: argparse.Namespace) -> int:
     from core.answers.chat import ask
-    from core.answers.evaluation import evaluate_job, load_questions
+    from core.answers.evaluation import load_questions
     from core.dataset import qa_pairs
     from core.dataset.build import DatasetSettings, build_dataset
+    from core.jobdir.base_folder import DEMO
     from core.jobdir.config import parse_override
     from core.jobs import jobs
+    from core.jobs.checkpoint_scores import evaluate_job
     from core.library.ingest import add_documents
     from core.library.search import search
     from core.models import gguf_models
-    from core.models.base_models import DEMO
 
     home = args.data_dir or default_data_dir()
     data_dir = home / "demo"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cli.common import open_library
-from core.library.extract import format_size
+from core.sizes import format_size
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:

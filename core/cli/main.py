@@ -27,8 +27,8 @@ from core.cli.common import open_library
 from core.db import DATABASE, known_error
 from core.errors import Cancelled, KnownError
 from core.library.chunking import DEFAULT_SIZE
-from core.library.extract import format_size
 from core.library.store import shown
+from core.sizes import format_size
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,9 +10,9 @@ from typing import Any
 
 from core.cli.common import open_library, row_id_argument
 from core.errors import KnownError
-from core.library.extract import format_size
 from core.library.store import Library
 from core.llamacpp import DEFAULT_QUANT, QUANTS
+from core.sizes import format_size
 
 PHASES = ("merge", "convert", "quantize", "verify")
 

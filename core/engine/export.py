@@ -28,8 +28,8 @@ from core.engine import checkpoint, gguf, tool
 from core.engine.merge import merge
 from core.errors import KnownError
 from core.jobdir import layout, provenance
-from core.library.extract import format_size
 from core.llamacpp import check_quant
+from core.sizes import format_size
 
 NEED_AGREEMENT = {"f16": 0.95}  # quantized files are reported, not held to it: 4 bits do change predictions
 

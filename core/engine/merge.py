@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from core.errors import KnownError
-from core.models.base_models import check_base_folder
+from core.jobdir.base_folder import check_base_folder
 
 ADAPTER_PREFIX = "base_model.model."
 

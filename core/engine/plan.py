@@ -29,6 +29,7 @@ from typing import Any
 from core.engine import tool
 from core.engine.data import batch_tensors, pack, read_records, tokenize
 from core.jobdir import layout
+from core.jobdir.base_folder import check_base_folder
 from core.jobdir.config import TrainConfig, config_from
 
 
@@ -37,7 +38,6 @@ def plan(base: Path, dataset: Path, config: TrainConfig, measure: bool) -> dict[
     from transformers import AutoTokenizer
 
     from core.engine import sizing, train
-    from core.models.base_models import check_base_folder
 
     check_base_folder(base)
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)

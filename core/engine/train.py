@@ -32,6 +32,7 @@ from core.engine import checkpoint, sizing
 from core.engine.data import IGNORE, Example, batch_tensors, pack, read_records, tokenize
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout
+from core.jobdir.base_folder import DEMO, check_base_folder
 from core.jobdir.config import TrainConfig, config_from
 from core.jobdir.events import EventLog, read_events
 
@@ -62,7 +63,7 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     # -- set up -----------------------------------------------------------------------------------
     torch.manual_seed(config.seed)
     base = Path(job["base"])
-    if job.get("base_name") == "demo":
+    if job.get("base_name") == DEMO:
         from core.engine.demo_model import build
 
         base = layout.demo_base(job_dir)
@@ -194,8 +195,6 @@ def load_model(base: Path, config: TrainConfig, device: str, weights: bool = Tru
     the parameters are empty (on the meta device), for process 0 to fill (_distributed)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from core.models.base_models import check_base_folder
 
     check_base_folder(base)
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)

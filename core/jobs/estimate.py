@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.library.extract import format_size
+from core.sizes import format_size
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.answers import evaluation
 from core.dataset.build import Dataset, DatasetSettings, dataset, prepare_dataset
 from core.db import now, row_id
 from core.errors import KnownError
 from core.jobdir import layout, provenance
+from core.jobdir.base_folder import DEMO
 from core.jobdir.config import DEFAULT_PRESET, TrainConfig, config_from, load_config
 from core.jobdir.events import read_events
 from core.jobs import hosts
@@ -31,7 +33,7 @@ from core.jobs.estimate import Estimate
 from core.jobs.hosts import LOCAL
 from core.jobs.runners import Runner, engine_env, local, ssh
 from core.library.store import Library
-from core.models.base_models import DEMO, PACKAGED, base_settings, convert_packaged, resolve_base
+from core.models.base_models import PACKAGED, base_settings, convert_packaged, resolve_base
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,6 @@ def create_job(
 def _questions_for_the_engine(library: Library, job_dir: Path) -> None:
     """The held-out questions with the prompts chat would send, for the engine to score each checkpoint as
     it saves it (stop_after_unimproved): the engine never reads the library."""
-    from core.answers import evaluation  # it imports this module
-
     questions = evaluation.held_out_questions(job_dir)
     if questions:
         evaluation.write_items(library, job_dir / evaluation.QUESTIONS, questions)

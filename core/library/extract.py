@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import cast
 
 from core.errors import Cancelled, KnownError
+from core.sizes import format_size
 
 KINDS = {".pdf": "pdf", ".docx": "docx", ".txt": "text", ".md": "text", ".markdown": "text"}
 MiB = 2**20
@@ -134,14 +135,6 @@ def extract(
     if not any(page.strip() for page in pages):
         raise KnownError(f"{name} {_NO_TEXT[kind]}.")
     return Extracted(sha256=result["sha256"], kind=kind, pages=pages, title=result["title"])
-
-
-def format_size(count: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if count < 1024 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 def _how(exitcode: int | None) -> str:

@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import KnownError
+from core.jobdir.base_folder import DEMO, ModelError, check_base_folder
 
-DEMO = "demo"
 # What a hub download fetches: weights as safetensors, config and tokenizer; never pickles or code.
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-class ModelError(KnownError):
-    """A base model that cannot be used; the message names the folder and the reason."""
 
 
 @dataclass(frozen=True)
@@ -76,37 +70,6 @@ def resolve_base(spec: str, data_dir: Path, *, on_progress: Callable[[str], None
     folder = _from_hub(spec, on_progress)
     check_base_folder(folder)
     return folder
-
-
-def check_base_folder(path: Path) -> None:
-    """Refuse, with one sentence, a folder that is not a loadable safetensors model without custom code."""
-    if not path.is_dir():
-        raise ModelError(f"The base model {path} is not a folder (nor `demo`, nor a hub id such as org/name).")
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise ModelError(f"The base model folder {path} has no config.json: it is not a Hugging Face model.")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise ModelError(f"The config.json of {path} is not valid JSON.") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"The config.json of {path} is not a JSON object.")
-    for name in ("config.json", "tokenizer_config.json"):
-        if _needs_code(path / name):
-            raise ModelError(
-                f"The base model {path.name} needs its own Python code ({name} has auto_map); "
-                "Tunedesk never runs code that comes with a model."
-            )
-    if not any(path.glob("*.safetensors")):
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-        if pickles:
-            raise ModelError(
-                f"The base model {path.name} has only pickle weights ({pickles[0]}), which can run code when "
-                "loaded; Tunedesk loads safetensors only. Convert it to safetensors first."
-            )
-        raise ModelError(f"The base model folder {path} has no weights (no .safetensors file).")
-    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
-        raise ModelError(f"The base model folder {path} has no tokenizer (tokenizer.json or tokenizer.model).")
 
 
 def packaged_gguf(model: Packaged) -> Path:
@@ -161,14 +124,6 @@ def convert_packaged(
     run_tool("core.engine.convert", args, log, engine=engine, on_event=event, cancel=cancel, what=f"Converting {name}")
     check_base_folder(folder)
     return folder
-
-
-def _needs_code(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and bool(data.get("auto_map"))
 
 
 def _from_hub(repo_id: str, on_progress: Callable[[str], None] | None) -> Path:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import Cancelled, KnownError
-from core.library.extract import format_size
+from core.sizes import format_size
 
 CODE = Path(__file__).resolve().parents[2]  # the core package: the engine's code
 # Found, not imported: importing torch and transformers takes seconds, and a check should not.

@@ -23,11 +23,11 @@ from typing import Any
 
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout
+from core.jobdir.base_folder import DEMO
 from core.jobdir.config import TrainConfig
 from core.jobdir.events import EventLog, outcome
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import Engine, ProgressFn
-from core.models.base_models import DEMO
 
 # The engine reads models from folders the app resolved: it never needs the network (docs/reliability.md, promise 2).
 ENGINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}

@@ -37,11 +37,12 @@ from typing import Any, ClassVar
 from core import secret_prompt
 from core.errors import KnownError
 from core.jobdir import layout
+from core.jobdir.base_folder import DEMO
 from core.jobdir.events import EventLog
 from core.jobs import hosts
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import ENGINE_IMPORTS
-from core.library.extract import format_size
+from core.sizes import format_size
 
 REMOTE_ENV = "HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1"
 
@@ -270,13 +271,13 @@ def start(remote: Remote, job_dir: Path, on_progress=lambda message: None) -> st
     """Upload what the job needs and start it there; returns the remote job directory."""
     job = layout.read_job(job_dir)
     base = Path(job["base"])
-    demo = job.get("base_name") == "demo"
+    demo = job.get("base_name") == DEMO
     on_progress(f"Checking {remote.host.name}…")
     checked = preflight(remote, need_bytes(base, job_dir / layout.DATASET, demo=demo))
     python = bootstrap(remote, checked, on_progress)
     on_progress(f"Uploading the job to {remote.host.name}…")
     code = code_dir(remote, checked)
-    remote_base = posixpath.join(checked.workdir, "models", "demo") if demo else model_dir(remote, checked, base)
+    remote_base = posixpath.join(checked.workdir, "models", DEMO) if demo else model_dir(remote, checked, base)
     folder = remote_job_dir(checked, job_dir)
     archive = _job_archive(job_dir, job | {"base": remote_base})
     remote.run(f"rm -rf -- {shlex.quote(folder)}")
