@@ -16,7 +16,7 @@ import pytest
 from core.answers.chat import NOT_IN_DOCUMENTS, Worker, ask, generate, grounded_messages
 from core.answers.citations import check_citations
 from core.answers.form import choices
-from core.dataset.build import SYSTEM
+from core.answers.prompt import SYSTEM
 from core.errors import KnownError
 from core.library.ingest import add_documents
 from core.library.search import search

@@ -9,8 +9,9 @@ import re
 import pytest
 
 from core.answers.form import choices
+from core.answers.prompt import SYSTEM, question_turn
 from core.dataset import qa_pairs
-from core.dataset.build import SYSTEM, DatasetSettings, build_dataset, dataset, question_turn
+from core.dataset.build import DatasetSettings, build_dataset, dataset
 from core.engine.data import read_records
 from core.errors import KnownError
 from core.library.ingest import add_documents

@@ -24,7 +24,7 @@ from typing import Any
 
 from core.answers.citations import Citation, check_citations
 from core.answers.form import ABSTAIN, choices
-from core.dataset.build import SYSTEM, grounded_prompt, question_turn
+from core.answers.prompt import SYSTEM, grounded_prompt, question_turn
 from core.db import now
 from core.errors import KnownError
 from core.library.search import Hit, search

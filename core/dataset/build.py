@@ -25,6 +25,7 @@ from typing import Any
 
 from core.answers.citations import citation
 from core.answers.form import quoted, sentence_with
+from core.answers.prompt import SYSTEM, grounded_prompt
 from core.dataset import qa_pairs
 from core.db import now
 from core.errors import Cancelled, KnownError
@@ -32,7 +33,6 @@ from core.jobdir import layout, provenance
 from core.library.store import Library
 
 KINDS = ("raw", "qa", "grounded")
-SYSTEM = "You answer questions about documents from the passages given, quoting them."
 PAGE_BLOCK = 3  # pages go to the validation side in runs of up to this many, so a section rarely straddles
 
 
@@ -149,20 +149,6 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
         _write_files(folder, files, info)
         db.execute("UPDATE datasets SET dir = ? WHERE id = ?", [library.stored_path(folder), dataset_id])
     return Dataset(dataset_id, folder, len(split["train"]), len(split["val"]), len(held_out), created)
-
-
-def grounded_prompt(passages: list[tuple[str, str]], question: str) -> str:
-    """The user turn of a grounded example, at training and at chat time alike: (label, text) passages, the
-    question, and the answer's form shown with the first passage's own label: a small model copies a
-    placeholder such as [name p. N] as it stands."""
-    context = "\n\n".join(f"[{label}]\n{text}" for label, text in passages)
-    return f"Passages:\n{context}\n\n{question_turn(question, passages[0][0])}"
-
-
-def question_turn(question: str, label: str) -> str:
-    """The end of a grounded prompt: the question, and the answer's form shown with the best passage's label."""
-    form = f"Answer with a short quote from the passage that answers it, then its label, like “...” [{label}]."
-    return f"Question: {question}\n{form}"
 
 
 def _chosen(pair: dict[str, Any]) -> str:
