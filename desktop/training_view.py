@@ -23,9 +23,10 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from core.jobdir import layout
 from core.jobdir.base_folder import DEMO
-from core.jobdir.config import PRESET_NAMES, TrainConfig, config_from, load_config, preset_description
+from core.jobdir.config import PRESET_NAMES, TrainConfig, load_config, preset_description
+from core.jobdir.events import JobState
+from core.jobdir.job_spec import JobSpec
 from core.jobs import hosts, jobs
 from core.library.store import Library
 from core.models.base_models import PACKAGED, base_settings
@@ -52,11 +53,11 @@ class JobWatcher(QThread):
             job, _ = jobs.sync(library, self.job_id)
             self.history.emit(
                 {"job": job, "losses": jobs.losses(library, job.id), "checkpoints": jobs.checkpoints(library, job.id)}
-                | {"config": config_from(layout.read_job(job.dir)["config"])}
+                | {"config": JobSpec.read(job.dir).config}
             )
-            while job.state == jobs.RUNNING and not self.stopped.wait(POLL_S):
+            while job.state == JobState.RUNNING and not self.stopped.wait(POLL_S):
                 job, new = jobs.sync(library, self.job_id)
-                if new or job.state != jobs.RUNNING:
+                if new or job.state != JobState.RUNNING:
                     self.events.emit((job, new))
 
 
@@ -241,7 +242,7 @@ class TrainingView(View):
             elif kind == "score":
                 self.chart.mark_checkpoint(event["step"], None, event["answer_score"])
         self._show_status()
-        if self.job.state != jobs.RUNNING:
+        if self.job.state != JobState.RUNNING:
             self.watcher = None
 
     def _show_status(self) -> None:
@@ -250,10 +251,10 @@ class TrainingView(View):
         text = f"Job {job.id} ({job.base}): {job.state}, step {job.step} of {job.steps_total or '?'}"
         if job.processes and job.processes > 1:
             text += f", {job.processes} processes"
-        working = self.working if job.state == jobs.RUNNING else None
+        working = self.working if job.state == JobState.RUNNING else None
         if working and not job.steps_total:  # before its first start
             text = f"Job {job.id} ({job.base}): preparing, {working['message']}"
-        if job.state == jobs.RUNNING and self.last_step:
+        if job.state == JobState.RUNNING and self.last_step:
             eta = datetime.timedelta(seconds=round(self.last_step["eta_s"]))
             text += f", {self.last_step['tokens_per_s']:,.0f} tokens/s, {eta} to go"
         if working and job.steps_total:
@@ -269,14 +270,14 @@ class TrainingView(View):
         self._buttons()
 
     def _buttons(self) -> None:
-        running = self.job is not None and self.job.state == jobs.RUNNING
+        running = self.job is not None and self.job.state == JobState.RUNNING
         ready = self.advanced.isEnabled()  # what the job will run with is known
         idle = self.starting is None and self.estimating is None
         self.start_button.setEnabled(not running and idle and ready)
         here = self.host.currentData() == jobs.LOCAL and self.base.currentText().strip() != DEMO
         self.estimate_button.setEnabled(here and idle and ready)
         self.cancel_button.setEnabled(running or not idle)
-        self.resume_button.setEnabled(self.job is not None and self.job.state in ("failed", "cancelled"))
+        self.resume_button.setEnabled(self.job is not None and self.job.state in (JobState.FAILED, JobState.CANCELLED))
 
     # -- start, cancel, resume -------------------------------------------------------------------------
     def _describe_preset(self, preset: str) -> None:
@@ -300,7 +301,7 @@ class TrainingView(View):
     def _running_config(self) -> TrainConfig | None:
         """While the job shown runs and the settings are not the user's own: what it runs with (its preset's
         or the user's own), which the settings box shows rather than what a Start would use."""
-        if self.job is None or self.job.state != jobs.RUNNING or self.advanced.isChecked():
+        if self.job is None or self.job.state != JobState.RUNNING or self.advanced.isChecked():
             return None
         return self.job_config
 

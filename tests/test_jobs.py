@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from core.dataset.build import dataset
 from core.errors import KnownError
 from core.jobdir.config import load_config
+from core.jobdir.events import JobState
 from core.jobs import jobs
 from core.jobs.runners import local
 from core.library.folder import OWN_NAMES
@@ -246,17 +247,24 @@ def test_bad_lines_in_a_jobs_events_are_passed_over_and_the_job_still_ends(data,
 
 @pytest.mark.parametrize(
     ("content", "reason"),
-    [("{not json", "they are not JSON"), ('{"base": 7, "config": []}', "base, config missing or of the wrong kind")],
+    [
+        ("{not json", "are damaged: they are not JSON"),
+        ('{"base": 7, "config": []}', "are damaged: base, config missing or of the wrong kind"),
+        ('{"config": {}}', "are damaged: base missing or of the wrong kind"),
+        # A key renamed on one side fails here, on the first read, not on a remote GPU after the upload.
+        ('{"base": "x", "config": {}, "base_nmae": "x"}', "hold what Tunedesk does not write: base_nmae"),
+        ('{"base": "x", "config": {"lr": -1}}', "are damaged: The setting lr must be a positive number below 1"),
+    ],
 )
 def test_a_tampered_job_file_fails_the_job_with_one_sentence(data, tiny_base, content, reason):
     with Library(data) as library:
         job = jobs.create_job(library, base="x", base_path=tiny_base, config=load_config(), dataset=dataset(library))
         (job.dir / "job.json").write_text(content)
         jobs.start_job(library, job.id)
-        wait_for(lambda: jobs.sync(library, job.id)[0].state != jobs.RUNNING, timeout=60)
+        wait_for(lambda: jobs.sync(library, job.id)[0].state != JobState.RUNNING, timeout=60)
         ended = jobs.job(library, job.id)
     assert ended.state == "failed"
-    assert ended.message == f"The job's settings {job.dir / 'job.json'} are damaged: {reason}."
+    assert ended.message.startswith(f"The job's settings {job.dir / 'job.json'} {reason}")
 
 
 def test_a_copied_library_drives_its_own_jobs_and_models_not_the_originals(data, tiny_base, tmp_path):

@@ -12,6 +12,7 @@ from typing import Any
 from core.cli.common import open_library, print_setup, row_id_argument, with_bar
 from core.errors import KnownError
 from core.jobdir.config import PRESET_NAMES, preset_description
+from core.jobdir.events import JobState
 from core.jobs import jobs as jobs_
 from core.library.store import Library
 
@@ -211,7 +212,7 @@ def follow(library: Library, job_id: int) -> int:
                     bar.write(f"  checkpoint at step {event['step']}")
             bar.n = job.step
             bar.set_postfix(shown, refresh=True)
-            if job.state != jobs_.RUNNING:
+            if job.state != JobState.RUNNING:
                 break
             time.sleep(FOLLOW_INTERVAL_S)
     except KeyboardInterrupt:
@@ -220,7 +221,7 @@ def follow(library: Library, job_id: int) -> int:
         return 0
     bar.close()
     _print_job(library, job)
-    return 0 if job.state == "done" else 1
+    return 0 if job.state == JobState.DONE else 1
 
 
 def _duration(seconds: float) -> str:
@@ -231,7 +232,12 @@ def _duration(seconds: float) -> str:
 def _print_job(library: Library, job: jobs_.Job) -> None:
     saved = jobs_.checkpoints(library, job.id)
     best = jobs_.best_checkpoint(saved)
-    status = {"done": "finished", "cancelled": "was cancelled", "failed": "failed", "running": "is running"}[job.state]
+    status = {
+        JobState.DONE: "finished",
+        JobState.CANCELLED: "was cancelled",
+        JobState.FAILED: "failed",
+        JobState.RUNNING: "is running",
+    }[job.state]
     print(f"Job {job.id} {status} at step {job.step} of {job.steps_total or '?'}.")
     if job.message:
         print(f"  {job.message}")
@@ -243,7 +249,7 @@ def _print_job(library: Library, job: jobs_.Job) -> None:
         val = f"val loss {c.val_loss:.3f}" if c.val_loss is not None else "no val loss"
         mark = "  <- best" if best and c.step == best.step else ""
         print(f"  step {c.step:>6}  {val}  {c.path}{mark}")
-    if job.state in ("failed", "cancelled"):
+    if job.state in (JobState.FAILED, JobState.CANCELLED):
         print(f"  `tunedesk resume {job.id}` continues from the last checkpoint.")
 
 
@@ -279,7 +285,7 @@ def _job_json(library: Library, job: jobs_.Job) -> dict[str, Any]:
 
 def _jobs(args: argparse.Namespace) -> int:
     with open_library(args) as library:
-        listed = [jobs_.sync(library, j.id)[0] if j.state == jobs_.RUNNING else j for j in jobs_.jobs(library)]
+        listed = [jobs_.sync(library, j.id)[0] if j.state == JobState.RUNNING else j for j in jobs_.jobs(library)]
     if args.json:
         keys = ("id", "state", "created", "base", "step", "steps_total")
         print(json.dumps({"jobs": [{k: getattr(j, k) for k in keys} for j in listed]}, indent=2))
@@ -297,7 +303,7 @@ def _job(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(_job_json(library, job), indent=2))
             return 0
-        if job.state == jobs_.RUNNING:
+        if job.state == JobState.RUNNING:
             return follow(library, job.id)
         _print_job(library, job)
     return 0
@@ -308,10 +314,10 @@ def _cancel(args: argparse.Namespace) -> int:
         job = jobs_.cancel_job(library, jobs_.job(library, args.id).id)
         print(f"Stopping job {job.id}: it saves a checkpoint first.")
         deadline = time.monotonic() + 60
-        while job.state == jobs_.RUNNING and time.monotonic() < deadline:
+        while job.state == JobState.RUNNING and time.monotonic() < deadline:
             time.sleep(FOLLOW_INTERVAL_S)
             job, _ = jobs_.sync(library, job.id)
-    if job.state == jobs_.RUNNING:
+    if job.state == JobState.RUNNING:
         raise KnownError(f"Job {job.id} has not stopped yet; `tunedesk job {job.id}` shows when it has.")
     print(f"Job {job.id} {job.state} at step {job.step}.")
     return 0

@@ -28,24 +28,25 @@ from core.engine import checkpoint, gguf, tool
 from core.engine.merge import merge
 from core.errors import KnownError
 from core.jobdir import layout, provenance
+from core.jobdir.job_spec import JobSpec
 from core.llamacpp import check_quant
 from core.sizes import format_size
 
 NEED_AGREEMENT = {"f16": 0.95}  # quantized files are reported, not held to it: 4 bits do change predictions
 
 
-def export_stem(job_dir: Path, job: dict[str, Any], step: int, quant: str) -> str:
+def export_stem(job_dir: Path, job: JobSpec, step: int, quant: str) -> str:
     """The exported file's name without .gguf: the base it was tuned from, the job and the step, the
     quantization ("smollm2-job3-step-000010-q8_0"), so that a file copied out of the library still says
     what it is."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", (job.get("base_name") or Path(job["base"]).name).rsplit("/", 1)[-1])
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", (job.base_name or Path(job.base).name).rsplit("/", 1)[-1])
     return f"{base.strip('-.') or 'model'}-job{job_dir.name}-{checkpoint.name(step)}-{quant}"
 
 
 def export(job_dir: Path, step: int, quant: str) -> dict[str, Any]:
     check_quant(quant)
-    job = layout.read_job(job_dir)
-    base = Path(job["base"])
+    job = JobSpec.read(job_dir)
+    base = Path(job.base)
     adapter = job_dir / layout.CHECKPOINTS / checkpoint.name(step)
     if not (adapter / "adapter_model.safetensors").is_file():
         raise KnownError(f"Job {job_dir.name} has no checkpoint at step {step}.")

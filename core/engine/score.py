@@ -27,8 +27,8 @@ from core.answers.form import Choices, fitting
 from core.answers.scoring import AnswerScore, answer_row, score_answer, summary
 from core.engine import checkpoint, tool
 from core.errors import KnownError
-from core.jobdir import layout
 from core.jobdir.events import EventLog
+from core.jobdir.job_spec import JobSpec
 
 BATCH = 8
 MAX_NEW_TOKENS = 96  # the answers asked for are a sentence or two
@@ -40,17 +40,16 @@ def score_job(job_dir: Path, questions: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from core.engine.train import load_model
-    from core.jobdir.config import config_from
 
     items = read_items(questions)
     saved = checkpoint.complete(job_dir)
     if not saved:
         raise KnownError(f"Job {job_dir.name} has no checkpoint to score yet.")
-    job = layout.read_job(job_dir)
-    config = dataclasses.replace(config_from(job["config"]), gradient_checkpointing=False)
+    job = JobSpec.read(job_dir)
+    config = dataclasses.replace(job.config, gradient_checkpointing=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tool.say("loading")
-    tokenizer, model = load_model(Path(job["base"]), config, device)
+    tokenizer, model = load_model(Path(job.base), config, device)
     model.eval()
     events = EventLog(job_dir)
     for path in saved:

@@ -16,6 +16,7 @@ every forward pass gathers weights from all the processes, so each runs as many 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -32,9 +33,10 @@ from core.engine import checkpoint, sizing
 from core.engine.data import IGNORE, Example, batch_tensors, pack, read_records, tokenize
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout
-from core.jobdir.base_folder import DEMO, check_base_folder
-from core.jobdir.config import TrainConfig, config_from
+from core.jobdir.base_folder import check_base_folder
+from core.jobdir.config import TrainConfig
 from core.jobdir.events import EventLog, read_events
+from core.jobdir.job_spec import JobSpec
 
 MAX_EVAL_ROWS = 64  # validation loss over at most this many packed rows, so that eval stays cheap
 
@@ -55,15 +57,15 @@ def run(job_dir: Path) -> None:
 
 
 def train(job_dir: Path, rank: int, processes: int) -> None:
-    job = layout.read_job(job_dir)
-    config = config_from(job["config"])
+    job = JobSpec.read(job_dir)
+    config = job.config
     events: EventLog | Unwritten = EventLog(job_dir) if rank == 0 else Unwritten()
     stop = _stop_flag(job_dir)
 
     # -- set up -----------------------------------------------------------------------------------
     torch.manual_seed(config.seed)
-    base = Path(job["base"])
-    if job.get("base_name") == DEMO:
+    base = Path(job.base)
+    if job.demo:
         from core.engine.demo_model import build
 
         base = layout.demo_base(job_dir)
@@ -103,7 +105,7 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     # The adapter goes in whole, before the model is split between the processes; the optimizer after.
     saved = checkpoint.complete(job_dir)
     # A resume's last checkpoint, or an update's (train --update) other job's adapter with a fresh optimizer.
-    adapter = saved[-1] if saved else job_dir / job["start_adapter"] if "start_adapter" in job else None
+    adapter = saved[-1] if saved else job_dir / job.start_adapter if job.start_adapter else None
     if adapter and reads_weights:
         checkpoint.load_adapter(adapter, model)
     trained = _distributed(model, processes, sharded, device, rank)
@@ -113,13 +115,13 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
     events.write(
         "start",
         config=config.to_dict(),
-        base=job.get("base_name", str(base)),
+        base=job.label,
         device=device,
         processes=processes,
         shard_weights=sharded,
         bfloat16_compute=cpu_bfloat16(config, device),
         resumed_from=done,
-        update_of=job.get("update_of"),
+        update_of=dataclasses.asdict(job.update_of) if job.update_of else None,
         steps_total=total_steps,
         tokens_total=sum(len(e.ids) for row in train_rows for e in row),
         examples=sum(len(row) for row in train_rows),

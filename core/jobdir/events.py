@@ -11,12 +11,25 @@ import math
 import os
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from core.jobdir import layout
 
 TERMINAL = ("done", "error", "cancelled")
+
+
+class JobState(StrEnum):
+    """A job's state, as the library keeps it: running from its start until one of the TERMINAL events."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ENDED_AS = {"done": JobState.DONE, "error": JobState.FAILED, "cancelled": JobState.CANCELLED}  # by TERMINAL event
 PROGRESS_EVERY_S = 1.0
 
 

@@ -14,11 +14,7 @@ exports/        the GGUF files made from the job's checkpoints, each with its re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
-
-from core.errors import KnownError
 
 JOB = "job.json"
 DATASET = "dataset"
@@ -45,20 +41,3 @@ def demo_base(job_dir: Path) -> Path:
 
 def receipt(gguf: Path) -> Path:
     return gguf.with_name(gguf.name + RECEIPT)
-
-
-def read_job(job_dir: Path) -> dict[str, Any]:
-    """job.json: the base model (`base`), the settings (`config`) and what else the app wrote for the engine;
-    KnownError where it is not what the app wrote (damaged, or edited by hand)."""
-    path = job_dir / JOB
-    try:
-        job = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise KnownError(f"The job's settings {path} cannot be read: {error.strerror}.") from None
-    except ValueError:
-        raise KnownError(f"The job's settings {path} are damaged: they are not JSON.") from None
-    shapes = {"base": str, "config": dict, "processes": int | None, "base_name": str | None}
-    wrong = [key for key, shape in shapes.items() if not isinstance(job, dict) or not isinstance(job.get(key), shape)]
-    if wrong:
-        raise KnownError(f"The job's settings {path} are damaged: {', '.join(wrong)} missing or of the wrong kind.")
-    return job

@@ -17,6 +17,7 @@ from typing import Any
 
 from core.jobdir import layout
 from core.jobdir.events import read_events
+from core.jobdir.job_spec import JobSpec
 
 DATASET_INFO = "dataset.json"  # in a dataset's folder: {"settings", "documents": [{"name", "sha256", "pages"}]}
 PREFIX = "tunedesk."
@@ -25,7 +26,7 @@ TENSORS_KEY = PREFIX + "tensors_sha256"
 
 def keys(job_dir: Path, step: int, *, base_sha256: str, tensors_sha256: str, version: str) -> dict[str, str]:
     """The GGUF keys of a job's checkpoint; structured values are JSON text."""
-    job = layout.read_job(job_dir)
+    job = JobSpec.read(job_dir)
     dataset = job_dir / layout.DATASET
     info = json.loads((dataset / DATASET_INFO).read_text()) if (dataset / DATASET_INFO).is_file() else {}
     scores = [e for e in read_events(job_dir / layout.EVENTS)[0] if e["type"] == "score" and e["step"] == step]
@@ -39,7 +40,7 @@ def keys(job_dir: Path, step: int, *, base_sha256: str, tensors_sha256: str, ver
                 "val_sha256": file_sha256(dataset / layout.VAL) if (dataset / layout.VAL).is_file() else None,
             }
         ),
-        PREFIX + "base": json.dumps({"name": job.get("base_name", job["base"]), "sha256": base_sha256}),
+        PREFIX + "base": json.dumps({"name": job.label, "sha256": base_sha256}),
         PREFIX + "job": json.dumps(
             {"job": job_dir.name, "step": step, "answer_score": scores[-1]["answer_score"] if scores else None}
         ),

@@ -8,6 +8,7 @@ from typing import Any
 
 from core.answers import evaluation
 from core.errors import KnownError
+from core.jobdir.events import JobState
 from core.jobs import jobs
 from core.jobs.runners import engine_env
 from core.jobs.runners.local import run_tool
@@ -29,7 +30,7 @@ def evaluate_job(
     row as soon as it is scored. Answers take chat's form unless `free_text`. Returns one row per
     checkpoint: step, answer_score, citation_hit, mean_words."""
     job, _ = jobs.sync(library, job_id)
-    if job.state == jobs.RUNNING:
+    if job.state == JobState.RUNNING:
         raise KnownError(f"Job {job_id} is still training; score it when it ends.")
     if not jobs.checkpoints(library, job_id):
         raise KnownError(f"Job {job_id} has no checkpoint to score.")

@@ -16,7 +16,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ from core.db import now, row_id
 from core.errors import KnownError
 from core.jobdir import layout, provenance
 from core.jobdir.base_folder import DEMO
-from core.jobdir.config import DEFAULT_PRESET, TrainConfig, config_from, load_config
-from core.jobdir.events import read_events
+from core.jobdir.config import DEFAULT_PRESET, TrainConfig, load_config
+from core.jobdir.events import ENDED_AS, JobState, read_events
+from core.jobdir.job_spec import JobSpec, UpdateOf
 from core.jobs import hosts
 from core.jobs.estimate import Estimate
 from core.jobs.hosts import LOCAL
@@ -39,15 +40,12 @@ log = logging.getLogger(__name__)
 
 MAX_PROCESSES = 64  # of one job on one machine: GPU hosts have 8, a few 16
 
-RUNNING = "running"
-ENDED = {"done": "done", "error": "failed", "cancelled": "cancelled"}
-
 
 @dataclass(frozen=True)
 class Job:
     id: int
     dir: Path
-    state: str  # running, done, failed or cancelled
+    state: JobState
     created: str
     base: str
     host: str
@@ -84,20 +82,26 @@ def create_job(
     """
     check_processes(config, processes, demo=base == DEMO)
     for other in jobs(library):
-        if other.host == host and sync(library, other.id)[0].state == RUNNING:
+        if other.host == host and sync(library, other.id)[0].state == JobState.RUNNING:
             raise KnownError(
                 f"Job {other.id} is still running on this machine; wait for it to end, or stop it with "
                 f"`tunedesk cancel {other.id}`."
             )
     with library.write() as db:
-        row = {"dir": "", "state": RUNNING, "created": now(), "base": base, "host": host, "dataset_id": dataset.id}
+        row = {
+            "dir": "",
+            "state": JobState.RUNNING,
+            "created": now(),
+            "base": base,
+            "host": host,
+            "dataset_id": dataset.id,
+        }
         job_id = int(db.table("jobs").insert(row).last_pk)  # type: ignore[arg-type]
         job_dir = library.data_dir / "jobs" / str(job_id)
         shutil.rmtree(job_dir, ignore_errors=True)
-        spec = {"base": str(base_path), "base_name": base, "config": config.to_dict(), "processes": processes}
         try:
             shutil.copytree(dataset.dir, job_dir / layout.DATASET)
-            (job_dir / layout.JOB).write_text(json.dumps(spec, indent=2))
+            JobSpec(str(base_path), config, base_name=base, processes=processes).write(job_dir)
             if config.stop_after_unimproved:
                 _questions_for_the_engine(library, job_dir)
         except OSError as error:  # the row goes with the transaction; the folder must go too
@@ -274,13 +278,13 @@ def start_update(
         raise KnownError(f"Job {old.id} has no checkpoint to update from.")
     if not 0 <= replay <= 1:
         raise KnownError(f"--replay is a share of the unchanged examples, between 0 and 1, not {replay}.")
-    spec = layout.read_job(old.dir)
+    spec = JobSpec.read(old.dir)
     asked = overrides or {}
-    if changed_shape := [key for key in LORA_SHAPE if key in asked and asked[key] != spec["config"][key]]:
+    if changed_shape := [key for key in LORA_SHAPE if key in asked and asked[key] != getattr(spec.config, key)]:
         raise KnownError(
             f"An update keeps the adapter of job {old.id}, so it cannot change {', '.join(changed_shape)}."
         )
-    config = load_config(overrides=spec["config"] | {"max_steps": 0} | (overrides or {}))
+    config = load_config(overrides=spec.config.to_dict() | {"max_steps": 0} | (overrides or {}))
     check_processes(config, processes, demo=old.base == DEMO)
     info = json.loads((old.dir / layout.DATASET / provenance.DATASET_INFO).read_text())
     if {d["sha256"] for d in info["documents"]} == {d.sha256 for d in library.documents()}:
@@ -293,11 +297,11 @@ def start_update(
     if not new:
         raise KnownError(f"Nothing in the library changed since job {old.id}: its examples are all the same.")
     kept = random.Random(config.seed).sample(same, round(len(same) * replay))
-    _runner(library, old.host, on_setup, cancel).ready(Path(spec["base"]), fresh.dir, demo=old.base == DEMO)
+    _runner(library, old.host, on_setup, cancel).ready(Path(spec.base), fresh.dir, demo=old.base == DEMO)
     created = create_job(
         library,
         base=old.base,
-        base_path=Path(spec["base"]),
+        base_path=Path(spec.base),
         config=config,
         dataset=fresh,
         host=old.host,
@@ -307,11 +311,13 @@ def start_update(
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new + kept)
         (created.dir / layout.DATASET / layout.TRAIN).write_text(lines)
         shutil.copytree(best.path, created.dir / layout.START_ADAPTER)
-        update = {"start_adapter": layout.START_ADAPTER, "update_of": {"job": old.id, "step": best.step}}
-        (created.dir / layout.JOB).write_text(json.dumps(layout.read_job(created.dir) | update, indent=2))
+        update_of = UpdateOf(old.id, best.step)
+        replace(JobSpec.read(created.dir), start_adapter=layout.START_ADAPTER, update_of=update_of).write(created.dir)
     except OSError as error:
         with library.write() as db:
-            db.execute("UPDATE jobs SET state = 'failed', message = ? WHERE id = ?", [_why(error), created.id])
+            db.execute(
+                "UPDATE jobs SET state = ?, message = ? WHERE id = ?", [JobState.FAILED, _why(error), created.id]
+            )
         raise KnownError(f"The update's folder {created.dir} could not be written: {_why(error)}.") from None
     started = _launch(library, created, on_progress)
     return Update(started, fresh, len(new), len(kept), len(same))
@@ -328,16 +334,16 @@ def start_rebuild(
     """The job trained again, from the start, on the library as it is now (a document withdrawn, or
     amended): a dataset with its dataset's settings, then a job with its base, settings and host."""
     old = job(library, job_id)
-    spec = layout.read_job(old.dir)
+    spec = JobSpec.read(old.dir)
     settings = json.loads((old.dir / layout.DATASET / provenance.DATASET_INFO).read_text())["settings"]
     fresh = _dataset_as_before(library, settings, on_progress, cancel)
     return start_training(
         library,
         base=old.base,
-        overrides=spec["config"],
+        overrides=spec.config.to_dict(),
         dataset_id=fresh.id,
         host=old.host,
-        processes=spec.get("processes"),
+        processes=spec.processes,
         on_progress=on_progress,
         on_setup=on_setup,
         cancel=cancel,
@@ -376,14 +382,14 @@ def start_job(
     """Start (or, after a failure or a cancel, resume from its last checkpoint) the job's engine, on this
     machine or on its remote host; `processes` changes how many train it (a checkpoint resumes with any)."""
     current, _ = sync(library, job_id)
-    if current.state == RUNNING and _runner(library, current.host).is_alive(current.dir):
+    if current.state == JobState.RUNNING and _runner(library, current.host).is_alive(current.dir):
         raise KnownError(f"Job {job_id} is already running.")
-    if current.state == "done":
+    if current.state == JobState.DONE:
         raise KnownError(f"Job {job_id} has finished; there is nothing to resume.")
     if processes is not None:
-        spec = layout.read_job(current.dir)
-        check_processes(config_from(spec["config"]), processes, demo=current.base == DEMO)
-        (current.dir / layout.JOB).write_text(json.dumps(spec | {"processes": processes}, indent=2))
+        spec = JobSpec.read(current.dir)
+        check_processes(spec.config, processes, demo=current.base == DEMO)
+        replace(spec, processes=processes).write(current.dir)
     return _launch(library, current, on_progress, on_setup, cancel)
 
 
@@ -401,16 +407,16 @@ def _launch(
         _runner(library, current.host, on_setup, cancel).start(current.dir, on_progress)
     except KnownError as error:
         with library.write() as db:
-            db.execute("UPDATE jobs SET state = 'failed', message = ? WHERE id = ?", [str(error), job_id])
+            db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ?", [JobState.FAILED, str(error), job_id])
         raise
     with library.write() as db:
-        db.execute("UPDATE jobs SET state = ?, message = NULL WHERE id = ?", [RUNNING, job_id])
+        db.execute("UPDATE jobs SET state = ?, message = NULL WHERE id = ?", [JobState.RUNNING, job_id])
     return job(library, job_id)
 
 
 def cancel_job(library: Library, job_id: int) -> Job:
     current, _ = sync(library, job_id)
-    if current.state != RUNNING:
+    if current.state != JobState.RUNNING:
         raise KnownError(f"Job {job_id} is not running (it is {current.state}).")
     _runner(library, current.host).cancel(current.dir)
     return current
@@ -426,7 +432,7 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
     try:
         runner = _runner(library, current.host)
         runner.bring_home(current.dir)
-        alive = current.state != RUNNING or runner.is_alive(current.dir)
+        alive = current.state != JobState.RUNNING or runner.is_alive(current.dir)
     except KnownError as error:  # the host is out of reach: the job goes on there; look again later
         lost = f"{error} The job goes on there; Tunedesk reconnects when it can."
         alive = True
@@ -438,15 +444,15 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
         for event in events:
             _apply(db, job_id, event)
         db.execute("UPDATE jobs SET events_offset = ? WHERE id = ?", [offset, job_id])
-        if current.state == RUNNING and job(library, job_id).state == RUNNING:
+        if current.state == JobState.RUNNING and job(library, job_id).state == JobState.RUNNING:
             db.execute("UPDATE jobs SET message = ? WHERE id = ?", [lost, job_id])
-        if not alive and job(library, job_id).state == RUNNING:
+        if not alive and job(library, job_id).state == JobState.RUNNING:
             db.execute(
-                "UPDATE jobs SET state = 'failed', message = ? WHERE id = ?",
-                ["The engine stopped without a word (its supervisor was killed).", job_id],
+                "UPDATE jobs SET state = ?, message = ? WHERE id = ?",
+                [JobState.FAILED, "The engine stopped without a word (its supervisor was killed).", job_id],
             )
     synced = job(library, job_id)
-    if current.state == RUNNING and synced.state != RUNNING:
+    if current.state == JobState.RUNNING and synced.state != JobState.RUNNING:
         # For the app's log (tunedesk.log); at INFO, so that a command, which says it itself, prints nothing.
         details = synced.dir / layout.ENGINE_LOG
         message = synced.message or "no message"
@@ -470,7 +476,7 @@ def _apply(db: Any, job_id: int, event: dict[str, Any]) -> None:
     if kind == "start":
         db.execute(
             "UPDATE jobs SET steps_total = ?, processes = ?, state = ? WHERE id = ?",
-            [event["steps_total"], event.get("processes", 1), RUNNING, job_id],
+            [event["steps_total"], event.get("processes", 1), JobState.RUNNING, job_id],
         )
     elif kind == "step":
         db.execute("UPDATE jobs SET step = ? WHERE id = ?", [event["step"], job_id])
@@ -489,8 +495,10 @@ def _apply(db: Any, job_id: int, event: dict[str, Any]) -> None:
             "UPDATE checkpoints SET answer_score = ? WHERE job_id = ? AND step = ?",
             [event["answer_score"], job_id, event["step"]],
         )
-    elif kind in ENDED:
-        db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ?", [ENDED[kind], event.get("message"), job_id])
+    elif kind in ENDED_AS:
+        db.execute(
+            "UPDATE jobs SET state = ?, message = ? WHERE id = ?", [ENDED_AS[kind], event.get("message"), job_id]
+        )
     elif kind == "warning":
         db.execute("UPDATE jobs SET message = ? WHERE id = ?", [event["message"], job_id])
 
@@ -535,9 +543,9 @@ def usage(library: Library, current: Job) -> tuple[float, float | None]:
     for event in read_events(current.dir / layout.EVENTS)[0]:
         if event["type"] == "start":
             began = event["time"]
-        elif event["type"] in ENDED and began is not None:
+        elif event["type"] in ENDED_AS and began is not None:
             hours, began = hours + (event["time"] - began) / 3600, None
-    if began is not None and current.state == RUNNING:
+    if began is not None and current.state == JobState.RUNNING:
         hours += (time.time() - began) / 3600
     price = next((h.price_per_hour for h in hosts.hosts(library) if h.name == current.host), None)
     return hours, None if price is None else hours * price
@@ -555,7 +563,7 @@ def _offset(library: Library, job_id: int) -> int:
 
 def _job(library: Library, row: dict[str, Any]) -> Job:
     fields = {k: v for k, v in row.items() if k != "events_offset"}
-    return Job(**(fields | {"dir": library.full_path(row["dir"])}))
+    return Job(**(fields | {"dir": library.full_path(row["dir"]), "state": JobState(row["state"])}))
 
 
 def _as_int(value: int | str) -> int:

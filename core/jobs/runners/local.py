@@ -23,9 +23,9 @@ from typing import Any
 
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout
-from core.jobdir.base_folder import DEMO
 from core.jobdir.config import TrainConfig
 from core.jobdir.events import EventLog, outcome
+from core.jobdir.job_spec import JobSpec
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import Engine, ProgressFn
 
@@ -196,10 +196,9 @@ def engine_pid(job_dir: Path) -> int | None:
 
 def supervise(job_dir: Path) -> int:
     try:
-        count = processes(layout.read_job(job_dir))
-    except (KnownError, KeyError, TypeError, ValueError) as error:  # the engine would fail the same way
-        message = str(error) if isinstance(error, KnownError) else f"The job's settings are damaged ({error!r})."
-        EventLog(job_dir).write("error", message=message)
+        count = processes(JobSpec.read(job_dir))
+    except KnownError as error:  # the engine would fail the same way
+        EventLog(job_dir).write("error", message=str(error))
         return 1
     one = ["-m", "core.engine", str(job_dir)]
     command = one if count == 1 else ["-m", "core.engine.launch", str(job_dir), str(count)]
@@ -213,15 +212,15 @@ def supervise(job_dir: Path) -> int:
     return code
 
 
-def processes(job: dict[str, Any]) -> int:
+def processes(job: JobSpec) -> int:
     """The job's processes: as many as the user asked for, else one per GPU here (one on a machine
     without), but no more than a step has rows to share (the quick preset has one) and one for the demo
     base (check_processes refuses those counts when they are asked for)."""
-    if job.get("processes"):
-        return int(job["processes"])
-    if job.get("base_name") == DEMO:
+    if job.processes:
+        return job.processes
+    if job.demo:
         return 1
-    rows = job["config"]["grad_accum"] * job["config"]["batch_rows"]
+    rows = job.config.grad_accum * job.config.batch_rows
     return max(min(_gpus_here(), rows), 1)
 
 

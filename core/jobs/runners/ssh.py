@@ -19,6 +19,7 @@ only sshd, a Python 3.11+, and SFTP.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -39,6 +40,7 @@ from core.errors import KnownError
 from core.jobdir import layout
 from core.jobdir.base_folder import DEMO
 from core.jobdir.events import EventLog
+from core.jobdir.job_spec import JobSpec
 from core.jobs import hosts
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import ENGINE_IMPORTS
@@ -269,9 +271,9 @@ def remote_job_dir(checked: Preflight, job_dir: Path) -> str:
 
 def start(remote: Remote, job_dir: Path, on_progress=lambda message: None) -> str:
     """Upload what the job needs and start it there; returns the remote job directory."""
-    job = layout.read_job(job_dir)
-    base = Path(job["base"])
-    demo = job.get("base_name") == DEMO
+    job = JobSpec.read(job_dir)
+    base = Path(job.base)
+    demo = job.demo
     on_progress(f"Checking {remote.host.name}…")
     checked = preflight(remote, need_bytes(base, job_dir / layout.DATASET, demo=demo))
     python = bootstrap(remote, checked, on_progress)
@@ -279,7 +281,7 @@ def start(remote: Remote, job_dir: Path, on_progress=lambda message: None) -> st
     code = code_dir(remote, checked)
     remote_base = posixpath.join(checked.workdir, "models", DEMO) if demo else model_dir(remote, checked, base)
     folder = remote_job_dir(checked, job_dir)
-    archive = _job_archive(job_dir, job | {"base": remote_base})
+    archive = _job_archive(job_dir, dataclasses.replace(job, base=remote_base))
     remote.run(f"rm -rf -- {shlex.quote(folder)}")
     _put_archive(remote, archive, folder)
     command = (
@@ -425,11 +427,11 @@ def _fetch_checkpoints(sftp: Any, folder: str, job_dir: Path) -> None:
         partial.rename(job_dir / layout.CHECKPOINTS / name)
 
 
-def _job_archive(job_dir: Path, job: dict[str, Any]) -> bytes:
+def _job_archive(job_dir: Path, job: JobSpec) -> bytes:
     """job.json (with the remote base), the dataset and the finished checkpoints: what the engine reads."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        spec = json.dumps(job, indent=2).encode()
+        spec = json.dumps(job.to_dict(), indent=2).encode()
         info = tarfile.TarInfo(layout.JOB)
         info.size = len(spec)
         archive.addfile(info, io.BytesIO(spec))
