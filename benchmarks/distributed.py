@@ -40,8 +40,8 @@ def tokens_per_s(data: Path, base: Path, processes: int, steps: int, accumulate:
     if trained.returncode != 0:
         sys.exit(trained.stdout + trained.stderr)
     jobs = sorted((data / "jobs").iterdir(), key=lambda p: int(p.name))
-    steps_seen = [e for e in read_events(jobs[-1] / "events.jsonl")[0] if e["type"] == "step"]
-    return steps_seen[-1]["tokens_per_s"]
+    steps_seen = [e for e in read_events(jobs[-1] / "events.jsonl")[0] if e.type == "step"]
+    return steps_seen[-1].tokens_per_s
 
 
 def main() -> None:

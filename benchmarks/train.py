@@ -151,17 +151,17 @@ def run_engine(job_dir: Path, base: Path, dataset: Path, config: dict) -> dict:
     (job_dir / "job.json").write_text(json.dumps({"base": str(base), "base_name": base.name, "config": config}))
     subprocess.run([sys.executable, "-m", "core.engine", str(job_dir)], stderr=subprocess.DEVNULL)
     events = read_events(job_dir / "events.jsonl")[0]
-    if events[-1]["type"] != "done":
-        sys.exit(f"the engine failed: {events[-1].get('message')}")
-    steps = [e for e in events if e["type"] == "step"]
-    start = next(e for e in events if e["type"] == "start")
+    if events[-1].type != "done":
+        sys.exit(f"the engine failed: {getattr(events[-1], 'message', None)}")
+    steps = [e for e in events if e.type == "step"]
+    start = next(e for e in events if e.type == "start")
     return {
-        "tokens_per_s": steps[-1]["tokens_per_s"],
-        "gpu_peak_gib": steps[-1].get("gpu_peak_gib"),
-        "device": start["device"],
+        "tokens_per_s": steps[-1].tokens_per_s,
+        "gpu_peak_gib": steps[-1].gpu_peak_gib,
+        "device": start.device,
         "seq_len": config["seq_len"],
         "batch_rows": config["batch_rows"],
-        "config": start["config"],  # as the engine ran it: on CUDA, fitted to the free memory
+        "config": start.config,  # as the engine ran it: on CUDA, fitted to the free memory
     }
 
 

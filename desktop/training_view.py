@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from core.jobdir import events
 from core.jobdir.base_folder import DEMO
 from core.jobdir.config import PRESET_NAMES, TrainConfig, load_config, preset_description
 from core.jobdir.events import JobState
@@ -41,7 +42,7 @@ class JobWatcher(QThread):
     """Follows one job from its own thread: first what the library holds of it, then its new events."""
 
     history = Signal(object)  # {"job", "losses", "checkpoints", "config": the TrainConfig it runs with}
-    events = Signal(object)  # (job, [event, ...])
+    new_events = Signal(object)  # (job, [events.Event, ...])
 
     def __init__(self, data_dir, job_id: int, parent=None) -> None:
         super().__init__(parent)
@@ -58,7 +59,7 @@ class JobWatcher(QThread):
             while job.state == JobState.RUNNING and not self.stopped.wait(POLL_S):
                 job, new = jobs.sync(library, self.job_id)
                 if new or job.state != JobState.RUNNING:
-                    self.events.emit((job, new))
+                    self.new_events.emit((job, new))
 
 
 ADVANCED = "Advanced settings (instead of the preset's)"
@@ -145,10 +146,10 @@ class TrainingView(View):
         self.starting: Task | None = None
         self.estimating: Task | None = None
         self.watcher: JobWatcher | None = None
-        self.last_step: dict[str, Any] = {}
+        self.last_step: events.Step | None = None
         # The engine's last progress event, until its next step or result: what it prepares before training
         # (the demo model's build), the validation loss, the held-out questions' answers.
-        self.working: dict[str, Any] | None = None
+        self.working: events.Progress | None = None
         self.job_config: TrainConfig | None = None  # what the job shown runs with
         for changed in (self.base.currentTextChanged, self.preset.currentTextChanged, self.advanced.toggled):
             changed.connect(self._show_chosen_settings)
@@ -185,17 +186,17 @@ class TrainingView(View):
     def watch(self, job_id: int) -> None:
         self.stop()
         self.chart.clear()
-        self.last_step, self.working = {}, None
+        self.last_step, self.working = None, None
         self.watcher = JobWatcher(self.main.data_dir, job_id, self)
         self.watcher.history.connect(self._history)
-        self.watcher.events.connect(self._events)
+        self.watcher.new_events.connect(self._events)
         self.watcher.start()
 
     def stop(self) -> None:
         if self.watcher is not None:
             # A sync in flight (an SSH round trip to a remote host) ends on its own; nobody waits for it.
             self.watcher.history.disconnect()
-            self.watcher.events.disconnect()
+            self.watcher.new_events.disconnect()
             self.watcher.stopped.set()
             self.main.tasks.retire(self.watcher)
             self.watcher = None
@@ -221,26 +222,25 @@ class TrainingView(View):
             self.chart.mark_checkpoint(saved.step, saved.val_loss, saved.answer_score)
         self._show_status()
 
-    def _events(self, update: tuple[jobs.Job, list[dict[str, Any]]]) -> None:
+    def _events(self, update: tuple[jobs.Job, list[events.Event]]) -> None:
         was_running = self._running_config() is not None
         self.job, new = update
         if was_running and self._running_config() is None:
             self._show_title()
             self._show_chosen_settings()  # back to what the next Start would use
         for event in new:
-            kind = event["type"]
-            self.working = event if kind == "progress" else None
-            if kind == "start":
-                self.chart.set_steps_total(event["steps_total"])
-            elif kind == "step":
-                self.chart.add_loss(event["step"], train=event["loss"])
+            self.working = event if isinstance(event, events.Progress) else None
+            if isinstance(event, events.Start):
+                self.chart.set_steps_total(event.steps_total)
+            elif isinstance(event, events.Step):
+                self.chart.add_loss(event.step, train=event.loss)
                 self.last_step = event
-            elif kind == "eval":
-                self.chart.add_loss(event["step"], val=event["val_loss"])
-            elif kind == "checkpoint":
-                self.chart.mark_checkpoint(event["step"], event.get("val_loss"))
-            elif kind == "score":
-                self.chart.mark_checkpoint(event["step"], None, event["answer_score"])
+            elif isinstance(event, events.Eval):
+                self.chart.add_loss(event.step, val=event.val_loss)
+            elif isinstance(event, events.Checkpoint):
+                self.chart.mark_checkpoint(event.step, event.val_loss)
+            elif isinstance(event, events.Score):
+                self.chart.mark_checkpoint(event.step, None, event.answer_score)
         self._show_status()
         if self.job.state != JobState.RUNNING:
             self.watcher = None
@@ -253,15 +253,16 @@ class TrainingView(View):
             text += f", {job.processes} processes"
         working = self.working if job.state == JobState.RUNNING else None
         if working and not job.steps_total:  # before its first start
-            text = f"Job {job.id} ({job.base}): preparing, {working['message']}"
-        if job.state == JobState.RUNNING and self.last_step:
-            eta = datetime.timedelta(seconds=round(self.last_step["eta_s"]))
-            text += f", {self.last_step['tokens_per_s']:,.0f} tokens/s, {eta} to go"
+            text = f"Job {job.id} ({job.base}): preparing, {working.message}"
+        step = self.last_step
+        if job.state == JobState.RUNNING and step and step.tokens_per_s is not None and step.eta_s is not None:
+            eta = datetime.timedelta(seconds=round(step.eta_s))
+            text += f", {step.tokens_per_s:,.0f} tokens/s, {eta} to go"
         if working and job.steps_total:
-            unit = f" {working['unit']}" if working.get("unit") else ""
-            text += f"; now {working['message']}, {working['done']} of {working['total']}{unit}"
+            unit = f" {working.unit}" if working.unit else ""
+            text += f"; now {working.message}, {working.done} of {working.total}{unit}"
         if working:
-            self._show_bar(working["done"], working["total"])
+            self._show_bar(working.done, working.total)
         else:
             self.setup_bar.hide()
         if job.message:

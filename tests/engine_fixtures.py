@@ -29,7 +29,7 @@ def raw_examples(text: str, count: int, size: int = 300) -> list[dict]:
 
 def step_losses(job_dir: Path) -> dict[int, float]:
     """Each step's loss; a step run twice (before a kill and after the resume) keeps its last value."""
-    return {e["step"]: e["loss"] for e in read_events(job_dir / "events.jsonl")[0] if e["type"] == "step"}
+    return {e.step: e.loss for e in read_events(job_dir / "events.jsonl")[0] if e.type == "step"}
 
 
 def wait_for(condition, timeout: float = 120.0, interval: float = 0.1):

@@ -18,6 +18,7 @@ from PySide6.QtGui import QDropEvent
 
 from core.dataset import qa_pairs
 from core.dataset.build import build_dataset
+from core.jobdir.events import Progress
 from core.library.ingest import add_documents
 from core.library.store import Library
 from core.models.gguf_models import import_gguf
@@ -286,8 +287,8 @@ def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, 
     assert view.job.state == "running" and view.cancel_button.isEnabled()
     assert "tokens/s" in view.status.text() and "to go" in view.status.text()
     # A wait within the run (the validation, here one the engine would write) says what it is and how far.
-    validating = {"type": "progress", "message": "computing the validation loss", "unit": "rows", "done": 3}
-    view._events((view.job, [validating | {"total": 8, "time": 0}]))
+    validating = Progress(time=0, message="computing the validation loss", unit="rows", done=3, total=8)
+    view._events((view.job, [validating]))
     assert view.status.text().endswith("; now computing the validation loss, 3 of 8 rows")
     assert view.setup_bar.isVisible() and view.setup_bar.value() == 3
 

@@ -197,14 +197,19 @@ def test_by_default_a_job_takes_every_gpu_a_step_can_share(monkeypatch):
     from core.jobs.runners import local
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    job = {"base_name": "smollm2", "config": {"grad_accum": 1, "batch_rows": 1}, "processes": None}
-    assert local.processes(job) == 1  # the quick preset: one row a step, so one process, not a refusal
-    assert local.processes(job | {"config": {"grad_accum": 2, "batch_rows": 1}}) == 2
-    assert local.processes(job | {"config": {"grad_accum": 8, "batch_rows": 1}}) == 4  # every GPU
-    assert local.processes(job | {"base_name": "demo", "config": {"grad_accum": 8, "batch_rows": 1}}) == 1
-    assert local.processes(job | {"processes": 3}) == 3  # as asked (checked when the job was made)
+    from core.jobdir.config import TrainConfig
+    from core.jobdir.job_spec import JobSpec
+
+    def job(grad_accum=1, **spec):
+        return JobSpec(**({"base": "b", "base_name": "smollm2", "config": TrainConfig(grad_accum=grad_accum)} | spec))
+
+    assert local.processes(job()) == 1  # the quick preset: one row a step, so one process, not a refusal
+    assert local.processes(job(2)) == 2
+    assert local.processes(job(8)) == 4  # every GPU
+    assert local.processes(job(8, base_name="demo")) == 1
+    assert local.processes(job(processes=3)) == 3  # as asked (checked when the job was made)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert local.processes(job | {"config": {"grad_accum": 8, "batch_rows": 1}}) == 1  # no GPU: one
+    assert local.processes(job(8)) == 1  # no GPU: one
 
 
 def test_a_process_dying_after_the_job_ended_does_not_change_its_outcome(tmp_path):

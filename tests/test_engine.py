@@ -31,16 +31,16 @@ def test_a_job_runs_to_the_end_with_events_and_checkpoints(job):
     result = run_engine(job)
     assert result.returncode == 0, result.stderr
     events, _ = read_events(job / "events.jsonl")
-    kinds = [e["type"] for e in events]
+    kinds = [e.type for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
     start = events[0]
-    assert start["steps_total"] == 12 and start["tokens_total"] > 0
-    steps = [e for e in events if e["type"] == "step"]
-    assert [e["step"] for e in steps] == list(range(1, 13))
-    assert all(e["tokens_per_s"] > 0 and e["eta_s"] >= 0 and e["loss"] > 0 for e in steps)
-    saved = [e for e in events if e["type"] == "checkpoint"]
-    assert [e["step"] for e in saved] == [5, 10, 12]
-    assert all(e["val_loss"] > 0 for e in saved)
+    assert start.steps_total == 12 and start.tokens_total > 0
+    steps = [e for e in events if e.type == "step"]
+    assert [e.step for e in steps] == list(range(1, 13))
+    assert all(e.tokens_per_s > 0 and e.eta_s >= 0 and e.loss > 0 for e in steps)
+    saved = [e for e in events if e.type == "checkpoint"]
+    assert [e.step for e in saved] == [5, 10, 12]
+    assert all(e.val_loss > 0 for e in saved)
     assert [p.name for p in checkpoint.complete(job)] == ["step-000005", "step-000010", "step-000012"]
     adapter = load_file(job / "checkpoints" / "step-000012" / "adapter_model.safetensors")
     assert any("lora_A" in name for name in adapter)
@@ -50,7 +50,7 @@ def test_lora_trains_in_bfloat16_on_the_cpu_too(tmp_path, tiny_base, sample_text
     job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 8), max_steps=3, dtype="bfloat16")
     assert run_engine(job_dir).returncode == 0
     events = read_events(job_dir / "events.jsonl")[0]
-    assert events[0]["config"]["dtype"] == "bfloat16" and events[-1]["type"] == "done"
+    assert events[0].config["dtype"] == "bfloat16" and events[-1].type == "done"
 
 
 def test_the_same_seed_gives_the_same_losses(tmp_path, tiny_base, sample_text):
@@ -73,17 +73,17 @@ def test_killed_engine_fails_the_job_and_resume_reproduces_the_losses(tmp_path, 
     os.kill(local.engine_pid(job_dir), signal.SIGKILL)
     wait_for(lambda: not local.is_alive(job_dir))
     events, _ = read_events(job_dir / "events.jsonl")
-    assert events[-1]["type"] == "error"
-    assert events[-1]["message"].startswith("The engine was killed (SIGKILL)")
+    assert events[-1].type == "error"
+    assert events[-1].message.startswith("The engine was killed (SIGKILL)")
 
     last = checkpoint.complete(job_dir)[-1]
     assert int(last.name.split("-")[1]) >= 10
     local.start(job_dir, Engine(sys.executable))  # resume: the engine continues from the last complete checkpoint
     wait_for(lambda: not local.is_alive(job_dir))
     events, _ = read_events(job_dir / "events.jsonl")
-    assert events[-1]["type"] == "done"
-    restart = [e for e in events if e["type"] == "start"][-1]
-    assert restart["resumed_from"] == int(last.name.split("-")[1])
+    assert events[-1].type == "done"
+    restart = [e for e in events if e.type == "start"][-1]
+    assert restart.resumed_from == int(last.name.split("-")[1])
     # Not exact: float32 sums in another order (oneDNN's and MKL's kernels may take one by the memory's
     # alignment) moved a loss of about 5 by 2e-6 once in many runs. A resume that lost the optimizer's moments
     # moved the losses by up to 9e-4, one that lost the random state by 3e-4.
@@ -93,13 +93,13 @@ def test_killed_engine_fails_the_job_and_resume_reproduces_the_losses(tmp_path, 
 def test_cancel_saves_a_checkpoint_and_says_cancelled(tmp_path, tiny_base, sample_text):
     job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 24), max_steps=100_000, save_every=1000)
     local.start(job_dir, Engine(sys.executable))
-    wait_for(lambda: any(e["type"] == "step" for e in read_events(job_dir / "events.jsonl")[0]))
+    wait_for(lambda: any(e.type == "step" for e in read_events(job_dir / "events.jsonl")[0]))
     local.cancel(job_dir)
     wait_for(lambda: not local.is_alive(job_dir))
     events, _ = read_events(job_dir / "events.jsonl")
-    assert events[-1]["type"] == "cancelled"
-    stopped_at = events[-1]["step"]
-    assert events[-2] == {**events[-2], "type": "checkpoint", "step": stopped_at}
+    assert events[-1].type == "cancelled"
+    stopped_at = events[-1].step
+    assert (events[-2].type, events[-2].step) == ("checkpoint", stopped_at)
     assert checkpoint.complete(job_dir)[-1].name == checkpoint.name(stopped_at)
 
 
@@ -108,12 +108,12 @@ def test_a_cancel_during_a_long_step_drops_that_step_and_keeps_the_ones_before(t
     settings = {"max_steps": 100, "save_every": 1000, "grad_accum": 400, "batch_rows": 1}
     job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 24), **settings)
     local.start(job_dir, Engine(sys.executable))
-    wait_for(lambda: any(e["type"] == "step" for e in read_events(job_dir / "events.jsonl")[0]), interval=0.02)
+    wait_for(lambda: any(e.type == "step" for e in read_events(job_dir / "events.jsonl")[0]), interval=0.02)
     local.cancel(job_dir)
     wait_for(lambda: not local.is_alive(job_dir))
     events, _ = read_events(job_dir / "events.jsonl")
-    assert [e["step"] for e in events if e["type"] == "step"] == [1]  # step 2 was under way, and dropped
-    assert events[-1] == {**events[-1], "type": "cancelled", "step": 1}
+    assert [e.step for e in events if e.type == "step"] == [1]  # step 2 was under way, and dropped
+    assert (events[-1].type, events[-1].step) == ("cancelled", 1)
     assert checkpoint.complete(job_dir)[-1].name == checkpoint.name(1)
 
 
@@ -128,8 +128,8 @@ def test_bad_data_fails_before_training(tmp_path, tiny_base, sample_text, line, 
     result = run_engine(job_dir)
     assert result.returncode == 1
     events, _ = read_events(job_dir / "events.jsonl")
-    assert [e["type"] for e in events] == ["error"]
-    assert message in events[0]["message"]
+    assert [e.type for e in events] == ["error"]
+    assert message in events[0].message
 
 
 def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, tiny_base, sample_text):
@@ -156,8 +156,8 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     assert "exit=1" in result.stdout, result.stderr
     assert "['step-000005']" in result.stdout, result.stderr
     events, _ = read_events(job_dir / "events.jsonl")
-    assert events[-1]["type"] == "error"
-    assert events[-1]["message"] == (
+    assert events[-1].type == "error"
+    assert events[-1].message == (
         f"The checkpoint at step 10 could not be written to {job_dir}/checkpoints: No space left on device; "
         "the earlier checkpoints are kept."
     )
@@ -182,7 +182,7 @@ def test_qlora_trains_on_4bit_weights(tmp_path, tiny_base, sample_text):
     job_dir = write_job(tmp_path / "job", tiny_base, raw_examples(sample_text, 8), max_steps=4, qlora=True)
     result = run_engine(job_dir)
     assert result.returncode == 0, result.stderr
-    assert [e["type"] for e in read_events(job_dir / "events.jsonl")[0]][-1] == "done"
+    assert [e.type for e in read_events(job_dir / "events.jsonl")[0]][-1] == "done"
 
 
 def test_any_optimizer_state_survives_a_checkpoint():
@@ -231,7 +231,7 @@ def test_the_demo_base_is_built_beside_the_jobs_folder_whatever_job_json_says(tm
     (job_dir / "cancel").touch()  # stops the build at its first check, once it has started
     result = run_engine(job_dir)
     assert result.returncode == 0, result.stderr
-    assert [e["type"] for e in read_events(job_dir / "events.jsonl")[0]][-1] == "cancelled"
+    assert [e.type for e in read_events(job_dir / "events.jsonl")[0]][-1] == "cancelled"
     assert (elsewhere / "x.partial" / "keep.txt").read_text() == "the user's"
     assert sorted(path.name for path in elsewhere.iterdir()) == ["x.partial"]
     assert not (tmp_path / "lib" / "models" / "demo.partial").exists()  # built there, and cleaned up on cancel

@@ -30,7 +30,7 @@ def test_qlora_on_cuda_checkpoints_and_resumes_with_the_same_losses(tmp_path, ti
     result = run_engine(reference)
     assert result.returncode == 0, result.stderr
     events = read_events(reference / "events.jsonl")[0]
-    assert events[0]["device"] == "cuda"
+    assert events[0].device == "cuda"
     state = checkpoint.complete(reference)[-1] / "training_state.safetensors"
     from safetensors.torch import load_file
 

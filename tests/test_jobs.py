@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from core.dataset.build import dataset
 from core.errors import KnownError
 from core.jobdir.config import load_config
-from core.jobdir.events import JobState
+from core.jobdir.events import JobState, Progress, Start, read_events
 from core.jobs import jobs
 from core.jobs.runners import local
 from core.library.folder import OWN_NAMES
@@ -45,8 +45,8 @@ def test_train_follows_the_job_and_lists_its_checkpoints(data, tiny_base):
     assert "step     10  val loss" in result.stdout and "<- best" in result.stdout
 
     # The validation's wait names itself and counts its rows to the end.
-    validating = [e for e in _events(data) if e.get("message") == "computing the validation loss"]
-    assert validating and validating[-1]["done"] == validating[-1]["total"] > 0
+    validating = [e for e in _events(data) if isinstance(e, Progress) and e.message == "computing the validation loss"]
+    assert validating and validating[-1].done == validating[-1].total > 0
 
     shown = job_json(data)
     assert shown["state"] == "done" and shown["best_step"] in (5, 10)
@@ -105,17 +105,16 @@ def test_an_estimate_counts_the_steps_the_job_then_takes_and_starts_nothing(data
     started = tunedesk("train", "--base", str(tiny_base), *FAST, "--detach", data_dir=data)
     assert started.returncode == 0, started.stderr
     assert f"{said[1]} steps over {said[2]} tokens; at most about " in started.stderr  # said before the launch
-    wait_for(lambda: any(e["type"] == "start" for e in _events(data)))
+    wait_for(lambda: any(isinstance(e, Start) for e in _events(data)))
     assert tunedesk("cancel", "1", data_dir=data).returncode == 0
     wait_for(lambda: job_json(data)["state"] != "running")
-    (start,) = [e for e in _events(data) if e["type"] == "start"]
+    (start,) = [e for e in _events(data) if isinstance(e, Start)]
     # The engine's own count: one epoch (the preset's) of packed rows, one a step.
-    assert (start["steps_total"], start["tokens_total"]) == (int(said[1]), int(said[2].replace(",", "")))
+    assert (start.steps_total, start.tokens_total) == (int(said[1]), int(said[2].replace(",", "")))
 
 
 def _events(data, job_id=1):
-    path = data / "jobs" / str(job_id) / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return read_events(data / "jobs" / str(job_id) / "events.jsonl")[0]
 
 
 def _train_examples(data):
@@ -347,8 +346,8 @@ def test_an_update_goes_on_from_the_old_adapter_on_what_an_amendment_changed(tmp
     trained_on = (job_dir / "dataset" / "train.jsonl").read_text().splitlines()
     assert len(trained_on) == changed + replayed
     assert sum("AMENDMENT No. 1" in line for line in trained_on) >= 1
-    start = next(json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines() if '"start"' in line)
-    assert start["update_of"] == {"job": 1, "step": 10}
+    start = next(e for e in read_events(job_dir / "events.jsonl")[0] if isinstance(e, Start))
+    assert start.update_of == {"job": 1, "step": 10}
     shown = job_json(data, 2)
     assert shown["state"] == "done" and [c["step"] for c in shown["checkpoints"]] == [2]
     # It went on from job 1's adapter, not from fresh adapters (whose B matrices start at zero).

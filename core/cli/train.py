@@ -11,6 +11,7 @@ from typing import Any
 
 from core.cli.common import open_library, print_setup, row_id_argument, with_bar
 from core.errors import KnownError
+from core.jobdir import events
 from core.jobdir.config import PRESET_NAMES, preset_description
 from core.jobdir.events import JobState
 from core.jobs import jobs as jobs_
@@ -185,31 +186,30 @@ def follow(library: Library, job_id: int) -> int:
     shown: dict[str, Any] = {}
     try:
         while True:
-            job, events = jobs_.sync(library, job_id)
-            for event in events:
+            job, new = jobs_.sync(library, job_id)
+            for event in new:
                 shown.pop("now", None)  # what the engine was doing is done once it says anything else
-                if event["type"] == "progress" and event.get("unit"):  # the validation, the held-out answers
-                    shown["now"] = f"{event['message']} {event['done']}/{event['total']}"
-                elif event["type"] == "progress":
-                    done = event.get("done", 0)
-                    if done % PROGRESS_LINE_EVERY == 0 or done == event.get("total"):
-                        bar.write(f"  {event['message']}")
-                elif event["type"] == "start":
-                    if event.get("processes", 1) > 1:
-                        shared = ", sharing the weights" if event.get("shard_weights") else ""
-                        bar.write(f"  training in {event['processes']} processes ({event['device']}{shared})")
-                    bar.reset(total=event["steps_total"])
+                if isinstance(event, events.Progress) and event.unit:  # the validation, the held-out answers
+                    shown["now"] = f"{event.message} {event.done}/{event.total}"
+                elif isinstance(event, events.Progress):
+                    if event.done % PROGRESS_LINE_EVERY == 0 or event.done == event.total:
+                        bar.write(f"  {event.message}")
+                elif isinstance(event, events.Start):
+                    if event.processes > 1:
+                        shared = ", sharing the weights" if event.shard_weights else ""
+                        bar.write(f"  training in {event.processes} processes ({event.device}{shared})")
+                    bar.reset(total=event.steps_total)
                     bar.set_description(f"job {job_id}")
-                elif event["type"] == "step":
+                elif isinstance(event, events.Step):
                     shown |= {
-                        "loss": f"{event['loss']:.3f}",
-                        "tok/s": f"{event['tokens_per_s']:.0f}",
-                        "eta": _duration(event["eta_s"]),
+                        "loss": _figure(event.loss, ".3f"),
+                        "tok/s": _figure(event.tokens_per_s, ".0f"),
+                        "eta": _duration(event.eta_s) if event.eta_s is not None else "?",
                     }
-                elif event["type"] == "eval":
-                    shown["val"] = f"{event['val_loss']:.3f}"
-                elif event["type"] == "checkpoint":
-                    bar.write(f"  checkpoint at step {event['step']}")
+                elif isinstance(event, events.Eval):
+                    shown["val"] = _figure(event.val_loss, ".3f")
+                elif isinstance(event, events.Checkpoint):
+                    bar.write(f"  checkpoint at step {event.step}")
             bar.n = job.step
             bar.set_postfix(shown, refresh=True)
             if job.state != JobState.RUNNING:
@@ -222,6 +222,10 @@ def follow(library: Library, job_id: int) -> int:
     bar.close()
     _print_job(library, job)
     return 0 if job.state == JobState.DONE else 1
+
+
+def _figure(value: float | None, form: str) -> str:
+    return "?" if value is None else format(value, form)  # None: a diverged loss
 
 
 def _duration(seconds: float) -> str:

@@ -36,7 +36,7 @@ def main(job_dir: Path) -> int:
         traceback.print_exc()
         return _failed(events, f"The engine failed: {type(error).__name__}: {error} (details in engine.log).")
     if int(os.environ.get("RANK", 0)) == 0 and not any(
-        event["type"] in TERMINAL for event in read_events(events.path)[0][-1:]
+        event.type in TERMINAL for event in read_events(events.path)[0][-1:]
     ):
         return _failed(events, "The engine ended without finishing the job.")
     return 0

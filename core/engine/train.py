@@ -35,7 +35,7 @@ from core.errors import Cancelled, KnownError
 from core.jobdir import layout
 from core.jobdir.base_folder import check_base_folder
 from core.jobdir.config import TrainConfig
-from core.jobdir.events import EventLog, read_events
+from core.jobdir.events import EventLog, Score, read_events
 from core.jobdir.job_spec import JobSpec
 
 MAX_EVAL_ROWS = 64  # validation loss over at most this many packed rows, so that eval stays cheap
@@ -365,7 +365,7 @@ class _Scorer:
         self.best: tuple[float, int] | None = None  # (answer score, step)
         self.unimproved = 0
         # A step's last score counts (`tunedesk eval` may have scored it again), in the order of the steps.
-        scored = {e["step"]: e["answer_score"] for e in read_events(job_dir / layout.EVENTS)[0] if e["type"] == "score"}
+        scored = {e.step: e.answer_score for e in read_events(job_dir / layout.EVENTS)[0] if isinstance(e, Score)}
         for step in sorted(s for s in scored if s <= done):
             self._count(scored[step] or 0.0, step)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.jobdir import layout
-from core.jobdir.events import read_events
+from core.jobdir.events import Score, read_events
 from core.jobdir.job_spec import JobSpec
 
 DATASET_INFO = "dataset.json"  # in a dataset's folder: {"settings", "documents": [{"name", "sha256", "pages"}]}
@@ -29,7 +29,7 @@ def keys(job_dir: Path, step: int, *, base_sha256: str, tensors_sha256: str, ver
     job = JobSpec.read(job_dir)
     dataset = job_dir / layout.DATASET
     info = json.loads((dataset / DATASET_INFO).read_text()) if (dataset / DATASET_INFO).is_file() else {}
-    scores = [e for e in read_events(job_dir / layout.EVENTS)[0] if e["type"] == "score" and e["step"] == step]
+    scores = [e for e in read_events(job_dir / layout.EVENTS)[0] if isinstance(e, Score) and e.step == step]
     return {
         PREFIX + "version": version,
         PREFIX + "documents": json.dumps(info.get("documents", [])),
@@ -42,7 +42,7 @@ def keys(job_dir: Path, step: int, *, base_sha256: str, tensors_sha256: str, ver
         ),
         PREFIX + "base": json.dumps({"name": job.label, "sha256": base_sha256}),
         PREFIX + "job": json.dumps(
-            {"job": job_dir.name, "step": step, "answer_score": scores[-1]["answer_score"] if scores else None}
+            {"job": job_dir.name, "step": step, "answer_score": scores[-1].answer_score if scores else None}
         ),
         TENSORS_KEY: tensors_sha256,
     }

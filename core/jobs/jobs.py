@@ -24,10 +24,10 @@ from core.answers import evaluation
 from core.dataset.build import Dataset, DatasetSettings, dataset, prepare_dataset
 from core.db import now, row_id
 from core.errors import KnownError
-from core.jobdir import layout, provenance
+from core.jobdir import events, layout, provenance
 from core.jobdir.base_folder import DEMO
 from core.jobdir.config import DEFAULT_PRESET, TrainConfig, load_config
-from core.jobdir.events import ENDED_AS, JobState, read_events
+from core.jobdir.events import ENDED_AS, JobState
 from core.jobdir.job_spec import JobSpec, UpdateOf
 from core.jobs import hosts
 from core.jobs.estimate import Estimate
@@ -422,7 +422,7 @@ def cancel_job(library: Library, job_id: int) -> Job:
     return current
 
 
-def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
+def sync(library: Library, job_id: int) -> tuple[Job, list[events.Event]]:
     """Bring the job's new events into the library; returns the job and those events.
 
     A job whose engine is gone without a final event is marked failed: it will never finish.
@@ -436,12 +436,12 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
     except KnownError as error:  # the host is out of reach: the job goes on there; look again later
         lost = f"{error} The job goes on there; Tunedesk reconnects when it can."
         alive = True
-    events, offset = read_events(current.dir / layout.EVENTS, _offset(library, job_id))
+    new, offset = events.read_events(current.dir / layout.EVENTS, _offset(library, job_id))
     if not alive:  # the engine may have written its last words after the read above
-        more, offset = read_events(current.dir / layout.EVENTS, offset)
-        events += more
+        more, offset = events.read_events(current.dir / layout.EVENTS, offset)
+        new += more
     with library.write() as db:
-        for event in events:
+        for event in new:
             _apply(db, job_id, event)
         db.execute("UPDATE jobs SET events_offset = ? WHERE id = ?", [offset, job_id])
         if current.state == JobState.RUNNING and job(library, job_id).state == JobState.RUNNING:
@@ -457,7 +457,7 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[dict[str, Any]]]:
         details = synced.dir / layout.ENGINE_LOG
         message = synced.message or "no message"
         log.info("Job %d %s at step %d: %s (the engine's log: %s)", job_id, synced.state, synced.step, message, details)
-    return synced, events
+    return synced, new
 
 
 def _runner(
@@ -471,36 +471,34 @@ def _runner(
     return ssh.There(hosts.host(library, host), library.data_dir)
 
 
-def _apply(db: Any, job_id: int, event: dict[str, Any]) -> None:
-    kind = event["type"]
-    if kind == "start":
+def _apply(db: Any, job_id: int, event: events.Event) -> None:
+    if isinstance(event, events.Start):
         db.execute(
             "UPDATE jobs SET steps_total = ?, processes = ?, state = ? WHERE id = ?",
-            [event["steps_total"], event.get("processes", 1), JobState.RUNNING, job_id],
+            [event.steps_total, event.processes, JobState.RUNNING, job_id],
         )
-    elif kind == "step":
-        db.execute("UPDATE jobs SET step = ? WHERE id = ?", [event["step"], job_id])
+    elif isinstance(event, events.Step):
+        db.execute("UPDATE jobs SET step = ? WHERE id = ?", [event.step, job_id])
         db.table("losses").upsert(
-            {"job_id": job_id, "step": event["step"], "train_loss": event["loss"]}, pk=("job_id", "step")
+            {"job_id": job_id, "step": event.step, "train_loss": event.loss}, pk=("job_id", "step")
         )
-    elif kind == "eval":
+    elif isinstance(event, events.Eval):
         db.table("losses").upsert(
-            {"job_id": job_id, "step": event["step"], "val_loss": event["val_loss"]}, pk=("job_id", "step")
+            {"job_id": job_id, "step": event.step, "val_loss": event.val_loss}, pk=("job_id", "step")
         )
-    elif kind == "checkpoint":
-        row = {"job_id": job_id, "step": event["step"], "path": event["path"], "val_loss": event.get("val_loss")}
+    elif isinstance(event, events.Checkpoint):
+        row = {"job_id": job_id, "step": event.step, "path": event.path, "val_loss": event.val_loss}
         db.table("checkpoints").upsert(row, pk=("job_id", "step"))
-    elif kind == "score":
+    elif isinstance(event, events.Score):
         db.execute(
             "UPDATE checkpoints SET answer_score = ? WHERE job_id = ? AND step = ?",
-            [event["answer_score"], job_id, event["step"]],
+            [event.answer_score, job_id, event.step],
         )
-    elif kind in ENDED_AS:
-        db.execute(
-            "UPDATE jobs SET state = ?, message = ? WHERE id = ?", [ENDED_AS[kind], event.get("message"), job_id]
-        )
-    elif kind == "warning":
-        db.execute("UPDATE jobs SET message = ? WHERE id = ?", [event["message"], job_id])
+    elif isinstance(event, events.Done | events.Failed | events.Stopped):
+        ended = [ENDED_AS[event.type], getattr(event, "message", None), job_id]
+        db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ?", ended)
+    elif isinstance(event, events.Warned):
+        db.execute("UPDATE jobs SET message = ? WHERE id = ?", [event.message, job_id])
 
 
 def jobs(library: Library) -> list[Job]:
@@ -540,11 +538,11 @@ def usage(library: Library, current: Job) -> tuple[float, float | None]:
     """Hours the job's engine has run (over all its runs) and, on a host with an hourly price, their cost
     in USD. Counted from each run's start to its end: the renting of a machine before and after is not."""
     hours, began = 0.0, None
-    for event in read_events(current.dir / layout.EVENTS)[0]:
-        if event["type"] == "start":
-            began = event["time"]
-        elif event["type"] in ENDED_AS and began is not None:
-            hours, began = hours + (event["time"] - began) / 3600, None
+    for event in events.read_events(current.dir / layout.EVENTS)[0]:
+        if isinstance(event, events.Start):
+            began = event.time
+        elif event.type in ENDED_AS and began is not None:
+            hours, began = hours + (event.time - began) / 3600, None
     if began is not None and current.state == JobState.RUNNING:
         hours += (time.time() - began) / 3600
     price = next((h.price_per_hour for h in hosts.hosts(library) if h.name == current.host), None)
