@@ -42,7 +42,7 @@ def main(data_dir: Path | None = None, open_paths: list[Path] | None = None) -> 
     except KnownError as error:
         from PySide6.QtWidgets import QMessageBox
 
-        QMessageBox.critical(None, "Tunedesk", str(error))
+        QMessageBox.critical(None, "Tunedesk", error.for_app())
         return 1
     window = MainWindow(data_dir)
     if geometry := QSettings().value(GEOMETRY_SETTING):

@@ -23,7 +23,7 @@ log = logging.getLogger("tunedesk")
 def sentence(error: BaseException) -> str:
     """The one sentence a user sees; a bug's traceback goes to the log."""
     if isinstance(error, KnownError):
-        return str(error)
+        return error.for_app()
     log.error("unexpected error", exc_info=error)
     return f"Something went wrong ({type(error).__name__}: {error}); the details are in the log."
 

@@ -139,7 +139,7 @@ def test_names_that_are_not_utf8_or_hide_characters_are_named_safely(tmp_path):
         assert run.returncode == 1, command
         assert (
             run.stderr.decode().strip()
-            == "tunedesk: No document contract\ufffd.pdf in the library (see `tunedesk docs`)."
+            == "tunedesk: No document contract\ufffd.pdf in the library. `tunedesk docs` lists them."
         ), command
 
     (tmp_path / "in").mkdir()
@@ -172,7 +172,7 @@ def test_usage_errors_and_unknown_documents(tmp_path):
     assert tunedesk("search", data_dir=tmp_path).returncode == 2
     missing = tunedesk("rm", "nonexistent.pdf", data_dir=tmp_path)
     assert missing.returncode == 1
-    assert missing.stderr.strip() == "tunedesk: No document nonexistent.pdf in the library (see `tunedesk docs`)."
+    assert missing.stderr.strip() == "tunedesk: No document nonexistent.pdf in the library. `tunedesk docs` lists them."
 
 
 def test_tunedesk_home_chooses_the_library(tmp_path):

@@ -228,6 +228,11 @@ def test_the_settings_view_adds_checks_and_removes_a_host(window, qtbot):
     # the listing the view started when shown may run after the add and fill the table before the add reports
     qtbot.waitUntil(lambda: view.hosts.rowCount() == 1 and "press Trust" in view.host_status.text(), timeout=10_000)
     assert [view.hosts.item(0, c).text() for c in (0, 4)] == ["box", "1.20"]
+    view.name.setText("box")
+    view.target.setText("me@127.0.0.1:22")
+    view.add_host()  # the same name again: the remedy is the window's own button, not a command
+    qtbot.waitUntil(lambda: "There is a host box already" in window.banner.label.text(), timeout=10_000)
+    assert window.banner.label.text().endswith("remove it first. Select it in Settings and press Remove.")
     view.hosts.selectRow(0)
     view.check_selected()  # nothing listens there: one sentence in the banner, and the status line is cleared
     qtbot.waitUntil(lambda: "nothing listens on port" in window.banner.label.text(), timeout=30_000)

@@ -6,6 +6,7 @@ Every import statement counts, a lazy one inside a function too: each runs in th
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,24 @@ def test_no_module_reaches_itself_through_others(module):
     if module in ALLOWED_CIRCLE:
         back -= ALLOWED_CIRCLE
     assert not back, f"{module} and {sorted(back)} import each other"
+
+
+def _message_texts(module: str) -> list[str]:
+    """The literal text of every error raised with a message in the module: the first argument of a call of a
+    class named ...Error, f-strings' literal parts included (keyword arguments, the remedies, left out)."""
+    texts = []
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.Call) and node.args and ast.unparse(node.func).endswith("Error"):
+            texts += [
+                n.value for n in ast.walk(node.args[0]) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            ]
+    return texts
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("core") and not m.startswith("core.cli")))
+def test_core_messages_name_no_command_line_outside_their_remedy(module):
+    """A remedy is a KnownError's `cli` or `app` (core/errors.py), so that the window never sends its user to a
+    command, nor the CLI to a button. A pip command, the same for both, may stay in the message."""
+    command_line = re.compile(r"`tunedesk\b|(^|\s)--[a-z]")
+    said = [text for text in _message_texts(module) if command_line.search(text) and "pip install" not in text]
+    assert not said, f"{module}: {said}"

@@ -72,6 +72,7 @@ def test_an_unknown_host_is_refused_before_anything_is_sent(data, server, tmp_pa
     refused = tunedesk("train", "--host", "box", "--max-steps", "2", *FAST, data_dir=data)
     assert refused.returncode == 1
     assert f"The host box ({server.user}@127.0.0.1:{server.port}) is not trusted yet" in refused.stderr
+    assert refused.stderr.strip().endswith("then trust it. `tunedesk hosts trust box` shows it.")  # its remedy
     assert not workdir.exists()  # no byte of the user's data went there
     assert json.loads(tunedesk("jobs", "--json", data_dir=data).stdout) == {"jobs": []}
 

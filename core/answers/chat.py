@@ -303,7 +303,7 @@ def messages(library: Library, conversation_id: int) -> list[dict[str, Any]]:
         )
     )
     if not rows and not library.db.execute("SELECT 1 FROM conversations WHERE id = ?", [conversation_id]).fetchone():
-        raise KnownError(f"No conversation {conversation_id} (see `tunedesk chat --list`).")
+        raise KnownError(f"No conversation {conversation_id}.", cli="`tunedesk chat --list` lists them.")
     for row in rows:
         # document_id and chunk_text are None once the cited document has been removed.
         row["citations"] = list(

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         versions.check(versions.APP)
         return args.run(args)
     except KnownError as error:
-        print(f"tunedesk: {error}", file=sys.stderr)
+        print(f"tunedesk: {error.for_cli()}", file=sys.stderr)
         return 1
     except sqlite3.Error as error:
         # A library damaged after it opened fails on its first read; known_error re-raises a bug.

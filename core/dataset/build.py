@@ -93,7 +93,11 @@ def build_dataset(library: Library, settings: DatasetSettings = DatasetSettings(
     _check(settings)
     documents = library.documents()
     if not documents:
-        raise KnownError("The library has no documents; add some with `tunedesk add FILE...` first.")
+        raise KnownError(
+            "The library has no documents to build a dataset from.",
+            cli="Add some with `tunedesk add FILE...` first.",
+            app="Add some in the Library first: drop files there, or press Add files….",
+        )
     rng = random.Random(settings.seed)
     val_pages = {doc.id: _val_pages(doc.pages, settings.val_share, rng) for doc in documents}
     split: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
@@ -164,10 +168,12 @@ def dataset(library: Library, dataset_id: int | None = None) -> Dataset:
     query = "SELECT * FROM datasets " + ("WHERE id = ?" if dataset_id is not None else "ORDER BY id DESC LIMIT 1")
     rows = list(library.db.query(query, [dataset_id] if dataset_id is not None else []))
     if not rows:
+        if dataset_id is not None:
+            raise KnownError(f"No dataset {dataset_id}: datasets are numbered from 1 in the order they were built.")
         raise KnownError(
-            f"No dataset {dataset_id}: datasets are numbered from 1 in the order `tunedesk dataset build` made them."
-            if dataset_id is not None
-            else "There is no dataset yet; build one with `tunedesk dataset build`."
+            "There is no dataset yet.",
+            cli="`tunedesk dataset build` builds one.",
+            app="Build one in the Dataset view.",
         )
     row = rows[0]
     folder = library.full_path(row["dir"])

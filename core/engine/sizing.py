@@ -181,7 +181,7 @@ def fit_memory(config: TrainConfig, shape: Shape, free_bytes: float, processes: 
     each = f" in each of {processes} processes sharing the weights" if sharding[-1] else ""
     raise KnownError(
         f"One row of {config.seq_len} tokens needs about {needed / GiB:.1f} GiB of GPU memory{each} and "
-        f"{free_bytes / GiB:.1f} GiB is free; lower seq_len{'' if config.qlora else ', train with --qlora'} "
+        f"{free_bytes / GiB:.1f} GiB is free; lower seq_len{'' if config.qlora else ', train with qlora'} "
         "or use a larger GPU."
     )
 

@@ -33,7 +33,7 @@ from core.engine import checkpoint, sizing
 from core.engine.data import IGNORE, Example, batch_tensors, pack, read_records, tokenize
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout
-from core.jobdir.base_folder import check_base_folder
+from core.jobdir.base_folder import DEMO_ONE_PROCESS, check_base_folder
 from core.jobdir.config import TrainConfig
 from core.jobdir.events import EventLog, Score, read_events
 from core.jobdir.job_spec import JobSpec
@@ -70,7 +70,7 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
 
         base = layout.demo_base(job_dir)
         if processes > 1:
-            raise KnownError("The built-in demo base trains in one process; give --gpus 1 or a real base.")
+            raise KnownError(DEMO_ONE_PROCESS)
 
         try:
             build(

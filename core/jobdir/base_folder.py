@@ -12,6 +12,7 @@ from pathlib import Path
 from core.errors import KnownError
 
 DEMO = "demo"
+DEMO_ONE_PROCESS = "The built-in demo base trains in one process only."
 
 
 class ModelError(KnownError):

@@ -37,7 +37,8 @@ def evaluate_job(
     questions = questions or evaluation.held_out_questions(job.dir)
     if not questions:
         raise KnownError(
-            f"Job {job_id}'s dataset held out no Q&A pairs to score with; give a question set with --questions."
+            f"Job {job_id}'s dataset held out no Q&A pairs to score with.",
+            cli="Give a question set with --questions FILE.",
         )
     items = job.dir / evaluation.QUESTIONS
     evaluation.write_items(library, items, questions, free_text=free_text)

@@ -65,7 +65,7 @@ def add_host(
     if not _NAME.match(name):
         raise KnownError(f"{name!r} is not a usable host name: use letters, digits, dots, dashes and underscores.")
     if name == LOCAL:
-        raise KnownError(f"A host cannot be named {LOCAL}: `--host {LOCAL}` means this computer; choose another name.")
+        raise KnownError(f"A host cannot be named {LOCAL}, the name of this computer; choose another name.")
     match = _TARGET.match(target.strip())
     if not match or not match["user"]:
         raise KnownError(f"{target!r} is not user@host or user@host:port.")
@@ -89,7 +89,7 @@ def add_host(
     }
     with library.write() as db:
         if db.execute("SELECT 1 FROM hosts WHERE name = ?", [name]).fetchone():
-            raise KnownError(f"There is a host {name} already; remove it first with `tunedesk hosts rm {name}`.")
+            raise KnownError(f"There is a host {name} already; remove it first.", **_remove(name))
         db.table("hosts").insert(row)
     return host(library, name)
 
@@ -101,8 +101,13 @@ def hosts(library: Library) -> list[Host]:
 def host(library: Library, name: str) -> Host:
     rows = list(library.db.query("SELECT * FROM hosts WHERE name = ?", [name]))
     if not rows:
-        raise KnownError(f"No host {name} (see `tunedesk hosts list`).")
+        raise KnownError(f"No host {name}.", cli="`tunedesk hosts list` lists them.")
     return Host(**rows[0])
+
+
+def _remove(name: str) -> dict[str, str]:
+    """How each front end removes a host, as KnownError's remedies."""
+    return {"cli": f"`tunedesk hosts rm {name}` removes it.", "app": "Select it in Settings and press Remove."}
 
 
 def remove_host(library: Library, name: str) -> Host:
@@ -154,8 +159,9 @@ def trust_host(library: Library, name: str, confirmed: str) -> str:
     recorded = keys.lookup(target.known_hosts_name) or {}
     if recorded and all(fingerprint(k) != offered for k in recorded.values()):
         raise KnownError(
-            f"The host key of {name} has changed since it was trusted; remove the host with "
-            f"`tunedesk hosts rm {name}` and add it again if the provider rebuilt the machine."
+            f"The host key of {name} has changed since it was trusted; if the provider rebuilt the machine, "
+            "remove the host and add it again.",
+            **_remove(name),
         )
     keys.add(target.known_hosts_name, key.get_name(), key)
     _save_known_hosts(library.data_dir, keys)
@@ -192,7 +198,8 @@ def connect(target: Host, data_dir: Path, *, passphrase: str | None = None) -> A
         raise KnownError(
             f"The host key of {target.name} ({target.where}) has CHANGED since you trusted it (it now offers "
             f"{fingerprint(error.key)}); Tunedesk refuses to connect. If the provider rebuilt the machine, "
-            f"remove it with `tunedesk hosts rm {target.name}` and add and trust it again."
+            "remove it, and add and trust it again.",
+            **_remove(target.name),
         ) from None
     except paramiko.PasswordRequiredException:
         client.close()
@@ -205,8 +212,10 @@ def connect(target: Host, data_dir: Path, *, passphrase: str | None = None) -> A
         client.close()
         if "not found in known_hosts" in str(error):
             raise KnownError(
-                f"The host {target.name} ({target.where}) is not trusted yet: run `tunedesk hosts trust "
-                f"{target.name}` and compare its key's fingerprint with the one your provider shows."
+                f"The host {target.name} ({target.where}) is not trusted yet: compare its key's fingerprint "
+                "with the one your provider shows, then trust it.",
+                cli=f"`tunedesk hosts trust {target.name}` shows it.",
+                app="Select it in Settings and press Trust… to see it.",
             ) from None
         raise KnownError(f"The host {target.name} ({target.where}) broke off the SSH connection: {error}.") from None
     except OSError as error:

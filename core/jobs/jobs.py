@@ -25,7 +25,7 @@ from core.dataset.build import Dataset, DatasetSettings, dataset, prepare_datase
 from core.db import now, row_id
 from core.errors import KnownError
 from core.jobdir import events, layout, provenance
-from core.jobdir.base_folder import DEMO
+from core.jobdir.base_folder import DEMO, DEMO_ONE_PROCESS
 from core.jobdir.config import DEFAULT_PRESET, TrainConfig, load_config
 from core.jobdir.events import ENDED_AS, JobState
 from core.jobdir.job_spec import JobSpec, UpdateOf
@@ -84,8 +84,9 @@ def create_job(
     for other in jobs(library):
         if other.host == host and sync(library, other.id)[0].state == JobState.RUNNING:
             raise KnownError(
-                f"Job {other.id} is still running on this machine; wait for it to end, or stop it with "
-                f"`tunedesk cancel {other.id}`."
+                f"Job {other.id} is still running on this machine; wait for it to end, or stop it.",
+                cli=f"`tunedesk cancel {other.id}` stops it.",
+                app="Cancel in the Training view stops it.",
             )
     with library.write() as db:
         row = {
@@ -124,9 +125,9 @@ def check_processes(config: TrainConfig, processes: int | None, *, demo: bool) -
     if processes is None or processes == 1:
         return
     if not 1 <= processes <= MAX_PROCESSES:
-        raise KnownError(f"--gpus must be between 1 and {MAX_PROCESSES}, not {processes}.")
+        raise KnownError(f"A job trains in 1 to {MAX_PROCESSES} processes, not {processes}.")
     if demo:
-        raise KnownError("The built-in demo base trains in one process; give --gpus 1 or a real base.")
+        raise KnownError(DEMO_ONE_PROCESS, cli="Give --gpus 1, or a real base with --base.")
     rows = config.grad_accum * config.batch_rows
     if rows < processes:
         # The global batch is the preset's whatever the processes: each takes a share of a step's rows.
@@ -277,7 +278,7 @@ def start_update(
     if best is None:
         raise KnownError(f"Job {old.id} has no checkpoint to update from.")
     if not 0 <= replay <= 1:
-        raise KnownError(f"--replay is a share of the unchanged examples, between 0 and 1, not {replay}.")
+        raise KnownError(f"The share of unchanged examples trained on again must be between 0 and 1, not {replay}.")
     spec = JobSpec.read(old.dir)
     asked = overrides or {}
     if changed_shape := [key for key in LORA_SHAPE if key in asked and asked[key] != getattr(spec.config, key)]:
@@ -508,7 +509,7 @@ def jobs(library: Library) -> list[Job]:
 def job(library: Library, job_id: int | str) -> Job:
     rows = list(library.db.query("SELECT * FROM jobs WHERE id = ?", [_as_int(job_id)]))
     if not rows:
-        raise KnownError(f"No job {job_id} (see `tunedesk jobs`).")
+        raise KnownError(f"No job {job_id}.", cli="`tunedesk jobs` lists them.")
     return _job(library, rows[0])
 
 
@@ -567,5 +568,5 @@ def _job(library: Library, row: dict[str, Any]) -> Job:
 def _as_int(value: int | str) -> int:
     number = row_id(value)
     if number is None:
-        raise KnownError(f"{value!r} is not a job id (see `tunedesk jobs`).")
+        raise KnownError(f"{value!r} is not a job id .", cli="`tunedesk jobs` lists them.")
     return number

@@ -47,7 +47,7 @@ class Library(LibraryDatabase):
         name = shown(str(ref))  # as names are stored: a name that is not UTF-8 is no SQLite text
         rows = list(self.db.query(_DOCUMENTS + " WHERE d.id = ? OR d.name = ?", [_as_id(ref), name]))
         if not rows:
-            raise KnownError(f"No document {name} in the library (see `tunedesk docs`).")
+            raise KnownError(f"No document {name} in the library.", cli="`tunedesk docs` lists them.")
         return Document(**rows[0])
 
     def find_sha256(self, sha256: str) -> Document | None:

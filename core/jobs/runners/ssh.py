@@ -174,8 +174,8 @@ def preflight(remote: Remote, need_bytes: int = 0) -> Preflight:
     version = tuple(found["python"])
     if version[:2] < engine_env.MIN_PYTHON:
         raise KnownError(
-            f"The host {host.name} has Python {'.'.join(map(str, version))}; the engine needs 3.11 or newer "
-            "(set another with `tunedesk hosts add ... --python PATH`)."
+            f"The host {host.name} has Python {'.'.join(map(str, version))}; the engine needs 3.11 or newer.",
+            cli="Add the host again with `tunedesk hosts add ... --python PATH` to name another.",
         )
     _, gpus, _ = remote.run("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null")
     _, header, _ = remote.run("nvidia-smi 2>/dev/null")
