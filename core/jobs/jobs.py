@@ -441,17 +441,18 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[events.Event]]:
     if not alive:  # the engine may have written its last words after the read above
         more, offset = events.read_events(current.dir / layout.EVENTS, offset)
         new += more
+    state = _state_after(current.state, new)
     with library.write() as db:
         for event in new:
             _apply(db, job_id, event)
         db.execute("UPDATE jobs SET events_offset = ? WHERE id = ?", [offset, job_id])
-        if current.state == JobState.RUNNING and job(library, job_id).state == JobState.RUNNING:
-            db.execute("UPDATE jobs SET message = ? WHERE id = ?", [lost, job_id])
-        if not alive and job(library, job_id).state == JobState.RUNNING:
+        if state == JobState.RUNNING and not alive:
             db.execute(
                 "UPDATE jobs SET state = ?, message = ? WHERE id = ?",
                 [JobState.FAILED, "The engine stopped without a word (its supervisor was killed).", job_id],
             )
+        elif state == JobState.RUNNING and current.state == JobState.RUNNING:
+            db.execute("UPDATE jobs SET message = ? WHERE id = ?", [lost, job_id])
     synced = job(library, job_id)
     if current.state == JobState.RUNNING and synced.state != JobState.RUNNING:
         # For the app's log (tunedesk.log); at INFO, so that a command, which says it itself, prints nothing.
@@ -470,6 +471,16 @@ def _runner(
     if host == LOCAL:
         return local.Here(library.data_dir, on_setup, cancel)
     return ssh.There(hosts.host(library, host), library.data_dir)
+
+
+def _state_after(state: JobState, new: list[events.Event]) -> JobState:
+    """The state _apply leaves the job in: the last start or end among the new events decides."""
+    for event in new:
+        if isinstance(event, events.Start):
+            state = JobState.RUNNING
+        elif event.type in ENDED_AS:
+            state = ENDED_AS[event.type]
+    return state
 
 
 def _apply(db: Any, job_id: int, event: events.Event) -> None:

@@ -28,6 +28,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from core.errors import Cancelled, KnownError
 from core.sizes import format_size
@@ -217,7 +218,7 @@ def _make_venv(venv: Path, on_progress: ProgressFn, cancel: Callable[[], bool] |
         raise
 
 
-def _run_step(command: list[str], log_file, cancel: Callable[[], bool] | None) -> None:
+def _run_step(command: list[str], log_file: TextIO, cancel: Callable[[], bool] | None) -> None:
     log_file.write("$ " + " ".join(command) + "\n")
     log_file.flush()
     process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -215,7 +215,7 @@ def _engine_venv(checked: Preflight) -> str:
     return posixpath.join(checked.workdir, "engine", engine_env.venv_name())
 
 
-def bootstrap(remote: Remote, checked: Preflight, on_progress=lambda message: None) -> str:
+def bootstrap(remote: Remote, checked: Preflight, on_progress: Callable[[str], None] = lambda message: None) -> str:
     """The Python that runs the engine there: the host's own if it can, else the engine venv (made once)."""
     host = remote.host
     found = engine_python(remote, checked)
@@ -269,7 +269,7 @@ def remote_job_dir(checked: Preflight, job_dir: Path) -> str:
     return posixpath.join(checked.workdir, "jobs", f"{job_dir.name}-{tag}")
 
 
-def start(remote: Remote, job_dir: Path, on_progress=lambda message: None) -> str:
+def start(remote: Remote, job_dir: Path, on_progress: Callable[[str], None] = lambda message: None) -> str:
     """Upload what the job needs and start it there; returns the remote job directory."""
     job = JobSpec.read(job_dir)
     base = Path(job.base)
