@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import queue
+from dataclasses import dataclass
 from pathlib import Path
 from textwrap import shorten
 from typing import Any
@@ -29,11 +30,19 @@ from PySide6.QtWidgets import (
 from core.answers import chat
 from core.library.store import Library
 from core.models import gguf_models
-from desktop.tasks import sentence
+from desktop.tasks import Task, sentence
 from desktop.view import View
 
 # How much of each source is shown under an answer: enough to tell which clause it is at a glance.
 SOURCE_GLIMPSE = 160
+
+
+@dataclass(frozen=True)
+class Listed:
+    """What the view lists: the models to ask, the conversations kept."""
+
+    models: list[gguf_models.Model]
+    conversations: list[dict[str, Any]]  # chat.conversations' rows
 
 
 class ChatSession(QThread):
@@ -150,22 +159,22 @@ class ChatView(View):
 
     # -- models and conversations ---------------------------------------------------------------------
     def refresh(self) -> None:
-        def work(library: Library, task) -> dict[str, Any]:
-            return {"models": gguf_models.models(library), "conversations": chat.conversations(library)}
+        def work(library: Library, task: Task) -> Listed:
+            return Listed(gguf_models.models(library), chat.conversations(library))
 
         self.main.tasks.start(work, self._show, latest_only=True)
 
-    def _show(self, loaded: dict[str, Any]) -> None:
+    def _show(self, loaded: Listed) -> None:
         chosen = self.model.currentData()
         self.model.blockSignals(True)
         self.model.clear()
-        for m in reversed(loaded["models"]):
+        for m in reversed(loaded.models):
             origin = f"job {m.job_id}, step {m.step}" if m.source == "export" else "imported"
             self.model.addItem(f"{m.path.name} ({origin})", str(m.path))
         self.model.setCurrentIndex(max(self.model.findData(chosen), 0))
         self.model.blockSignals(False)
         self.conversations.clear()
-        for row in reversed(loaded["conversations"]):
+        for row in reversed(loaded.conversations):
             item = QListWidgetItem(f"{row['title'][:60]}\n{row['created'][:16].replace('T', ' ')} · {row['model']}")
             item.setData(256, row["id"])
             self.conversations.addItem(item)

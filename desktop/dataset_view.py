@@ -4,6 +4,7 @@ progress and cancel), then a preview of the examples it made. Its passages are t
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from PySide6.QtWidgets import (
 )
 
 from core.dataset import qa_pairs
-from core.dataset.build import DatasetSettings, added_since, dataset, prepare_dataset
+from core.dataset.build import Dataset, DatasetSettings, added_since, dataset, prepare_dataset
 from core.library.store import Library
-from core.models.gguf_models import models
+from core.models.gguf_models import Model, models
 from desktop.tasks import Task
 from desktop.view import View
 
@@ -37,6 +38,23 @@ KIND_TIPS = {
     "asks it, and an answer that quotes the passage that holds it and cites its page. This is how chat answers.",
 }
 PREVIEW = 2  # examples of each kind
+
+
+@dataclass(frozen=True)
+class Standing:
+    """The library as the view shows it: the models that can make Q&A pairs, the newest dataset (None before
+    the first) and the documents added since it was built."""
+
+    models: list[Model]
+    dataset: Dataset | None
+    added_since: list[str]
+
+
+@dataclass(frozen=True)
+class Built:
+    dataset: Dataset
+    made: str  # how the Q&A pairs were made, in words
+    examples: list[dict[str, Any]]  # the first examples of each kind, for the preview
 
 
 class DatasetView(View):
@@ -83,28 +101,28 @@ class DatasetView(View):
         self.task: Task | None = None
 
     def refresh(self) -> None:
-        def work(library: Library, task) -> dict[str, Any]:
-            shown: dict[str, Any] = {"models": [m for m in models(library) if m.path.is_file()]}
-            if library.db.execute("SELECT count(*) FROM datasets").fetchone()[0]:
-                shown["dataset"] = dataset(library)
-                shown["added since"] = added_since(library, shown["dataset"])
-            return shown
+        def work(library: Library, task: Task) -> Standing:
+            usable = [m for m in models(library) if m.path.is_file()]
+            if not library.db.execute("SELECT count(*) FROM datasets").fetchone()[0]:
+                return Standing(usable, None, [])
+            newest = dataset(library)
+            return Standing(usable, newest, added_since(library, newest))
 
         if self.task is None:  # a build in progress says how it goes
             self.main.tasks.start(work, self._show_library, latest_only=True)
 
-    def _show_library(self, shown: dict[str, Any]) -> None:
-        self._show_models(shown["models"])
-        if "dataset" not in shown:
+    def _show_library(self, shown: Standing) -> None:
+        self._show_models(shown.models)
+        if shown.dataset is None:
             self.status.setText("No dataset yet: build one from the library's documents.")
             return
-        built, newer = shown["dataset"], shown["added since"]
+        built, newer = shown.dataset, shown.added_since
         text = f"Dataset {built.id}, built {built.created[:16].replace('T', ' ')}: {_sizes(built)}"
         if newer:
             text += f" Not in it: {', '.join(newer)}, added since; build again to train on them too."
         self.status.setText(text)
 
-    def _show_models(self, gguf_models: list[Any]) -> None:
+    def _show_models(self, gguf_models: list[Model]) -> None:
         chosen = self.source.currentData()
         while self.source.count() > 2:
             self.source.removeItem(2)
@@ -126,7 +144,7 @@ class DatasetView(View):
             kinds=tuple(kind for kind, box in self.kinds.items() if box.isChecked()),
         )
 
-        def work(library: Library, task) -> dict[str, Any]:
+        def work(library: Library, task: Task) -> Built:
             dataset, made = prepare_dataset(
                 library,
                 settings,
@@ -134,7 +152,7 @@ class DatasetView(View):
                 on_progress=lambda done, total: task.report((done, total)),
                 cancel=task.is_cancelled,
             )
-            return {"dataset": dataset, "made": made, "examples": _preview(dataset.dir / "train.jsonl")}
+            return Built(dataset, made, _preview(dataset.dir / "train.jsonl"))
 
         self._busy(True)
         self.task = self.main.tasks.start(
@@ -169,15 +187,15 @@ class DatasetView(View):
         self.status.setText("")
         self.main.show_error(sentence)
 
-    def _built(self, built: dict[str, Any]) -> None:
+    def _built(self, built: Built) -> None:
         self._busy(False)
-        made, kinds = built["dataset"], [kind for kind, box in self.kinds.items() if box.isChecked()]
+        made, kinds = built.dataset, [kind for kind, box in self.kinds.items() if box.isChecked()]
         uses = "the Q&A examples and " if {"qa", "grounded"} & set(kinds) else ""
-        self.status.setText(f"Dataset {made.id}: {built['made']}, for {uses}the questions that score. {_sizes(made)}")
-        self.preview.setPlainText("\n\n".join(_example_text(example) for example in built["examples"]))
+        self.status.setText(f"Dataset {made.id}: {built.made}, for {uses}the questions that score. {_sizes(made)}")
+        self.preview.setPlainText("\n\n".join(_example_text(example) for example in built.examples))
 
 
-def _sizes(built: Any) -> str:
+def _sizes(built: Dataset) -> str:
     return (
         f"{built.train_examples} training and {built.val_examples} validation examples, {built.held_out} "
         "questions held out for scoring checkpoints."

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap, QResizeEvent
@@ -29,12 +30,32 @@ from PySide6.QtWidgets import (
 from desktop.view import View
 
 if TYPE_CHECKING:
-    from core.library.store import Library
+    from core.library.store import Document, Library
+    from desktop.tasks import Task
 
 HINT = "Open a document from the library, a search hit or a citation in the chat."
 HIGHLIGHT = QColor(255, 214, 0, 110)
 MARK = "#ffe680"  # the same yellow, on a text document's page
 REFIT_MS = 200  # a resize re-renders the page once the window has kept its size this long
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A PDF page as an image, with the passage's top in pixels (None: not found on the page)."""
+
+    image: QImage
+    top: float | None
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A page to show: a PDF's rendered `width` pixels wide, another document's text."""
+
+    document: Document
+    page: int
+    passage: str
+    width: int
+    content: Rendered | str
 
 
 class DocumentView(View):
@@ -74,14 +95,13 @@ class DocumentView(View):
     def open(self, document_id: int, page: int, passage: str = "") -> None:
         width = self._page_width()
 
-        def work(library: Library, task) -> dict[str, Any]:
+        def work(library: Library, task: Task) -> Shown:
             document = library.document(document_id)
-            shown: dict[str, Any] = {"document": document, "page": page, "passage": passage, "width": width}
             if document.kind == "pdf":
-                shown |= render(library.stored_file(document), page, passage, width)
-            else:
-                shown["text"] = library.page_text(document_id, page)
-            return shown
+                return Shown(
+                    document, page, passage, width, render(library.stored_file(document), page, passage, width)
+                )
+            return Shown(document, page, passage, width, library.page_text(document_id, page))
 
         self.main.tasks.start(work, self._show, latest_only=True)
 
@@ -108,28 +128,29 @@ class DocumentView(View):
         """The page (from 1) on which the passage is highlighted, if it is."""
         return self.found
 
-    def _show(self, shown: dict[str, Any]) -> None:
-        document, self.page, self.passage = shown["document"], shown["page"], shown["passage"]
+    def _show(self, shown: Shown) -> None:
+        document, self.page, self.passage = shown.document, shown.page, shown.passage
         self.document_id = document.id
         self.title.setText(f"<b>{html.escape(document.name)}</b> — page {self.page} of {document.pages}")
         self._buttons(self.page, document.pages)
-        if document.kind != "pdf":
+        if isinstance(shown.content, str):
             self.rendered_width = 0
             self.pages.setCurrentWidget(self.text)
-            marked, found = _marked(shown["text"], self.passage)
+            marked, found = _marked(shown.content, self.passage)
             self.text.setHtml(marked)
             self.found = self.page if found else None
             if found:
                 self.text.scrollToAnchor(PASSAGE_ANCHOR)
             return
-        self.rendered_width = shown["width"]
+        rendered = shown.content
+        self.rendered_width = shown.width
         self.pages.setCurrentWidget(self.page_area)
-        self.image.setPixmap(QPixmap.fromImage(shown["image"]))
-        self.found = self.page if shown["top"] is not None else None
+        self.image.setPixmap(QPixmap.fromImage(rendered.image))
+        self.found = self.page if rendered.top is not None else None
         # After the layout has taken the new image's height: until then the scroll bar's range is the old
         # page's (or nothing, when the view is shown for the first time), and the passage would stay out of
         # sight below.
-        top = max(int(shown["top"] or 0) - 60, 0)
+        top = max(int(rendered.top or 0) - 60, 0)
         QTimer.singleShot(0, lambda: self.page_area.verticalScrollBar().setValue(top))
 
     def _buttons(self, page: int, pages: int) -> None:
@@ -141,7 +162,7 @@ class DocumentView(View):
             self.open(self.document_id, self.page + by)
 
 
-def render(path: Path, page: int, passage: str, width: int) -> dict[str, Any]:
+def render(path: Path, page: int, passage: str, width: int) -> Rendered:
     """The page as an image `width` pixels wide with the passage highlighted, and the passage's top (pixels),
     or None where it was not found. Runs in a task: a QPdfDocument of its own, loaded synchronously."""
     from PySide6.QtPdf import QPdfDocument, QPdfSearchModel
@@ -173,7 +194,7 @@ def render(path: Path, page: int, passage: str, width: int) -> dict[str, Any]:
             painter.end()
             top = min(r.top() for r in rectangles)
     document.close()
-    return {"image": image, "top": top}
+    return Rendered(image, top)
 
 
 def _probe(passage: str) -> str:

@@ -8,6 +8,7 @@ import html
 import itertools
 import re
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,9 @@ from PySide6.QtWidgets import (
 from desktop.view import GETTING_STARTED_HTML, View
 
 if TYPE_CHECKING:
+    from core.library.ingest import Outcome
     from core.library.store import Library
+    from desktop.tasks import Task
 
 # core's modules are imported by the tasks, off the GUI thread: this view is the first one shown, and the
 # window must paint before the SQLite layer (0.1 s to import) is loaded.
@@ -45,6 +48,20 @@ HIT_CHARS = 300  # of a hit's text shown in the list, cut at a word
 # Search as the user types, once they pause this long: a search takes milliseconds, a keystroke each would
 # only flicker the list.
 TYPING_PAUSE_MS = 250
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Files found to add, each shown waiting until it is read."""
+
+    files: list[Path]
+
+
+@dataclass(frozen=True)
+class Reading:
+    path: Path
+    done: int  # pages
+    total: int
 
 
 class LibraryView(View):
@@ -123,7 +140,7 @@ class LibraryView(View):
 
     # -- showing the library --------------------------------------------------------------------------
     def refresh(self) -> None:
-        def work(library: Library, task) -> list[dict[str, Any]]:
+        def work(library: Library, task: Task) -> list[dict[str, Any]]:
             from core.sizes import format_size
 
             return [vars(d) | {"size": format_size(d.bytes)} for d in library.documents()]
@@ -193,29 +210,27 @@ class LibraryView(View):
             self.add_paths([Path(name) for name in names])
 
     def add_paths(self, paths: list[Path]) -> None:
-        def work(library: Library, task) -> None:
+        def work(library: Library, task: Task) -> None:
             from core.library.ingest import add_documents, collect_files
 
             files, links = collect_files(paths, recursive=True)
-            task.report(("queued", files))
-            progress = lambda path, done, total: task.report(("progress", path, done, total))  # noqa: E731
+            task.report(Queued(files))
+            progress = lambda path, done, total: task.report(Reading(path, done, total))  # noqa: E731
             for outcome in itertools.chain(
                 links, add_documents(library, files, on_progress=progress, cancel=task.cancel_event)
             ):
-                task.report(("outcome", outcome))
+                task.report(outcome)
 
         self.main.tasks.start(work, lambda _: self.refresh(), on_progress=self._on_add_progress)
 
-    def _on_add_progress(self, report: tuple) -> None:
-        kind = report[0]
-        if kind == "queued":
-            for path in report[1]:
+    def _on_add_progress(self, report: Queued | Reading | Outcome) -> None:
+        if isinstance(report, Queued):
+            for path in report.files:
                 self._set_row(str(path), path.name, None, "waiting")
-        elif kind == "progress":
-            _, path, done, total = report
-            self._set_row(str(path), path.name, None, f"reading: page {done} of {total}")
+        elif isinstance(report, Reading):
+            self._set_row(str(report.path), report.path.name, None, f"reading: page {report.done} of {report.total}")
         else:
-            outcome = report[1]
+            outcome = report
             reason = f"refused: {outcome.reason}" if outcome.status == "refused" else outcome.status
             self._set_row(str(outcome.path), outcome.path.name, None, reason)
             if outcome.document is not None:
@@ -233,12 +248,12 @@ class LibraryView(View):
         if path is None or document_id is None:
             return
 
-        def work(library: Library, task) -> Any:
+        def work(library: Library, task: Task) -> Outcome:
             from core.library.ingest import add_version
 
             return add_version(library, document_id, path)[0]
 
-        def done(outcome: Any) -> None:
+        def done(outcome: Outcome) -> None:
             if outcome.document is not None:
                 self.versions[str(outcome.document.id)] = name
             self._set_row(str(path), path.name, None, "added" if outcome.document else f"refused: {outcome.reason}")
@@ -292,7 +307,7 @@ class LibraryView(View):
             self.hits.clear()
             return
 
-        def work(library: Library, task) -> list[tuple[Any, str, str]]:
+        def work(library: Library, task: Task) -> list[tuple[Any, str, str]]:
             from core.library.search import query_words, search
 
             words = query_words(query)

@@ -4,6 +4,7 @@ one to GGUF (a progress bar per phase); the GGUF models exported or imported; de
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,22 @@ def _fill(table: QTableWidget, rows: list[list[str]]) -> None:
     for r, values in enumerate(rows):
         for c, value in enumerate(values):
             table.setItem(r, c, QTableWidgetItem(value))
+
+
+@dataclass(frozen=True)
+class Listed:
+    """The jobs, and the GGUF models with what each one's documents have become since (standing's words)."""
+
+    jobs: list[jobs.Job]
+    models: list[gguf_models.Model]
+    flags: dict[int, str | None]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A checkpoint's score, in the library now (scoring's progress)."""
+
+    step: int
 
 
 class ModelsView(View):
@@ -116,10 +133,10 @@ class ModelsView(View):
 
     # -- loading --------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        def work(library: Library, task) -> dict[str, Any]:
+        def work(library: Library, task: Task) -> Listed:
             listed = gguf_models.models(library)
             flags = {m.id: gguf_models.standing(library, gguf_models.made_from(m.path)) for m in listed}
-            return {"jobs": jobs.jobs(library), "models": listed, "flags": flags}
+            return Listed(jobs.jobs(library), listed, flags)
 
         self.main.tasks.start(work, self._show, latest_only=True)
 
@@ -128,21 +145,21 @@ class ModelsView(View):
         self.checkpoints.setRowCount(0)
         self.models.setRowCount(0)
 
-    def _show(self, loaded: dict[str, Any]) -> None:
+    def _show(self, loaded: Listed) -> None:
         chosen = self.job.currentData()
         self.job.blockSignals(True)
         self.job.clear()
-        for job in reversed(loaded["jobs"]):
+        for job in reversed(loaded.jobs):
             self.job.addItem(f"Job {job.id}: {job.base}, {job.state}, step {job.step}", job.id)
         self.job.setCurrentIndex(max(self.job.findData(chosen), 0))
         self.job.blockSignals(False)
         self._load_checkpoints()
-        self.model_ids = [m.id for m in loaded["models"]]
+        self.model_ids = [m.id for m in loaded.models]
         _fill(
             self.models,
             [
-                [str(m.id), m.path.name, m.quant or "?", format_size(m.bytes), _origin(m, loaded["flags"][m.id])]
-                for m in loaded["models"]
+                [str(m.id), m.path.name, m.quant or "?", format_size(m.bytes), _origin(m, loaded.flags[m.id])]
+                for m in loaded.models
             ],
         )
 
@@ -152,7 +169,7 @@ class ModelsView(View):
             self.checkpoints.setRowCount(0)
             return
 
-        def work(library: Library, task) -> tuple[list[jobs.Checkpoint], jobs.Checkpoint | None]:
+        def work(library: Library, task: Task) -> tuple[list[jobs.Checkpoint], jobs.Checkpoint | None]:
             jobs.sync(library, job_id)
             saved = jobs.checkpoints(library, job_id)
             return saved, jobs.best_checkpoint(saved)
@@ -195,7 +212,7 @@ class ModelsView(View):
         if job_id is None:
             return
 
-        def work(library: Library, task) -> Any:
+        def work(library: Library, task: Task) -> list[dict[str, Any]]:
             # Imported here, in the task: with chat and the dataset modules behind it, it held the GUI thread
             # for 100 ms when the view was first shown.
             from core.answers.evaluation import load_questions
@@ -203,7 +220,7 @@ class ModelsView(View):
 
             questions = load_questions(questions_file) if questions_file else None
             progress = lambda what, done, total: task.report((f"Scoring: {what}", done, total))  # noqa: E731
-            scored = lambda row: task.report(("scored", row["step"], 0))  # noqa: E731
+            scored = lambda row: task.report(Scored(row["step"]))  # noqa: E731
             return evaluate_job(
                 library, job_id, questions, on_progress=progress, on_score=scored, cancel=task.is_cancelled
             )
@@ -215,7 +232,7 @@ class ModelsView(View):
         if job_id is None:
             return
 
-        def work(library: Library, task) -> Any:
+        def work(library: Library, task: Task) -> tuple[gguf_models.Model, dict[str, Any]]:
             phase = lambda name, done, total: task.report((name, done, total))  # noqa: E731
             return gguf_models.export_checkpoint(library, job_id, quant=quant, on_phase=phase, cancel=task.is_cancelled)
 
@@ -265,11 +282,11 @@ class ModelsView(View):
         if not busy:
             self.task = None
 
-    def _progress(self, report: tuple[str, int, int]) -> None:
-        what, done, total = report
-        if what == "scored":  # a checkpoint's score is in the library: show it now, not at the end
+    def _progress(self, report: tuple[str, int, int] | Scored) -> None:
+        if isinstance(report, Scored):  # a checkpoint's score is in the library: show it now, not at the end
             self._load_checkpoints()
             return
+        what, done, total = report
         self.phase.setText(what)
         self.progress.setRange(0, total)  # 0 of 0: busy, as while the model loads
         self.progress.setValue(done)

@@ -4,7 +4,7 @@ trust its key after comparing its fingerprint (a dialog; never on its own), chec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (
@@ -29,7 +29,9 @@ from core.sizes import format_size
 from desktop.view import View
 
 if TYPE_CHECKING:
+    from core.jobs.hosts import Host
     from core.library.store import Library
+    from desktop.tasks import Task
 
 DATA_DIR_SETTING = "data_dir"
 HOST_COLUMNS = ("Name", "Address", "Python", "Folder there", "USD/h")
@@ -126,7 +128,7 @@ class SettingsView(View):
         self.data_dir.setText(str(self.main.data_dir))
         self.log.setText(str(self.main.data_dir / "tunedesk.log"))
 
-        def work(library: Library, task) -> list[Any]:
+        def work(library: Library, task: Task) -> list[Host]:
             from core.jobs.hosts import hosts
 
             return hosts(library)
@@ -134,14 +136,14 @@ class SettingsView(View):
         self.main.tasks.start(work, self._show_hosts, latest_only=True)
         data_dir = self.main.data_dir
 
-        def engine(library: Library, task) -> str:
+        def engine(library: Library, task: Task) -> str:
             from core.jobs.runners.engine_env import local_state
 
             return local_state(data_dir)
 
         self.main.tasks.start(engine, self.engine.setText, latest_only=True)
 
-    def _show_hosts(self, listed: list[Any]) -> None:
+    def _show_hosts(self, listed: list[Host]) -> None:
         self.host_names = [h.name for h in listed]
         self.hosts.setRowCount(len(listed))
         for row, h in enumerate(listed):
@@ -154,14 +156,14 @@ class SettingsView(View):
         name, target, key = self.name.text().strip(), self.target.text().strip(), self.key.text().strip()
         python, price = self.python.text().strip() or "python3", self.price.value() or None
 
-        def work(library: Library, task) -> Any:
+        def work(library: Library, task: Task) -> Host:
             from core.jobs.hosts import add_host
 
             return add_host(library, name, target, key=Path(key) if key else None, python=python, price_per_hour=price)
 
         self.main.tasks.start(work, self._added)
 
-    def _added(self, host: Any) -> None:
+    def _added(self, host: Host) -> None:
         self.host_status.setText(f"Added {host.name} ({host.where}); select it and press Trust… before training there.")
         self.name.clear()
         self.target.clear()
@@ -176,7 +178,7 @@ class SettingsView(View):
         if name is None:
             return
 
-        def work(library: Library, task) -> tuple[str, str]:
+        def work(library: Library, task: Task) -> tuple[str, str]:
             from core.jobs.hosts import fingerprint, host, offered_key
 
             return name, fingerprint(offered_key(host(library, name)))
@@ -195,7 +197,7 @@ class SettingsView(View):
             self.host_status.setText(f"{name} is not trusted.")
             return
 
-        def work(library: Library, task) -> str:
+        def work(library: Library, task: Task) -> str:
             from core.jobs.hosts import trust_host
 
             return trust_host(library, name, fingerprint)
@@ -208,7 +210,7 @@ class SettingsView(View):
             return
         self.host_status.setText(f"Checking {name}…")
 
-        def work(library: Library, task) -> str:
+        def work(library: Library, task: Task) -> str:
             from core.jobs.hosts import host
             from core.jobs.runners import ssh
 
@@ -233,7 +235,7 @@ class SettingsView(View):
         name = self.selected_host()
         if name is not None:
 
-            def work(library: Library, task) -> Any:
+            def work(library: Library, task: Task) -> Host:
                 from core.jobs.hosts import remove_host
 
                 return remove_host(library, name)

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtWidgets import QInputDialog, QLineEdit, QWidget
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from core.library.store import Library
 
 log = logging.getLogger("tunedesk")
+T = TypeVar("T")  # what a task's work returns, and so what its on_done takes: mypy holds the two together
 
 
 def sentence(error: BaseException) -> str:
@@ -105,8 +106,8 @@ class Tasks(QObject):
 
     def start(
         self,
-        work: Callable[[Library, Task], Any],
-        on_done: Callable[[Any], None] | None = None,
+        work: Callable[[Library, Task], T],
+        on_done: Callable[[T], None] | None = None,
         *,
         on_progress: Callable[[Any], None] | None = None,
         on_failed: Callable[[str], None] | None = None,
@@ -120,7 +121,7 @@ class Tasks(QObject):
         if on_done and latest_only:
             self.latest[on_done] = task
 
-            def unless_superseded(result: Any) -> None:
+            def unless_superseded(result: T) -> None:
                 if self.latest.get(on_done) is task:
                     on_done(result)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QThread, Signal
@@ -38,11 +39,27 @@ from desktop.view import View
 POLL_S = 0.5
 
 
+@dataclass(frozen=True)
+class History:
+    """What the library holds of a job when the view starts to follow it."""
+
+    job: jobs.Job
+    losses: list[dict[str, Any]]  # jobs.losses' rows: step, train_loss, val_loss
+    checkpoints: list[jobs.Checkpoint]
+    config: TrainConfig  # what it runs with
+
+
+@dataclass(frozen=True)
+class Latest:
+    job: jobs.Job | None  # the newest job, if any
+    hosts: list[hosts.Host]
+
+
 class JobWatcher(QThread):
     """Follows one job from its own thread: first what the library holds of it, then its new events."""
 
-    history = Signal(object)  # {"job", "losses", "checkpoints", "config": the TrainConfig it runs with}
-    new_events = Signal(object)  # (job, [events.Event, ...])
+    history = Signal(object)  # History
+    new_events = Signal(object)  # (jobs.Job, list[events.Event])
 
     def __init__(self, data_dir, job_id: int, parent=None) -> None:
         super().__init__(parent)
@@ -52,10 +69,8 @@ class JobWatcher(QThread):
     def run(self) -> None:
         with Library(self.data_dir) as library:
             job, _ = jobs.sync(library, self.job_id)
-            self.history.emit(
-                {"job": job, "losses": jobs.losses(library, job.id), "checkpoints": jobs.checkpoints(library, job.id)}
-                | {"config": JobSpec.read(job.dir).config}
-            )
+            config = JobSpec.read(job.dir).config
+            self.history.emit(History(job, jobs.losses(library, job.id), jobs.checkpoints(library, job.id), config))
             while job.state == JobState.RUNNING and not self.stopped.wait(POLL_S):
                 job, new = jobs.sync(library, self.job_id)
                 if new or job.state != JobState.RUNNING:
@@ -163,25 +178,25 @@ class TrainingView(View):
 
     # -- the job shown ---------------------------------------------------------------------------------
     def refresh(self) -> None:
-        def work(library: Library, task) -> dict[str, Any]:
-            return {"latest": jobs.jobs(library)[-1:], "hosts": hosts.hosts(library)}
+        def work(library: Library, task: Task) -> Latest:
+            return Latest(next(reversed(jobs.jobs(library)), None), hosts.hosts(library))
 
         self.main.tasks.start(work, self._show_latest, latest_only=True)
 
-    def _show_latest(self, loaded: dict[str, Any]) -> None:
+    def _show_latest(self, loaded: Latest) -> None:
         chosen = self.host.currentData()
         self.host.blockSignals(True)  # the list read again is no change of host, unless the chosen one went
         self.host.clear()
         self.host.addItem("This computer", jobs.LOCAL)
-        for h in loaded["hosts"]:
+        for h in loaded.hosts:
             price = f", {h.price_per_hour:.2f} USD/h" if h.price_per_hour is not None else ""
             self.host.addItem(f"{h.name} ({h.where}{price})", h.name)
         self.host.setCurrentIndex(max(self.host.findData(chosen), 0))
         self.host.blockSignals(False)
         if self.host.currentData() != chosen:
             self._forget_estimate()
-        if loaded["latest"] and self.watcher is None and self.job is None:
-            self.watch(loaded["latest"][0].id)
+        if loaded.job and self.watcher is None and self.job is None:
+            self.watch(loaded.job.id)
 
     def watch(self, job_id: int) -> None:
         self.stop()
@@ -208,17 +223,17 @@ class TrainingView(View):
         self.status.setText("No training job yet.")
         self._buttons()
 
-    def _history(self, history: dict[str, Any]) -> None:
-        self.job = history["job"]
-        self.job_config = history["config"]
+    def _history(self, history: History) -> None:
+        self.job = history.job
+        self.job_config = history.config
         running = self._running_config()
         if running is not None:
             self._show_settings(running)
         if self.job.steps_total:
             self.chart.set_steps_total(self.job.steps_total)
-        for row in history["losses"]:
+        for row in history.losses:
             self.chart.add_loss(row["step"], row["train_loss"], row["val_loss"])
-        for saved in history["checkpoints"]:
+        for saved in history.checkpoints:
             self.chart.mark_checkpoint(saved.step, saved.val_loss, saved.answer_score)
         self._show_status()
 
@@ -338,7 +353,7 @@ class TrainingView(View):
 
         host = self.host.currentData()
 
-        def work(library: Library, task) -> int:
+        def work(library: Library, task: Task) -> int:
             job, _ = jobs.start_training(
                 library,
                 base=spec,
@@ -381,7 +396,7 @@ class TrainingView(View):
             return
         spec, preset, overrides = self.base.currentText().strip(), self.preset.currentText(), self.settings()
 
-        def work(library: Library, task) -> str:
+        def work(library: Library, task: Task) -> str:
             return jobs.estimate_training(
                 library,
                 base=spec,

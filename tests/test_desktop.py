@@ -22,6 +22,7 @@ from core.jobdir.events import Progress
 from core.library.ingest import add_documents
 from core.library.store import Library
 from core.models.gguf_models import import_gguf
+from desktop.models_view import Scored
 from desktop.window import MainWindow
 from tests.conftest import SAMPLE
 
@@ -406,27 +407,22 @@ def test_scoring_counts_every_checkpoints_questions_and_shows_each_score_as_it_c
     window.show_view("Models")
     qtbot.waitUntil(lambda: view.checkpoints.rowCount() == 2, timeout=20_000)
     assert "from 0 to 1" in view.checkpoints.horizontalHeaderItem(2).toolTip()
-    reports, shown_at_first_score = [], []
-
-    def seen(report):
-        reports.append(report)
-        if report[0] == "scored" and not shown_at_first_score:
-            shown_at_first_score.append(True)
-
+    reports = []
     questions = tmp_path / "three.jsonl"  # a few questions: the held-out ones would take minutes here
     rows = [("Which state's law governs the agreement?", "New York", 41), ("Who is the licensee?", "Vyera", 1)]
     questions.write_text("".join(json.dumps({"question": q, "answer": a, "pages": [p]}) + "\n" for q, a, p in rows))
     view.score(questions)
-    view.task.progress.connect(seen)
+    view.task.progress.connect(reports.append)
     qtbot.waitUntil(lambda: view.score_button.isEnabled(), timeout=240_000)
-    counted = [(done, total) for what, done, total in reports if what.startswith("Scoring: step")]
-    assert [what for what, *_ in reports if what == "scored"] == ["scored", "scored"]
+    phases = [report for report in reports if not isinstance(report, Scored)]
+    counted = [(done, total) for what, done, total in phases if what.startswith("Scoring: step")]
+    assert [report.step for report in reports if isinstance(report, Scored)] == [1, 2]  # each as it comes
     assert len({total for _, total in counted}) == 1 and counted[-1][0] == counted[-1][1]  # one bar, to its end
     assert [done for done, _ in counted] == sorted(done for done, _ in counted)  # never back to 0 between
-    assert any(what.startswith("Scoring: step 1 (1 of 2)") for what, *_ in reports)
+    assert any(what.startswith("Scoring: step 1 (1 of 2)") for what, *_ in phases)
     # The wait before the first answers says what it is: the bar is busy, not at 0 of the questions.
-    loading = reports.index(("Scoring: loading the base model", 0, 0))
-    assert loading < min(i for i, (what, *_) in enumerate(reports) if what.startswith("Scoring: step"))
+    loading = phases.index(("Scoring: loading the base model", 0, 0))
+    assert loading < min(i for i, (what, *_) in enumerate(phases) if what.startswith("Scoring: step"))
     qtbot.waitUntil(lambda: all(view.checkpoints.item(r, 2).text() != "—" for r in range(2)), timeout=10_000)
 
 
