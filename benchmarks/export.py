@@ -69,8 +69,9 @@ def make_model(work: Path) -> None:
     from core import default_data_dir
     from core.engine.demo_model import build
     from core.models.base_models import demo_dir
+    from core.progress import Work
 
-    demo = build(demo_dir(default_data_dir()), on_progress=lambda message, done, total: print(message))
+    demo = build(demo_dir(default_data_dir()), work=Work(lambda message, done, total: print(message)))
     torch.manual_seed(0)
     config = MistralConfig(
         vocab_size=2000,

@@ -26,6 +26,7 @@ from benchmarks.common import save, verdict
 from core import RESOURCES
 from core.jobdir.config import load_config
 from core.jobdir.events import read_events
+from core.progress import Work
 
 # Mistral 7B v0.1's shape; random weights are fine for speed, so nothing is downloaded.
 MISTRAL_7B = {
@@ -114,7 +115,7 @@ def model_folder(work: Path, model: str, layers: int | None) -> Path:
     from core.engine.demo_model import build
     from core.models.base_models import demo_dir
 
-    demo = build(demo_dir(default_data_dir()), on_progress=lambda message, done, total: print(message))
+    demo = build(demo_dir(default_data_dir()), work=Work(lambda message, done, total: print(message)))
     if model == "demo":
         return demo
     import shutil

@@ -149,8 +149,7 @@ class DatasetView(View):
                 library,
                 settings,
                 pairs=str(pairs_file or source),
-                on_progress=lambda done, total: task.report((done, total)),
-                cancel=task.is_cancelled,
+                work=task.core_work(),
             )
             return Built(dataset, made, _preview(dataset.dir / "train.jsonl"))
 
@@ -177,8 +176,8 @@ class DatasetView(View):
         else:
             self.task = None
 
-    def _progress(self, report: tuple[int, int]) -> None:
-        done, total = report
+    def _progress(self, report: tuple[str, int, int]) -> None:
+        _, done, total = report
         self.progress.setRange(0, total)
         self.progress.setValue(done)
 

@@ -215,10 +215,8 @@ class LibraryView(View):
 
             files, links = collect_files(paths, recursive=True)
             task.report(Queued(files))
-            progress = lambda path, done, total: task.report(Reading(path, done, total))  # noqa: E731
-            for outcome in itertools.chain(
-                links, add_documents(library, files, on_progress=progress, cancel=task.cancel_event)
-            ):
+            progress = lambda path, done, total: task.report(Reading(Path(path), done, total))  # noqa: E731
+            for outcome in itertools.chain(links, add_documents(library, files, work=task.core_work(progress))):
                 task.report(outcome)
 
         self.main.tasks.start(work, lambda _: self.refresh(), on_progress=self._on_add_progress)

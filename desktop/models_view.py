@@ -221,9 +221,7 @@ class ModelsView(View):
             questions = load_questions(questions_file) if questions_file else None
             progress = lambda what, done, total: task.report((f"Scoring: {what}", done, total))  # noqa: E731
             scored = lambda row: task.report(Scored(row["step"]))  # noqa: E731
-            return evaluate_job(
-                library, job_id, questions, on_progress=progress, on_score=scored, cancel=task.is_cancelled
-            )
+            return evaluate_job(library, job_id, questions, work=task.core_work(progress), on_score=scored)
 
         self._run(work, "scoring", cancelled="Cancelled: the checkpoints scored before it keep their scores.")
 
@@ -233,8 +231,7 @@ class ModelsView(View):
             return
 
         def work(library: Library, task: Task) -> tuple[gguf_models.Model, dict[str, Any]]:
-            phase = lambda name, done, total: task.report((name, done, total))  # noqa: E731
-            return gguf_models.export_checkpoint(library, job_id, quant=quant, on_phase=phase, cancel=task.is_cancelled)
+            return gguf_models.export_checkpoint(library, job_id, quant=quant, work=task.core_work())
 
         def said(exported: tuple[gguf_models.Model, dict[str, Any]]) -> str:
             model, details = exported

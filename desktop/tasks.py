@@ -13,6 +13,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtWidgets import QInputDialog, QLineEdit, QWidget
 
 from core.errors import Cancelled, KnownError
+from core.progress import Progress, Work
 
 if TYPE_CHECKING:
     from core.library.store import Library
@@ -49,6 +50,11 @@ class Task(QThread):
 
     def is_cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+    def core_work(self, progress: Progress | None = None) -> Work:
+        """This task as core's Work: its progress reported as (what, done, total), or through `progress`; its
+        cancel, the task's."""
+        return Work(progress or (lambda what, done, total: self.report((what, done, total))), self.is_cancelled)
 
     def run(self) -> None:
         from core.library.store import Library  # here, off the GUI thread: sqlite-utils takes 0.1 s to import

@@ -360,9 +360,7 @@ class TrainingView(View):
                 preset=preset,
                 overrides=overrides,
                 host=host,
-                on_progress=task.report,
-                on_setup=lambda message, done, total: task.report((message, done, total)),
-                cancel=task.is_cancelled,
+                work=task.core_work(),
             )
             return job.id
 
@@ -402,9 +400,7 @@ class TrainingView(View):
                 base=spec,
                 preset=preset,
                 overrides=overrides,
-                on_progress=task.report,
-                on_setup=lambda message, done, total: task.report((message, done, total)),
-                cancel=task.is_cancelled,
+                work=task.core_work(),
             ).sentence()
 
         self.status.setText("Estimating…")
@@ -436,9 +432,9 @@ class TrainingView(View):
             self.status.setText("No training job yet.")
         self._buttons()
 
-    def _starting(self, progress: str | tuple[str, int, int]) -> None:
-        """What a start or an estimate is doing: a step of its own (a busy bar) or of the engine's set-up."""
-        message, done, total = (progress, 0, 0) if isinstance(progress, str) else progress
+    def _starting(self, progress: tuple[str, int, int]) -> None:
+        """What a start or an estimate is doing: a step with a count, or without one (a busy bar)."""
+        message, done, total = progress
         message = message[:1].upper() + message[1:]
         self.status.setText(message)
         self._show_bar(done, total)

@@ -7,6 +7,7 @@ import pytest
 
 from core.errors import KnownError
 from core.jobs.runners import engine_env
+from core.progress import QUIET
 
 # nvidia-smi's header on the H100 machine this was checked on (driver 580), and on an older driver.
 H100 = "| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |"
@@ -40,7 +41,7 @@ def test_a_disk_without_room_for_the_venv_is_named_before_anything_is_made(tmp_p
     monkeypatch.setitem(engine_env.ROOM_BYTES, "cpu", 10**18)  # an exabyte: no disk here has it
     monkeypatch.setitem(engine_env.ROOM_BYTES, "cuda", 10**18)
     with pytest.raises(KnownError, match=r"needs about 931322574.6 GB free in .*, but only .* is free\."):
-        engine_env._make_venv(tmp_path / "venv", lambda message, done, total: None, None)
+        engine_env._make_venv(tmp_path / "venv", QUIET)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -15,6 +15,7 @@ import time
 import pytest
 from llama_cpp import Llama
 
+from core.progress import Work
 from tests.engine_fixtures import raw_examples, run_engine, write_job
 
 
@@ -151,7 +152,8 @@ def test_an_exported_model_can_write_q_and_a_pairs(tmp_path, tiny_base, sample_t
     done = []
     # The tiny model writes no usable pairs; what counts is that llama.cpp ran on every passage and that
     # whatever it wrote was filtered against the passage (test_qa.py tests the filter on a real reply).
-    count = qa_pairs.generate(library, source=events[-1]["path"], on_progress=lambda n, total: done.append((n, total)))
+    progress = Work(lambda what, n, total: done.append((n, total)))
+    count = qa_pairs.generate(library, source=events[-1]["path"], work=progress)
     assert done == [(1, 1)]
     stored = library.db.execute("SELECT count(*) FROM qa_pairs WHERE source = 'model:tiny-job1-step-000003-q8_0.gguf'")
     assert stored.fetchone()[0] == count

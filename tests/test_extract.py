@@ -18,6 +18,7 @@ from PIL import Image
 from core.errors import Cancelled, KnownError
 from core.library import extract as extract_module
 from core.library.extract import Limits, extract
+from core.progress import Work
 from tests.conftest import SAMPLE, make_pdf
 
 
@@ -39,7 +40,7 @@ def test_pdf_pages_in_order(tmp_path):
 
 def test_the_sample_contract(tmp_path):
     progress = []
-    extracted = extract(SAMPLE, on_progress=lambda done, total: progress.append((done, total)))
+    extracted = extract(SAMPLE, work=Work(lambda what, done, total: progress.append((done, total))))
     assert len(extracted.pages) == 50
     assert "14.2 Governing Law" in extracted.pages[40]
     assert "\r" not in "".join(extracted.pages)
@@ -202,7 +203,7 @@ def test_cancel(tmp_path):
     stop = threading.Event()
     stop.set()
     with pytest.raises(Cancelled):
-        extract(SAMPLE, cancelled=stop.is_set)
+        extract(SAMPLE, work=Work(cancelled=stop.is_set))
 
 
 def test_a_ctrl_c_while_the_fork_server_starts_prints_no_traceback():

@@ -89,6 +89,7 @@ ENGINE_MAY_REACH = {
     "core.lifetime",
     "core.versions",
     "core.sizes",
+    "core.progress",
     "core.llamacpp",
     "core.answers",
     "core.answers.citations",

@@ -17,6 +17,7 @@ from core.errors import KnownError
 from core.library.chunking import OPENING_CHARS, OPENING_MARK
 from core.library.ingest import add_documents
 from core.library.store import Library
+from core.progress import Work
 from tests.conftest import SAMPLE, make_pdf
 from tests.test_cli import tunedesk
 
@@ -72,9 +73,9 @@ def test_a_file_that_disappears_during_add_leaves_nothing(library, tmp_path):
     doomed.write_bytes(SAMPLE.read_bytes())
 
     def delete_it(path, done, total):  # called while the child parses its own copy of the bytes
-        path.unlink(missing_ok=True)
+        Path(path).unlink(missing_ok=True)
 
-    (outcome,) = add_documents(library, [doomed], on_progress=delete_it)
+    (outcome,) = add_documents(library, [doomed], work=Work(delete_it))
     assert outcome.status == "refused"
     # Gone before the second half was read, or before the copy into the library: either way, one sentence.
     assert outcome.reason in (
@@ -90,9 +91,9 @@ def test_a_file_that_changes_during_add_is_refused(library, tmp_path):
     changing.write_bytes(SAMPLE.read_bytes())
 
     def change_it(path, done, total):
-        path.write_bytes(b"%PDF-1.7 something else entirely")
+        Path(path).write_bytes(b"%PDF-1.7 something else entirely")
 
-    (outcome,) = add_documents(library, [changing], on_progress=change_it)
+    (outcome,) = add_documents(library, [changing], work=Work(change_it))
     assert outcome.reason in (
         "changing.pdf changed while it was being read.",
         "changing.pdf changed while it was being added; add it again.",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ from core.errors import KnownError
 from core.jobdir import layout
 from core.library.search import search
 from core.library.store import Library
+from core.progress import QUIET, Work
 
-ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
 QUESTIONS = Path(layout.QUESTIONS)  # in the job directory; the answers go beside it
 
 
@@ -91,7 +90,7 @@ def compare_models(
     models: list[Path],
     questions: list[Question],
     *,
-    on_progress: ProgressFn | None = None,
+    work: Work = QUIET,
     max_tokens: int = 96,
     free_text: bool = False,
 ) -> list[dict[str, Any]]:
@@ -111,8 +110,7 @@ def compare_models(
                     allowed = choices([(h.citation, h.text) for h in shown]) if shown and not free_text else None
                     reply = worker.reply(grounded_messages(q.question, shown), max_tokens=max_tokens, allowed=allowed)
                     texts.append(reply["text"].strip())
-                    if on_progress:
-                        on_progress(f"{model.name}{' + retrieval' if retrieval else ''}", number, len(prompts))
+                    work.progress(f"{model.name}{' + retrieval' if retrieval else ''}", number, len(prompts))
                 rows.append(_compared(library, model.name, retrieval, prompts if retrieval else _alone(prompts), texts))
     return rows
 

@@ -14,6 +14,7 @@ from core.answers.chat import NOT_IN_DOCUMENTS
 from core.cli.common import open_library, progress_bar, row_id_argument
 from core.errors import KnownError
 from core.library.store import Library
+from core.progress import Work
 
 NO_MODEL = "There is no model yet; `tunedesk export JOB` makes one, `tunedesk models --add FILE.gguf` adds one."
 
@@ -132,7 +133,7 @@ def _eval(args: argparse.Namespace) -> int:
         try:
             if args.job:
                 job_id = jobs.job(library, args.job).id
-                rows = evaluate_job(library, job_id, questions, on_progress=progress, free_text=args.free_text)
+                rows = evaluate_job(library, job_id, questions, work=Work(progress), free_text=args.free_text)
                 best = jobs.best_checkpoint(jobs.checkpoints(library, job_id))
                 best_step = best.step if best else None
             else:
@@ -140,7 +141,7 @@ def _eval(args: argparse.Namespace) -> int:
                     raise KnownError("Comparing models needs a question set: give one with --questions FILE.")
                 paths = [model_path(library, ref) for ref in args.models]
                 rows = evaluation.compare_models(
-                    library, paths, questions, on_progress=progress, free_text=args.free_text
+                    library, paths, questions, work=Work(progress), free_text=args.free_text
                 )
                 best_step = None
         finally:

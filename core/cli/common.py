@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from core import default_data_dir
 from core.db import row_id
 from core.library.store import Library
+from core.progress import Work
 
 
 def row_id_argument(text: str) -> int:
@@ -27,21 +29,27 @@ def open_library(args: argparse.Namespace) -> Library:
     return library
 
 
-def print_setup(message: str, done: int, total: int) -> None:
-    """The engine environment's set-up (once, the first time this machine trains without one)."""
-    print(f"  [{done}/{total}] {message}", file=sys.stderr)
+def _printed(what: str, done: int, total: int) -> None:
+    print(f"  [{done}/{total}] {what}" if total else f"  {what}", file=sys.stderr)
 
 
-def with_bar(unit: str, work: Any) -> Any:
+T = TypeVar("T")
+
+# A job's preparation, a line a step on stderr: the engine's set-up ("[1/3] ..."), a check, an upload.
+PRINTED = Work(_printed)
+
+
+def with_bar(unit: str, run: Callable[[Work], T]) -> T:
+    """run(work), its progress as a bar of `unit`s."""
     from tqdm import tqdm
 
     with tqdm(unit="chunk", desc=unit, disable=None, leave=False) as bar:
 
-        def progress(done: int, total: int) -> None:
+        def progress(what: str, done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        return work(progress)
+        return run(Work(progress))
 
 
 def progress_bar():

@@ -11,11 +11,12 @@ from typing import Any
 
 from core import RESOURCES, default_data_dir
 from core.answers.form import ABSTAIN
-from core.cli.common import print_setup, progress_bar
+from core.cli.common import PRINTED, progress_bar
 from core.cli.models import export_with_bars
 from core.cli.train import follow
 from core.errors import KnownError
 from core.library.store import Library
+from core.progress import Work
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -84,7 +85,7 @@ def _demo(args: argparse.Namespace) -> int:
             overrides=overrides,
             dataset_id=dataset.id,
             models_home=home,
-            on_setup=print_setup,
+            work=PRINTED,
         )
         if follow(library, job.id) != 0:
             return 1
@@ -93,7 +94,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"\n4. Scoring every checkpoint on {len(questions)} questions about the contract (CUAD's annotations)")
         progress = progress_bar()
         try:
-            rows = evaluate_job(library, job.id, questions, on_progress=progress)
+            rows = evaluate_job(library, job.id, questions, work=Work(progress))
         finally:
             progress(None, 0, 0)
         for row in rows:

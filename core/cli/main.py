@@ -28,6 +28,7 @@ from core.db import DATABASE, known_error
 from core.errors import Cancelled, KnownError
 from core.library.chunking import DEFAULT_SIZE
 from core.library.store import shown
+from core.progress import Work
 from core.sizes import format_size
 
 
@@ -129,12 +130,12 @@ def _add(args: argparse.Namespace) -> int:
         tqdm(total=len(files) + len(links), unit="file", disable=None, leave=False) as bar,
     ):
 
-        def progress(path: Path, done: int, total: int) -> None:
-            bar.set_postfix_str(f"{path.name}: page {done} of {total}", refresh=True)
+        def progress(path: str, done: int, total: int) -> None:
+            bar.set_postfix_str(f"{Path(path).name}: page {done} of {total}", refresh=True)
 
         try:
             added = add_documents(
-                library, files, chunk_size=args.chunk_size, overlap=args.overlap, on_progress=progress, cancel=cancel
+                library, files, chunk_size=args.chunk_size, overlap=args.overlap, work=Work(progress, cancel.is_set)
             )
             for outcome in itertools.chain(links, added):
                 bar.update()

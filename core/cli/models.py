@@ -12,6 +12,7 @@ from core.cli.common import open_library, row_id_argument
 from core.errors import KnownError
 from core.library.store import Library
 from core.llamacpp import DEFAULT_QUANT, QUANTS
+from core.progress import Work
 from core.sizes import format_size
 
 PHASES = ("merge", "convert", "quantize", "verify")
@@ -68,7 +69,7 @@ def export_with_bars(library: Library, job_id: int, *, step: int | None, quant: 
         bar.update(done - bar.n)
 
     try:
-        exported, details = export_checkpoint(library, job_id, step=step, quant=quant, on_phase=phase)
+        exported, details = export_checkpoint(library, job_id, step=step, quant=quant, work=Work(phase))
     finally:
         for bar in bars.values():
             bar.close()
@@ -94,7 +95,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    from core.cli.common import print_setup
+    from core.cli.common import PRINTED
     from core.cli.train import follow
     from core.jobs import jobs
     from core.models.gguf_models import model
@@ -103,9 +104,7 @@ def _rebuild(args: argparse.Namespace) -> int:
         old = model(library, args.model)
         if old.job_id is None:
             raise KnownError(f"Model {old.id} was imported, not made here: there is no job to make it again from.")
-        job, chosen = jobs.start_rebuild(
-            library, old.job_id, on_progress=lambda message: print(f"  {message}"), on_setup=print_setup
-        )
+        job, chosen = jobs.start_rebuild(library, old.job_id, work=PRINTED)
         print(f"job {job.id}: job {old.job_id} again, on dataset {chosen.id} ({chosen.train_examples} examples)")
         if follow(library, job.id) != 0:
             return 1

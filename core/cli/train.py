@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
-from core.cli.common import open_library, print_setup, row_id_argument, with_bar
+from core.cli.common import PRINTED, open_library, row_id_argument, with_bar
 from core.errors import KnownError
 from core.jobdir import events
 from core.jobdir.config import PRESET_NAMES, preset_description
@@ -105,9 +104,7 @@ def _dataset_build(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     with open_library(args) as library:
-        built, made = with_bar(
-            "Q&A pairs", lambda progress: prepare_dataset(library, settings, pairs=args.qa, on_progress=progress)
-        )
+        built, made = with_bar("Q&A pairs", lambda work: prepare_dataset(library, settings, pairs=args.qa, work=work))
     print(made)
     print(
         f"dataset {built.id}: {built.train_examples} training and {built.val_examples} validation examples, "
@@ -137,8 +134,7 @@ def _train(args: argparse.Namespace) -> int:
                 overrides=overrides,
                 dataset_id=args.dataset,
                 host=host,
-                on_progress=lambda message: print(f"  {message}", file=sys.stderr),
-                on_setup=print_setup,
+                work=PRINTED,
             )
             print(f"{args.base}, preset {args.preset}: {estimate.sentence()}")
             return 0
@@ -150,8 +146,7 @@ def _train(args: argparse.Namespace) -> int:
             dataset_id=args.dataset,
             host=host,
             processes=args.gpus,
-            on_progress=lambda message: print(f"  {message}", file=sys.stderr),
-            on_setup=print_setup,
+            work=PRINTED,
         )
         where = "" if host == jobs_.LOCAL else f" on {host}"
         print(f"job {job.id}: training {args.base}{where} on dataset {chosen.id} ({chosen.train_examples} examples)")
@@ -168,8 +163,7 @@ def _update(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             replay=args.replay,
             overrides=overrides,
             processes=args.gpus,
-            on_progress=lambda message: print(f"  {message}", file=sys.stderr),
-            on_setup=print_setup,
+            work=PRINTED,
         )
         print(
             f"job {update.job.id}: updating job {args.update} on dataset {update.dataset.id}: {update.changed} "
@@ -329,6 +323,6 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     with open_library(args) as library:
-        job = jobs_.start_job(library, jobs_.job(library, args.id).id, on_setup=print_setup, processes=args.gpus)
+        job = jobs_.start_job(library, jobs_.job(library, args.id).id, work=PRINTED, processes=args.gpus)
         print(f"job {job.id}: resuming from its last checkpoint")
         return 0 if args.detach else follow(library, job.id)

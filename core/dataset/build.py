@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from core.db import now
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout, provenance
 from core.library.store import Library
+from core.progress import QUIET, Work
 
 KINDS = ("raw", "qa", "grounded")
 PAGE_BLOCK = 3  # pages go to the validation side in runs of up to this many, so a section rarely straddles
@@ -68,8 +68,7 @@ def prepare_dataset(
     settings: DatasetSettings = DatasetSettings(),
     *,
     pairs: str = qa_pairs.EXTRACTIVE,
-    on_progress: Callable[[int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> tuple[Dataset, str]:
     """The Q&A pairs, then the dataset: what `dataset build`, the Dataset view and a first `train` all do.
     `pairs` is EXTRACTIVE, a GGUF model that writes them, or a file of pairs to import. Returns the dataset
@@ -81,9 +80,9 @@ def prepare_dataset(
             f"; {unmatched} matched no passage" if unmatched else ""
         )
     else:
-        count = qa_pairs.generate(library, source=pairs, on_progress=on_progress, cancel=cancel)
+        count = qa_pairs.generate(library, source=pairs, work=work)
         made = f"made {count} Q&A pairs ({pairs if pairs == qa_pairs.EXTRACTIVE else path.name})"
-    if cancel and cancel():
+    if work.cancelled():
         raise Cancelled()
     return build_dataset(library, settings), made
 

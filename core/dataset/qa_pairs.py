@@ -21,6 +21,7 @@ from core.dataset.question_files import read_records
 from core.db import now
 from core.errors import Cancelled, KnownError
 from core.library.store import Library
+from core.progress import QUIET, Work
 
 EXTRACTIVE = "extractive"
 MAX_ANSWER = 200  # characters: a short answer, and room for its citation in the reply
@@ -106,8 +107,7 @@ def generate(
     library: Library,
     *,
     source: str = EXTRACTIVE,
-    on_progress: Callable[[int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> int:
     """Make pairs for every chunk of the library from `source` (EXTRACTIVE or a GGUF file), replacing the
     pairs that source made before. One transaction: a cancel keeps the old pairs. Returns the count."""
@@ -120,13 +120,12 @@ def generate(
     starts = _page_starts(library)
     rows = []
     for done, chunk in enumerate(chunks, 1):
-        if cancel and cancel():
+        if work.cancelled():
             raise Cancelled()
         for pair in make(chunk["text"]):
             page = bisect.bisect_right(starts[chunk["document_id"]], chunk["start"] + pair.offset)
             rows.append(_row(chunk["id"], page, pair.question, pair.answer, label))
-        if on_progress:
-            on_progress(done, len(chunks))
+        work.progress("making Q&A pairs", done, len(chunks))
     with library.write() as db:
         db.execute("DELETE FROM qa_pairs WHERE source = ?", [label])
         db.table("qa_pairs").insert_all(rows)

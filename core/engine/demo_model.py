@@ -14,13 +14,13 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from core import RESOURCES
 from core.errors import Cancelled
 from core.library.chunking import DEFAULT_SIZE, chunk_pages
+from core.progress import QUIET, Work
 
 CORPUS = RESOURCES / "samples" / "license_agreement_50p.txt"  # the sample PDF's text, pages split by \f
 
@@ -64,17 +64,15 @@ def build(
     folder: Path,
     *,
     size: str = "demo",
-    on_progress: Callable[[str, int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> Path:
     """Build the model into `folder` unless it is there; written beside it and renamed when complete.
-    `on_progress` gets a message and the pre-training steps done of all; `cancel` stops it (Cancelled),
+    `work` hears a message and the pre-training steps done of all; its cancel stops the build (Cancelled),
     and nothing is left behind."""
     if (folder / "config.json").is_file():
         return folder
     import torch
 
-    say = on_progress or (lambda message, done, total: None)
     shape = SIZES[size]
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -82,10 +80,10 @@ def build(
     try:
         torch.manual_seed(0)
         pages = CORPUS.read_text(encoding="utf-8").split("\f")
-        say("training the demo tokenizer on the sample contract", 0, shape.pretrain_steps)
+        work.progress("training the demo tokenizer on the sample contract", 0, shape.pretrain_steps)
         tokenizer = _train_tokenizer(partial, pages, shape.vocab)
         model = _new_model(shape, tokenizer)
-        _pretrain(model, tokenizer, pages, shape.pretrain_steps, say, cancel or (lambda: False))
+        _pretrain(model, tokenizer, pages, shape.pretrain_steps, work)
         model.save_pretrained(partial)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -157,9 +155,7 @@ def _new_model(shape: Size, tokenizer):
     return MistralForCausalLM(config)
 
 
-def _pretrain(
-    model, tokenizer, pages: list[str], steps: int, say: Callable[[str, int, int], None], cancel: Callable[[], bool]
-) -> None:
+def _pretrain(model, tokenizer, pages: list[str], steps: int, work: Work) -> None:
     import torch
 
     from core.engine.data import Example, batch_tensors, pack
@@ -176,7 +172,7 @@ def _pretrain(
     size = f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
     started = time.monotonic()
     for step in range(steps):
-        if cancel():
+        if work.cancelled():
             raise Cancelled()
         row = batch_tensors([[examples[i] for i in rows[order[step]]]])
         for group in optimizer.param_groups:  # warm-up, then a cosine decay to a tenth
@@ -188,9 +184,9 @@ def _pretrain(
         optimizer.zero_grad()
         if step % 10 == 0 or step == steps - 1:
             elapsed = time.monotonic() - started
-            say(f"building the demo model ({size}): loss {loss.item():.2f}, {elapsed:.0f} s", step + 1, steps)
+            work.progress(f"building the demo model ({size}): loss {loss.item():.2f}, {elapsed:.0f} s", step + 1, steps)
 
 
 if __name__ == "__main__":
     size = sys.argv[2] if len(sys.argv) > 2 else "demo"
-    print(build(Path(sys.argv[1]), size=size, on_progress=lambda message, done, total: print(message, done, total)))
+    print(build(Path(sys.argv[1]), size=size, work=Work(lambda message, done, total: print(message, done, total))))

@@ -37,6 +37,7 @@ from core.jobdir.base_folder import DEMO_ONE_PROCESS, check_base_folder
 from core.jobdir.config import TrainConfig
 from core.jobdir.events import EventLog, Score, read_events
 from core.jobdir.job_spec import JobSpec
+from core.progress import Work
 
 MAX_EVAL_ROWS = 64  # validation loss over at most this many packed rows, so that eval stays cheap
 
@@ -75,8 +76,7 @@ def train(job_dir: Path, rank: int, processes: int) -> None:
         try:
             build(
                 base,
-                on_progress=lambda m, done, total: events.write("progress", message=m, done=done, total=total),
-                cancel=stop,
+                work=Work(lambda m, done, total: events.write("progress", message=m, done=done, total=total), stop),
             )
         except Cancelled:
             events.write("cancelled", step=0)

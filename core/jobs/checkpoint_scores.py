@@ -13,6 +13,7 @@ from core.jobs import jobs
 from core.jobs.runners import engine_env
 from core.jobs.runners.local import run_tool
 from core.library.store import Library
+from core.progress import QUIET, Work
 
 
 def evaluate_job(
@@ -20,13 +21,12 @@ def evaluate_job(
     job_id: int,
     questions: list[evaluation.Question] | None = None,
     *,
-    on_progress: evaluation.ProgressFn | None = None,
+    work: Work = QUIET,
     on_score: Callable[[dict[str, Any]], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
     free_text: bool = False,
 ) -> list[dict[str, Any]]:
     """Score every checkpoint of a job; the scores go to the library (and so choose the best checkpoint).
-    `on_progress` counts the questions answered over all the checkpoints; `on_score` gets each checkpoint's
+    `work` counts the questions answered over all the checkpoints; `on_score` gets each checkpoint's
     row as soon as it is scored. Answers take chat's form unless `free_text`. Returns one row per
     checkpoint: step, answer_score, citation_hit, mean_words."""
     job, _ = jobs.sync(library, job_id)
@@ -46,21 +46,27 @@ def evaluate_job(
     rows: list[dict[str, Any]] = []
 
     def event(event: dict[str, Any]) -> None:
-        if event["type"] == "loading" and on_progress:
-            on_progress("loading the base model", 0, 0)
-        elif event["type"] == "progress" and on_progress:
+        if event["type"] == "loading":
+            work.say("loading the base model")
+        elif event["type"] == "progress":
             which = steps.index(event["step"]) if event["step"] in steps else 0
             what = f"step {event['step']} ({which + 1} of {len(steps)})"
-            on_progress(what, which * event["total"] + event["done"], len(steps) * event["total"])
+            work.progress(what, which * event["total"] + event["done"], len(steps) * event["total"])
         elif event["type"] == "score":
             rows.append(evaluation.result_row(f"job {job_id}", event["step"], event))
             if on_score:
                 on_score(rows[-1])
 
     args = [str(job.dir), str(items)]
-    engine = engine_env.local(library.data_dir, on_progress, cancel)
+    engine = engine_env.local(library.data_dir, work)
     run_tool(
-        "core.engine.score", args, job.dir / "score.log", engine=engine, on_event=event, cancel=cancel, what="Scoring"
+        "core.engine.score",
+        args,
+        job.dir / "score.log",
+        engine=engine,
+        on_event=event,
+        cancel=work.cancelled,
+        what="Scoring",
     )
     jobs.sync(library, job_id)
     return rows

@@ -15,7 +15,6 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,10 @@ from core.jobdir.job_spec import JobSpec, UpdateOf
 from core.jobs import hosts
 from core.jobs.estimate import Estimate
 from core.jobs.hosts import LOCAL
-from core.jobs.runners import Runner, engine_env, local, ssh
+from core.jobs.runners import Runner, local, ssh
 from core.library.store import Library
 from core.models.base_models import PACKAGED, base_settings, convert_packaged, resolve_base
+from core.progress import QUIET, Work
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,7 @@ def start_training(
     host: str = LOCAL,
     processes: int | None = None,
     models_home: Path | None = None,
-    on_progress: Callable[[str], None] = lambda message: None,
-    on_setup: engine_env.ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> tuple[Job, Dataset]:
     """A training started, here or on a remote host: what `train`, the Training view and the demo do.
 
@@ -166,17 +164,17 @@ def start_training(
     job will run is readied before the job is made (this machine's engine environment, or a remote host
     checked: trusted, reachable, a Python, room for the job), so that a place that cannot run it costs no
     job and no upload. Here, the dataset is counted in the base's tokens first: a sequence length too short
-    for its longest example is refused, and `on_progress` hears the steps and memory the job will take."""
+    for its longest example is refused, and `work` hears the steps and memory the job will take."""
     config = load_config(preset, base_settings(base) | (overrides or {}))
     check_processes(config, processes, demo=base == DEMO)
-    base_path, chosen, runner = _prepare(library, base, dataset_id, host, models_home, on_progress, on_setup, cancel)
+    base_path, chosen, runner = _prepare(library, base, dataset_id, host, models_home, work)
     if isinstance(runner, local.Here) and base != DEMO:  # the demo base is built by the job itself
-        on_progress("counting the dataset's tokens, to check that its examples fit the sequence length")
-        on_progress(_planned(runner.plan(base_path, chosen.dir, config, measure=False), config.seq_len).sentence())
+        work.say("counting the dataset's tokens, to check that its examples fit the sequence length")
+        work.say(_planned(runner.plan(base_path, chosen.dir, config, measure=False), config.seq_len).sentence())
     created = create_job(
         library, base=base, base_path=base_path, config=config, dataset=chosen, host=host, processes=processes
     )
-    return _launch(library, created, on_progress), chosen
+    return _launch(library, created, work), chosen
 
 
 def estimate_training(
@@ -188,9 +186,7 @@ def estimate_training(
     dataset_id: int | None = None,
     host: str = LOCAL,
     models_home: Path | None = None,
-    on_progress: Callable[[str], None] = lambda message: None,
-    on_setup: engine_env.ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> Estimate:
     """What start_training with the same arguments would cost on this computer, without starting it: its
     steps, its time at the rate of one of its steps timed here, and its memory, measured on that step."""
@@ -199,9 +195,9 @@ def estimate_training(
     if base == DEMO:
         raise KnownError("The demo base is built by its own job, so its time shows from the job's first step.")
     config = load_config(preset, base_settings(base) | (overrides or {}))
-    base_path, chosen, runner = _prepare(library, base, dataset_id, LOCAL, models_home, on_progress, on_setup, cancel)
+    base_path, chosen, runner = _prepare(library, base, dataset_id, LOCAL, models_home, work)
     assert isinstance(runner, local.Here)
-    on_progress("loading the base model to time one training step")
+    work.say("loading the base model to time one training step")
     return _planned(runner.plan(base_path, chosen.dir, config, measure=True), config.seq_len)
 
 
@@ -211,21 +207,19 @@ def _prepare(
     dataset_id: int | None,
     host: str,
     models_home: Path | None,
-    on_progress: Callable[[str], None],
-    on_setup: engine_env.ProgressFn | None,
-    cancel: Callable[[], bool] | None,
+    work: Work,
 ) -> tuple[Path, Dataset, Runner]:
     """The base's folder, the dataset and the place that will run the job, readied (start_training)."""
     home = models_home or library.data_dir
-    base_path = resolve_base(base, home, on_progress=on_progress)
+    base_path = resolve_base(base, home, work)
     if base in PACKAGED:
-        convert_packaged(base, home, on_progress=on_setup, cancel=cancel)
+        convert_packaged(base, home, work)
     if dataset_id is None and not library.db.execute("SELECT count(*) FROM datasets").fetchone()[0]:
-        on_progress("no dataset yet: building one with the default settings")
-        chosen, _ = prepare_dataset(library, cancel=cancel)
+        work.say("no dataset yet: building one with the default settings")
+        chosen, _ = prepare_dataset(library, work=work)
     else:
         chosen = dataset(library, dataset_id)
-    runner = _runner(library, host, on_setup, cancel)
+    runner = _runner(library, host, work)
     runner.ready(base_path, chosen.dir, demo=base == DEMO)
     return base_path, chosen, runner
 
@@ -264,9 +258,7 @@ def start_update(
     replay: float = DEFAULT_REPLAY,
     overrides: dict[str, Any] | None = None,
     processes: int | None = None,
-    on_progress: Callable[[str], None] = lambda message: None,
-    on_setup: engine_env.ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> Update:
     """A job that goes on from another job's best checkpoint on what changed in the library since (an amended
     contract): a dataset made now with the old one's settings, of which it trains on the examples the old
@@ -290,7 +282,7 @@ def start_update(
     info = json.loads((old.dir / layout.DATASET / provenance.DATASET_INFO).read_text())
     if {d["sha256"] for d in info["documents"]} == {d.sha256 for d in library.documents()}:
         raise KnownError(f"Nothing in the library changed since job {old.id}: it holds the same documents.")
-    fresh = _dataset_as_before(library, info["settings"], on_progress, cancel)
+    fresh = _dataset_as_before(library, info["settings"], work)
     seen = {_content(record) for record in _records(old.dir / layout.DATASET / layout.TRAIN)}
     records = _records(fresh.dir / layout.TRAIN)
     new = [r for r in records if _content(r) not in seen]
@@ -298,7 +290,7 @@ def start_update(
     if not new:
         raise KnownError(f"Nothing in the library changed since job {old.id}: its examples are all the same.")
     kept = random.Random(config.seed).sample(same, round(len(same) * replay))
-    _runner(library, old.host, on_setup, cancel).ready(Path(spec.base), fresh.dir, demo=old.base == DEMO)
+    _runner(library, old.host, work).ready(Path(spec.base), fresh.dir, demo=old.base == DEMO)
     created = create_job(
         library,
         base=old.base,
@@ -320,7 +312,7 @@ def start_update(
                 "UPDATE jobs SET state = ?, message = ? WHERE id = ?", [JobState.FAILED, _why(error), created.id]
             )
         raise KnownError(f"The update's folder {created.dir} could not be written: {_why(error)}.") from None
-    started = _launch(library, created, on_progress)
+    started = _launch(library, created, work)
     return Update(started, fresh, len(new), len(kept), len(same))
 
 
@@ -328,16 +320,14 @@ def start_rebuild(
     library: Library,
     job_id: int,
     *,
-    on_progress: Callable[[str], None] = lambda message: None,
-    on_setup: engine_env.ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> tuple[Job, Dataset]:
     """The job trained again, from the start, on the library as it is now (a document withdrawn, or
     amended): a dataset with its dataset's settings, then a job with its base, settings and host."""
     old = job(library, job_id)
     spec = JobSpec.read(old.dir)
     settings = json.loads((old.dir / layout.DATASET / provenance.DATASET_INFO).read_text())["settings"]
-    fresh = _dataset_as_before(library, settings, on_progress, cancel)
+    fresh = _dataset_as_before(library, settings, work)
     return start_training(
         library,
         base=old.base,
@@ -345,18 +335,14 @@ def start_rebuild(
         dataset_id=fresh.id,
         host=old.host,
         processes=spec.processes,
-        on_progress=on_progress,
-        on_setup=on_setup,
-        cancel=cancel,
+        work=work,
     )
 
 
-def _dataset_as_before(
-    library: Library, settings: dict[str, Any], on_progress: Callable[[str], None], cancel: Callable[[], bool] | None
-) -> Dataset:
+def _dataset_as_before(library: Library, settings: dict[str, Any], work: Work) -> Dataset:
     """A dataset of the library as it is now, with the settings (dataset.json's) of an earlier one."""
-    on_progress("building a dataset of the library as it is now")
-    made, _ = prepare_dataset(library, DatasetSettings(**settings | {"kinds": tuple(settings["kinds"])}), cancel=cancel)
+    work.say("building a dataset of the library as it is now")
+    made, _ = prepare_dataset(library, DatasetSettings(**settings | {"kinds": tuple(settings["kinds"])}), work=work)
     return made
 
 
@@ -375,9 +361,7 @@ def _content(record: dict[str, Any]) -> str:
 def start_job(
     library: Library,
     job_id: int,
-    on_progress: Callable[[str], None] = lambda message: None,
-    on_setup: engine_env.ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
     processes: int | None = None,
 ) -> Job:
     """Start (or, after a failure or a cancel, resume from its last checkpoint) the job's engine, on this
@@ -391,21 +375,19 @@ def start_job(
         spec = JobSpec.read(current.dir)
         check_processes(spec.config, processes, demo=current.base == DEMO)
         replace(spec, processes=processes).write(current.dir)
-    return _launch(library, current, on_progress, on_setup, cancel)
+    return _launch(library, current, work)
 
 
 def _launch(
     library: Library,
     current: Job,
-    on_progress: Callable[[str], None],
-    on_setup: engine_env.ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work,
 ) -> Job:
     """The job's engine started, here or there. A job just made goes straight here: a sync before its
     engine exists would find no engine and call the job dead."""
     job_id = current.id
     try:
-        _runner(library, current.host, on_setup, cancel).start(current.dir, on_progress)
+        _runner(library, current.host, work).start(current.dir, work)
     except KnownError as error:
         with library.write() as db:
             db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ?", [JobState.FAILED, str(error), job_id])
@@ -465,11 +447,10 @@ def sync(library: Library, job_id: int) -> tuple[Job, list[events.Event]]:
 def _runner(
     library: Library,
     host: str,
-    on_setup: engine_env.ProgressFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> Runner:
     if host == LOCAL:
-        return local.Here(library.data_dir, on_setup, cancel)
+        return local.Here(library.data_dir, work)
     return ssh.There(hosts.host(library, host), library.data_dir)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import cast
 
 from core.errors import Cancelled, KnownError
+from core.progress import QUIET, Work
 from core.sizes import format_size
 
 KINDS = {".pdf": "pdf", ".docx": "docx", ".txt": "text", ".md": "text", ".markdown": "text"}
@@ -56,9 +57,6 @@ class Extracted:
     title: str | None
 
 
-ProgressFn = Callable[[int, int], None]  # (pages done, pages in all)
-
-
 def kind_of(path: Path) -> str | None:
     return KINDS.get(path.suffix.lower())
 
@@ -67,13 +65,12 @@ def extract(
     path: Path,
     *,
     limits: Limits = Limits(),
-    on_progress: ProgressFn | None = None,
-    cancelled: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> Extracted:
     """Read `path` into pages of text in a child process (two for a long PDF, each reading half).
 
     Raises KnownError with one sentence naming the file for every input that cannot be read, and
-    Cancelled as soon as `cancelled()` turns true.
+    Cancelled as soon as `work` is cancelled; its progress counts the pages read ("page", done, total).
     """
     name = path.name
     kind = _check_file(path, limits)
@@ -94,7 +91,7 @@ def extract(
     deadline = time.monotonic() + limits.max_seconds
     try:
         while children:
-            if cancelled is not None and cancelled():
+            if work.cancelled():
                 raise Cancelled()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -111,8 +108,7 @@ def extract(
                     raise KnownError(f"{name} {message['error']}.")
                 if "progress" in message:
                     done[receiver] = message["progress"][0]
-                    if on_progress is not None:
-                        on_progress(sum(done.values()), message["progress"][1])
+                    work.progress("page", sum(done.values()), message["progress"][1])
                 elif "split" in message:
                     start(_child_pages, str(path), limits, *message["split"])
                 else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from core.errors import KnownError
 from core.library.chunking import DEFAULT_SIZE, check_settings, chunk_pages
 from core.library.extract import Extracted, Limits, extract, kind_of, start_parsers
 from core.library.store import Document, Library, shown
+from core.progress import QUIET, Work
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,6 @@ class Outcome:
     status: str  # "added", "already there" or "refused"
     document: Document | None = None
     reason: str | None = None  # the sentence shown when refused
-
-
-FileProgressFn = Callable[[Path, int, int], None]  # (file, pages done, pages in all)
 
 
 def collect_files(paths: Iterable[Path], *, recursive: bool) -> tuple[list[Path], list[Outcome]]:
@@ -68,13 +66,13 @@ def add_documents(
     chunk_size: int = DEFAULT_SIZE,
     overlap: int = 0,
     limits: Limits = Limits(),
-    on_progress: FileProgressFn | None = None,
-    cancel: threading.Event | None = None,
+    work: Work = QUIET,
 ) -> Iterator[Outcome]:
     """Add each file; yields its outcome as soon as it is known, in the order given.
 
-    Files are parsed in parallel, one child process per core; `on_progress` is called from worker threads.
-    Raises core.errors.Cancelled when `cancel` is set, and LibraryError when the library itself fails (busy,
+    Files are parsed in parallel, one child process per core; `work` hears each file's pages read (its path,
+    done, total), from worker threads. Raises core.errors.Cancelled when `work` is cancelled, and LibraryError
+    when the library itself fails (busy,
     disk full); the files whose outcome was yielded stay added.
     """
     check_settings(size=chunk_size, overlap=overlap)  # before any file is parsed
@@ -82,11 +80,12 @@ def add_documents(
     stop = threading.Event()  # set when this batch ends early, so that its parses in flight end too
 
     def cancelled() -> bool:
-        return stop.is_set() or (cancel is not None and cancel.is_set())
+        return stop.is_set() or work.cancelled()
 
     def parse(path: Path) -> Extracted:
-        progress = (lambda done, total: on_progress(path, done, total)) if on_progress else None
-        return extract(path, limits=limits, on_progress=progress, cancelled=cancelled)
+        return extract(
+            path, limits=limits, work=Work(lambda _, done, total: work.progress(str(path), done, total), cancelled)
+        )
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         jobs: list[tuple[Path, Document | Future[Extracted]]] = []

@@ -62,8 +62,12 @@ class Library(LibraryDatabase):
         The copy is hashed on the way, so a file that changed since it was parsed is refused; a refusal (a
         busy library, a full disk) leaves no copy behind.
         """
+        try:
+            size = source.stat().st_size
+        except FileNotFoundError:
+            raise _gone(source) from None
         # The copy, and the text of its pages and chunks, each in its index too.
-        self.check_room(source.stat().st_size + 4 * sum(map(len, pages)), shown(source.name))
+        self.check_room(size + 4 * sum(map(len, pages)), shown(source.name))
         stored = self._store_file(source, sha256, kind)
         try:
             with self.write() as db:
@@ -167,7 +171,7 @@ class Library(LibraryDatabase):
                 os.fsync(writer.fileno())
         except FileNotFoundError:
             partial.unlink(missing_ok=True)
-            raise KnownError(f"{source.name} disappeared while it was being added.") from None
+            raise _gone(source) from None
         except OSError as error:
             partial.unlink(missing_ok=True)
             raise KnownError(f"{source.name} could not be copied into the library: {error.strerror}.") from None
@@ -222,3 +226,7 @@ def _shorten(name: str, limit: int = 120) -> str:
     if not dot or len(suffix) > 10:
         return name[: limit - 1] + "…"
     return f"{stem[: limit - len(suffix) - 2]}….{suffix}"
+
+
+def _gone(source: Path) -> KnownError:
+    return KnownError(f"{source.name} disappeared while it was being added.")

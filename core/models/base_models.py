@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.jobdir.base_folder import DEMO, ModelError, check_base_folder
+from core.progress import QUIET, Work
 
 # What a hub download fetches: weights as safetensors, config and tokenizer; never pickles or code.
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]
@@ -54,7 +54,7 @@ def demo_dir(data_dir: Path) -> Path:
     return data_dir / "models" / DEMO
 
 
-def resolve_base(spec: str, data_dir: Path, *, on_progress: Callable[[str], None] | None = None) -> Path:
+def resolve_base(spec: str, data_dir: Path, work: Work = QUIET) -> Path:
     """The folder of the base model `spec` names. The demo model's folder may not exist yet: the engine
     builds it the first time (core/engine/demo_model.py); nor a packaged model's, which `convert_packaged` makes. A hub
     id is downloaded (or taken from the local cache)."""
@@ -67,7 +67,7 @@ def resolve_base(spec: str, data_dir: Path, *, on_progress: Callable[[str], None
     if path.exists() or not _HUB_ID.match(spec):
         check_base_folder(path)
         return path.resolve()
-    folder = _from_hub(spec, on_progress)
+    folder = _from_hub(spec, work)
     check_base_folder(folder)
     return folder
 
@@ -100,9 +100,7 @@ def packaged_gguf(model: Packaged) -> Path:
 def convert_packaged(
     name: str,
     data_dir: Path,
-    *,
-    on_progress: Callable[[str, int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> Path:
     """The packaged model's safetensors folder under the data dir, converted from its GGUF by the engine
     the first time (about 20 s for SmolLM2-135M)."""
@@ -113,26 +111,26 @@ def convert_packaged(
     if (folder / "config.json").is_file():
         return folder
     gguf = packaged_gguf(PACKAGED[name])
-    engine = engine_env.local(data_dir, on_progress, cancel)
+    engine = engine_env.local(data_dir, work)
     folder.parent.mkdir(parents=True, exist_ok=True)
 
     def event(event: dict[str, Any]) -> None:
-        if event["type"] == "progress" and on_progress:
-            on_progress(f"Preparing the {name} base model (once): {event['message']}", event["done"], event["total"])
+        if event["type"] == "progress":
+            work.progress(f"Preparing the {name} base model (once): {event['message']}", event["done"], event["total"])
 
     log = folder.parent / f"{name}.log"
     args = [str(gguf), str(folder)]
-    run_tool("core.engine.convert", args, log, engine=engine, on_event=event, cancel=cancel, what=f"Converting {name}")
+    what = f"Converting {name}"
+    run_tool("core.engine.convert", args, log, engine=engine, on_event=event, cancel=work.cancelled, what=what)
     check_base_folder(folder)
     return folder
 
 
-def _from_hub(repo_id: str, on_progress: Callable[[str], None] | None) -> Path:
+def _from_hub(repo_id: str, work: Work) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    if on_progress:
-        on_progress(f"fetching {repo_id} from the Hugging Face hub (or its local cache)")
+    work.say(f"fetching {repo_id} from the Hugging Face hub (or its local cache)")
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
     except LocalEntryNotFoundError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from core.jobs.runners.engine_env import Engine
 from core.jobs.runners.local import run_tool
 from core.library.store import Library
 from core.llamacpp import DEFAULT_QUANT, check_gguf, template_renders
-
-PhaseFn = Callable[[str, int, int], None]  # (phase, done, total)
+from core.progress import QUIET, Work
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,7 @@ def export_checkpoint(
     *,
     step: int | None = None,
     quant: str = DEFAULT_QUANT,
-    on_phase: PhaseFn | None = None,
-    cancel: Callable[[], bool] | None = None,
+    work: Work = QUIET,
 ) -> tuple[Model, dict[str, Any]]:
     """Export one checkpoint (the best when `step` is None) to a verified GGUF file and record it."""
     from core.llamacpp import check_quant
@@ -56,8 +53,8 @@ def export_checkpoint(
     if chosen is None:
         steps = ", ".join(str(c.step) for c in saved) or "none yet"
         raise KnownError(f"Job {job_id} has no checkpoint {'' if step is None else step} (checkpoints: {steps}).")
-    engine = engine_env.local(library.data_dir, on_phase, cancel)
-    outcome = _run_export(job.dir, chosen.step, quant, engine, on_phase, cancel)
+    engine = engine_env.local(library.data_dir, work)
+    outcome = _run_export(job.dir, chosen.step, quant, engine, work)
     return _record_export(library, job_id, outcome), {key: outcome[key] for key in DETAILS}
 
 
@@ -99,12 +96,10 @@ def _record_finished_exports(library: Library) -> None:
                 _record_export(library, job.id, outcome)
 
 
-def _run_export(
-    job_dir: Path, step: int, quant: str, engine: Engine, on_phase: PhaseFn | None, cancel
-) -> dict[str, Any]:
+def _run_export(job_dir: Path, step: int, quant: str, engine: Engine, work: Work) -> dict[str, Any]:
     def event(event: dict[str, Any]) -> None:
-        if event["type"] == "phase" and on_phase:
-            on_phase(event["phase"], event["done"], event["total"])
+        if event["type"] == "phase":
+            work.progress(event["phase"], event["done"], event["total"])
 
     args = [str(job_dir), str(step), quant]
     return run_tool(
@@ -113,7 +108,7 @@ def _run_export(
         job_dir / "export.log",
         engine=engine,
         on_event=event,
-        cancel=cancel,
+        cancel=work.cancelled,
         what="The export",
     )
 

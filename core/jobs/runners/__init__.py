@@ -7,9 +7,11 @@ only the engine's packages are.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from core.progress import Work
 
 
 class Runner(Protocol):
@@ -18,7 +20,7 @@ class Runner(Protocol):
     def ready(self, base: Path, dataset_dir: Path, *, demo: bool) -> None:
         """Check, before any job is made, that a job can run there; make what it needs once."""
 
-    def start(self, job_dir: Path, on_progress: Callable[[str], None]) -> None: ...
+    def start(self, job_dir: Path, work: Work) -> None: ...
 
     def cancel(self, job_dir: Path) -> None:
         """Ask the engine to stop: it saves a checkpoint and writes `cancelled`."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TextIO
 
 from core.errors import Cancelled, KnownError
+from core.progress import QUIET, Work
 from core.sizes import format_size
 
 CODE = Path(__file__).resolve().parents[2]  # the core package: the engine's code
@@ -65,7 +66,6 @@ MIN_PYTHON = (3, 11)
 # Room the venv takes, with pip's unpacking on top: measured 1.2 GB for the CPU build; a CUDA build's wheels
 # (torch with its CUDA libraries, bitsandbytes) come to about 5 GB installed.
 ROOM_BYTES = {"cpu": 2 * 10**9, "cuda": 8 * 10**9}
-ProgressFn = Callable[[str, int, int], None]  # message, step done, steps
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,9 @@ def code_archive() -> bytes:
 
 
 # -- this machine -------------------------------------------------------------------------------------------
-def local(data_dir: Path, on_progress: ProgressFn | None = None, cancel: Callable[[], bool] | None = None) -> Engine:
+def local(data_dir: Path, work: Work = QUIET) -> Engine:
     """The engine on this machine: the app's interpreter if it can, else the venv under the data dir (made
-    now if missing, with progress; `cancel` stops the set-up and removes what it made)."""
+    now if missing, with progress; a cancel stops the set-up and removes what it made)."""
     if not getattr(sys, "frozen", False) and _has_engine(sys.executable):
         return Engine(sys.executable)
     folder = data_dir / "engine"
@@ -143,7 +143,7 @@ def local(data_dir: Path, on_progress: ProgressFn | None = None, cancel: Callabl
     with open(folder / "setup.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _has_engine(str(python)):
-            _make_venv(venv, on_progress or (lambda message, done, total: None), cancel)
+            _make_venv(venv, work)
         code = _code_dir(folder)
         _lend_llama_cpp(venv)
     env = {"PYTHONPATH": str(code)}
@@ -188,7 +188,7 @@ def base_python() -> str:
     )
 
 
-def _make_venv(venv: Path, on_progress: ProgressFn, cancel: Callable[[], bool] | None) -> None:
+def _make_venv(venv: Path, work: Work) -> None:
     build = torch_build(local_cuda())
     need, free = ROOM_BYTES["cpu" if build == "cpu" else "cuda"], shutil.disk_usage(venv.parent).free
     if free < need:
@@ -208,9 +208,9 @@ def _make_venv(venv: Path, on_progress: ProgressFn, cancel: Callable[[], bool] |
     try:
         with open(log, "w") as log_file:
             for done, (label, command) in enumerate(zip(labels, steps, strict=True)):
-                on_progress(f"Setting up training on this computer (once; a few minutes): {label}…", done, len(steps))
-                _run_step(command, log_file, cancel)
-        on_progress("The engine's environment is ready.", len(steps), len(steps))
+                work.progress(f"Setting up training on this computer (once; a few minutes): {label}…", done, len(steps))
+                _run_step(command, log_file, work.cancelled)
+        work.progress("The engine's environment is ready.", len(steps), len(steps))
         shutil.rmtree(venv, ignore_errors=True)
         partial.rename(venv)
     except BaseException:
@@ -218,7 +218,7 @@ def _make_venv(venv: Path, on_progress: ProgressFn, cancel: Callable[[], bool] |
         raise
 
 
-def _run_step(command: list[str], log_file: TextIO, cancel: Callable[[], bool] | None) -> None:
+def _run_step(command: list[str], log_file: TextIO, cancelled: Callable[[], bool]) -> None:
     log_file.write("$ " + " ".join(command) + "\n")
     log_file.flush()
     process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -227,7 +227,7 @@ def _run_step(command: list[str], log_file: TextIO, cancel: Callable[[], bool] |
             code = process.wait(timeout=0.5)
             break
         except subprocess.TimeoutExpired:
-            if cancel and cancel():
+            if cancelled():
                 process.terminate()
                 process.wait()
                 raise Cancelled() from None

@@ -27,7 +27,8 @@ from core.jobdir.config import TrainConfig
 from core.jobdir.events import EventLog, outcome
 from core.jobdir.job_spec import JobSpec
 from core.jobs.runners import engine_env
-from core.jobs.runners.engine_env import Engine, ProgressFn
+from core.jobs.runners.engine_env import Engine
+from core.progress import QUIET, Work
 
 # The engine reads models from folders the app resolved: it never needs the network (docs/reliability.md, promise 2).
 ENGINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -39,13 +40,12 @@ class Here:
     def __init__(
         self,
         data_dir: Path,
-        on_setup: ProgressFn | None = None,
-        cancel: Callable[[], bool] | None = None,
+        work: Work = QUIET,
     ) -> None:
-        self.data_dir, self.on_setup, self.cancelled = data_dir, on_setup, cancel
+        self.data_dir, self.work = data_dir, work
 
     def ready(self, base: Path, dataset_dir: Path, *, demo: bool) -> None:
-        engine_env.local(self.data_dir, self.on_setup, self.cancelled)
+        engine_env.local(self.data_dir, self.work)
 
     def plan(self, base: Path, dataset_dir: Path, config: TrainConfig, *, measure: bool) -> dict[str, Any]:
         """A job of these settings as it would be here (core/engine/plan.py): the dataset's longest example
@@ -57,14 +57,14 @@ class Here:
             "core.engine.plan",
             [str(base), str(dataset_dir), json.dumps(config.to_dict())] + (["--measure"] if measure else []),
             log,
-            engine=engine_env.local(self.data_dir, self.on_setup, self.cancelled),
+            engine=engine_env.local(self.data_dir, self.work),
             on_event=lambda event: None,
-            cancel=self.cancelled,
+            cancel=self.work.cancelled,
             what="Timing a training step" if measure else "Counting the dataset's tokens",
         )
 
-    def start(self, job_dir: Path, on_progress: Callable[[str], None]) -> None:
-        start(job_dir, engine_env.local(self.data_dir, self.on_setup, self.cancelled))
+    def start(self, job_dir: Path, work: Work) -> None:
+        start(job_dir, engine_env.local(self.data_dir, self.work))
 
     def cancel(self, job_dir: Path) -> None:
         cancel(job_dir)

@@ -29,7 +29,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,7 @@ from core.jobdir.job_spec import JobSpec
 from core.jobs import hosts
 from core.jobs.runners import engine_env
 from core.jobs.runners.engine_env import ENGINE_IMPORTS
+from core.progress import QUIET, Work
 from core.sizes import format_size
 
 REMOTE_ENV = "HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1"
@@ -215,7 +216,7 @@ def _engine_venv(checked: Preflight) -> str:
     return posixpath.join(checked.workdir, "engine", engine_env.venv_name())
 
 
-def bootstrap(remote: Remote, checked: Preflight, on_progress: Callable[[str], None] = lambda message: None) -> str:
+def bootstrap(remote: Remote, checked: Preflight, work: Work = QUIET) -> str:
     """The Python that runs the engine there: the host's own if it can, else the engine venv (made once)."""
     host = remote.host
     found = engine_python(remote, checked)
@@ -223,7 +224,7 @@ def bootstrap(remote: Remote, checked: Preflight, on_progress: Callable[[str], N
         return found
     venv = _engine_venv(checked)
     python = posixpath.join(venv, "bin", "python")
-    on_progress(f"Setting up the engine on {host.name} (once; a few minutes)…")
+    work.say(f"Setting up the engine on {host.name} (once; a few minutes)…")
     steps = engine_env.install_steps(host.python, venv, build=engine_env.torch_build(checked.cuda))
     status, _, err = remote.run(" && ".join(shlex.join(step) for step in steps), timeout=3600)
     if status != 0:
@@ -269,15 +270,15 @@ def remote_job_dir(checked: Preflight, job_dir: Path) -> str:
     return posixpath.join(checked.workdir, "jobs", f"{job_dir.name}-{tag}")
 
 
-def start(remote: Remote, job_dir: Path, on_progress: Callable[[str], None] = lambda message: None) -> str:
+def start(remote: Remote, job_dir: Path, work: Work = QUIET) -> str:
     """Upload what the job needs and start it there; returns the remote job directory."""
     job = JobSpec.read(job_dir)
     base = Path(job.base)
     demo = job.demo
-    on_progress(f"Checking {remote.host.name}…")
+    work.say(f"Checking {remote.host.name}…")
     checked = preflight(remote, need_bytes(base, job_dir / layout.DATASET, demo=demo))
-    python = bootstrap(remote, checked, on_progress)
-    on_progress(f"Uploading the job to {remote.host.name}…")
+    python = bootstrap(remote, checked, work)
+    work.say(f"Uploading the job to {remote.host.name}…")
     code = code_dir(remote, checked)
     remote_base = posixpath.join(checked.workdir, "models", DEMO) if demo else model_dir(remote, checked, base)
     folder = remote_job_dir(checked, job_dir)
@@ -307,8 +308,8 @@ class There:
     def ready(self, base: Path, dataset_dir: Path, *, demo: bool) -> None:
         preflight(self._remote(), need_bytes(base, dataset_dir, demo=demo))
 
-    def start(self, job_dir: Path, on_progress: Callable[[str], None]) -> None:
-        start(self._remote(), job_dir, on_progress)
+    def start(self, job_dir: Path, work: Work) -> None:
+        start(self._remote(), job_dir, work)
 
     def cancel(self, job_dir: Path) -> None:
         cancel(self._remote(), job_dir)
