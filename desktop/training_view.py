@@ -354,14 +354,8 @@ class TrainingView(View):
         host = self.host.currentData()
 
         def work(library: Library, task: Task) -> int:
-            job, _ = jobs.start_training(
-                library,
-                base=spec,
-                preset=preset,
-                overrides=overrides,
-                host=host,
-                work=task.core_work(),
-            )
+            asked = jobs.TrainingRequest(spec, preset, overrides, host=host)
+            job, _ = jobs.start_training(library, asked, work=task.core_work())
             return job.id
 
         self.status.setText("Starting…")
@@ -396,11 +390,7 @@ class TrainingView(View):
 
         def work(library: Library, task: Task) -> str:
             return jobs.estimate_training(
-                library,
-                base=spec,
-                preset=preset,
-                overrides=overrides,
-                work=task.core_work(),
+                library, jobs.TrainingRequest(spec, preset, overrides), work=task.core_work()
             ).sentence()
 
         self.status.setText("Estimating…")

@@ -79,14 +79,8 @@ def _demo(args: argparse.Namespace) -> int:
         overrides = {"max_steps": args.max_steps, "save_every": every, "eval_every": every}
         overrides |= dict(parse_override(text) for text in args.set)
         print(f"\n3. Fine-tuning the {args.base} model on it, on this computer's CPU (Ctrl-C leaves it running)")
-        job, _ = jobs.start_training(
-            library,
-            base=args.base,
-            overrides=overrides,
-            dataset_id=dataset.id,
-            models_home=home,
-            work=PRINTED,
-        )
+        asked = jobs.TrainingRequest(args.base, overrides=overrides, dataset_id=dataset.id)
+        job, _ = jobs.start_training(library, asked, models_home=home, work=PRINTED)
         if follow(library, job.id) != 0:
             return 1
 

@@ -126,28 +126,12 @@ def _train(args: argparse.Namespace) -> int:
         return _update(args, overrides)
     with open_library(args) as library:
         host = args.host or jobs_.LOCAL
+        asked = jobs_.TrainingRequest(args.base, args.preset, overrides, args.dataset, host)
         if args.estimate:
-            estimate = jobs_.estimate_training(
-                library,
-                base=args.base,
-                preset=args.preset,
-                overrides=overrides,
-                dataset_id=args.dataset,
-                host=host,
-                work=PRINTED,
-            )
+            estimate = jobs_.estimate_training(library, asked, work=PRINTED)
             print(f"{args.base}, preset {args.preset}: {estimate.sentence()}")
             return 0
-        job, chosen = jobs_.start_training(
-            library,
-            base=args.base,
-            preset=args.preset,
-            overrides=overrides,
-            dataset_id=args.dataset,
-            host=host,
-            processes=args.gpus,
-            work=PRINTED,
-        )
+        job, chosen = jobs_.start_training(library, asked, processes=args.gpus, work=PRINTED)
         where = "" if host == jobs_.LOCAL else f" on {host}"
         print(f"job {job.id}: training {args.base}{where} on dataset {chosen.id} ({chosen.train_examples} examples)")
         if args.detach:

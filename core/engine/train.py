@@ -24,6 +24,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,137 +46,167 @@ MAX_EVAL_ROWS = 64  # validation loss over at most this many packed rows, so tha
 def run(job_dir: Path) -> None:
     rank, processes = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if processes == 1:
-        train(job_dir, rank, processes)
+        Recipe(job_dir, rank, processes).run()
         return
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     torch.distributed.init_process_group("nccl" if cuda else "gloo")
     try:
-        train(job_dir, rank, processes)
+        Recipe(job_dir, rank, processes).run()
     finally:
         torch.distributed.destroy_process_group()
 
 
-def train(job_dir: Path, rank: int, processes: int) -> None:
-    job = JobSpec.read(job_dir)
-    config = job.config
-    events: EventLog | Unwritten = EventLog(job_dir) if rank == 0 else Unwritten()
-    stop = _stop_flag(job_dir)
+@dataclass(frozen=True)
+class Place:
+    """Where one process trains: its rank of `processes`, its device, and whether the base is shared between
+    the processes (FSDP) rather than whole in each (DDP)."""
 
-    # -- set up -----------------------------------------------------------------------------------
-    torch.manual_seed(config.seed)
-    base = Path(job.base)
-    if job.demo:
-        from core.engine.demo_model import build
+    rank: int = 0
+    processes: int = 1
+    device: str = "cpu"
+    sharded: bool = False
 
-        base = layout.demo_base(job_dir)
-        if processes > 1:
-            raise KnownError(DEMO_ONE_PROCESS)
 
-        try:
-            build(
-                base,
-                work=Work(lambda m, done, total: events.write("progress", message=m, done=done, total=total), stop),
+class Recipe:
+    """One run of a job in one process, as torchtune's recipes are: `setup` (the job, the model, the data,
+    the optimizer), `train` (the steps, with validation, checkpoints, scoring and cancel), `save` between."""
+
+    def __init__(self, job_dir: Path, rank: int, processes: int) -> None:
+        self.job_dir = job_dir
+        self.job = JobSpec.read(job_dir)
+        self.config = self.job.config
+        self.place = Place(rank, processes, "cuda" if torch.cuda.is_available() else "cpu")
+        self.events: EventLog | Unwritten = EventLog(job_dir) if rank == 0 else Unwritten()
+        self.stop = _stop_flag(job_dir)
+
+    def run(self) -> None:
+        if self.setup():
+            self.train()
+
+    # -- set up -----------------------------------------------------------------------------------------
+    def setup(self) -> bool:
+        """Everything before the first step; False where a cancel came while the demo base was built."""
+        job, rank, processes, device = self.job, self.place.rank, self.place.processes, self.place.device
+        torch.manual_seed(self.config.seed)
+        base = Path(job.base)
+        if job.demo:
+            from core.engine.demo_model import build
+
+            base = layout.demo_base(self.job_dir)
+            if processes > 1:
+                raise KnownError(DEMO_ONE_PROCESS)
+            said = lambda m, done, total: self.events.write("progress", message=m, done=done, total=total)  # noqa: E731
+            try:
+                build(base, work=Work(said, self.stop))
+            except Cancelled:
+                self.events.write("cancelled", step=0)
+                return False
+        # Bad data is refused before the model loads: a typo costs a second, not a model load.
+        dataset = self.job_dir / layout.DATASET
+        train_path, val_path = dataset / layout.TRAIN, dataset / layout.VAL
+        train_records = read_records(train_path)
+        val_records = read_records(val_path) if val_path.is_file() and val_path.read_text().strip() else []
+        # Before the load: gradient checkpointing is set up with the model.
+        config = self.config = fitted(self.config, base, device, processes)
+        sharded = processes > 1 and config.shard_weights
+        self.place = dataclasses.replace(self.place, sharded=sharded)
+        # Sharded, process 0 alone reads the base, into CPU memory; the others make it empty and receive their
+        # part of each weight from process 0 (_distributed), so that a load that converts the weights' type
+        # makes one copy of the base, not one a process.
+        reads_weights = rank == 0 or not sharded
+        self.tokenizer, self.model = load_model(base, config, "cpu" if sharded else device, weights=reads_weights)
+        if config.grad_accum * config.batch_rows < processes:
+            raise KnownError(
+                f"{processes} processes need at least {processes} rows a step; this job trains on "
+                f"{config.grad_accum * config.batch_rows} (raise grad_accum)."
             )
-        except Cancelled:
-            events.write("cancelled", step=0)
-            return
-    # Bad data is refused before the model loads: a typo costs a second, not a model load.
-    train_path, val_path = job_dir / layout.DATASET / layout.TRAIN, job_dir / layout.DATASET / layout.VAL
-    train_records = read_records(train_path)
-    val_records = read_records(val_path) if val_path.is_file() and val_path.read_text().strip() else []
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    # Before the load: gradient checkpointing is set up with the model.
-    config = fitted(config, base, device, processes)
-    sharded = processes > 1 and config.shard_weights
-    # Sharded, process 0 alone reads the base, into CPU memory; the others make it empty and receive their
-    # part of each weight from process 0 (_distributed), so that a load that converts the weights' type makes
-    # one copy of the base, not one a process.
-    reads_weights = rank == 0 or not sharded
-    tokenizer, model = load_model(base, config, "cpu" if sharded else device, weights=reads_weights)
-    if config.grad_accum * config.batch_rows < processes:
-        raise KnownError(
-            f"{processes} processes need at least {processes} rows a step; this job trains on "
-            f"{config.grad_accum * config.batch_rows} (raise grad_accum)."
+        self.train_rows = _rows(train_records, self.tokenizer, config, train_path.name)
+        val_rows = _rows(val_records, self.tokenizer, config, val_path.name) if val_records else []
+        self.val_rows = val_rows[:MAX_EVAL_ROWS]
+        self.total_steps = steps_total(config, len(self.train_rows))
+        # The adapter goes in whole, before the model is split between the processes; the optimizer after.
+        saved = checkpoint.complete(self.job_dir)
+        # A resume's last checkpoint, or an update's (train --update) other job's adapter with a fresh optimizer.
+        adapter = saved[-1] if saved else self.job_dir / job.start_adapter if job.start_adapter else None
+        if adapter and reads_weights:
+            checkpoint.load_adapter(adapter, self.model)
+        self.trained = _distributed(self.model, self.place)
+        self.optimizer = new_optimizer(self.model, config, device)
+        self.scheduler = _scheduler(self.optimizer, config, self.total_steps)
+        self.done = checkpoint.restore(saved[-1], self.model, self.optimizer, self.scheduler) if saved else 0
+        self.events.write(
+            "start",
+            config=config.to_dict(),
+            base=job.label,
+            device=device,
+            processes=processes,
+            shard_weights=sharded,
+            bfloat16_compute=cpu_bfloat16(config, device),
+            resumed_from=self.done,
+            update_of=dataclasses.asdict(job.update_of) if job.update_of else None,
+            steps_total=self.total_steps,
+            tokens_total=sum(len(e.ids) for row in self.train_rows for e in row),
+            examples=sum(len(row) for row in self.train_rows),
         )
-    train_rows = _rows(train_records, tokenizer, config, train_path.name)
-    val_rows = _rows(val_records, tokenizer, config, val_path.name)[:MAX_EVAL_ROWS] if val_records else []
-    total_steps = steps_total(config, len(train_rows))
-    # The adapter goes in whole, before the model is split between the processes; the optimizer after.
-    saved = checkpoint.complete(job_dir)
-    # A resume's last checkpoint, or an update's (train --update) other job's adapter with a fresh optimizer.
-    adapter = saved[-1] if saved else job_dir / job.start_adapter if job.start_adapter else None
-    if adapter and reads_weights:
-        checkpoint.load_adapter(adapter, model)
-    trained = _distributed(model, processes, sharded, device, rank)
-    optimizer = new_optimizer(model, config, device)
-    scheduler = _scheduler(optimizer, config, total_steps)
-    done = checkpoint.restore(saved[-1], model, optimizer, scheduler) if saved else 0
-    events.write(
-        "start",
-        config=config.to_dict(),
-        base=job.label,
-        device=device,
-        processes=processes,
-        shard_weights=sharded,
-        bfloat16_compute=cpu_bfloat16(config, device),
-        resumed_from=done,
-        update_of=dataclasses.asdict(job.update_of) if job.update_of else None,
-        steps_total=total_steps,
-        tokens_total=sum(len(e.ids) for row in train_rows for e in row),
-        examples=sum(len(row) for row in train_rows),
-    )
+        return True
 
-    # -- train ------------------------------------------------------------------------------------
-    # from_pretrained returns the model in eval mode (peft's wrapper says training, its layers do not), where
-    # gradient checkpointing and dropout are off: a 7B QLoRA step then keeps every layer's activations
-    # (over 22 GiB at 2 x 768 tokens: more than an A10G has).
-    model.train()
-    val_loss = None
-    scorer = _Scorer(job_dir, done, config, rank, processes, sharded) if config.stop_after_unimproved else None
-    started, tokens_seen, training_s = time.monotonic(), 0, 0.0
-    for step in range(done + 1, total_steps + 1):
-        stepped = None
-        if not _anywhere(stop(), device):
-            rows = [train_rows[i] for i in _rows_for_step(step, config, len(train_rows))]
-            step_started = time.monotonic()
-            # One process looks for a stop between the step's micro-batches too: a step on a CPU can take a
-            # minute, and a cancel must answer in seconds. Several would have to agree first (a collective
-            # per micro-batch), and their steps are GPU steps, short already.
-            within = stop if processes == 1 else None
-            stepped = _train_step(trained, optimizer, scheduler, rows, config, device, rank, processes, sharded, within)
-        if stepped is None:  # stopped: the step under way is dropped, the steps before it are kept
-            if step - 1 > done:
-                _save(job_dir, step - 1, model, optimizer, scheduler, events, val_loss, rank)
-            events.write("cancelled", step=step - 1)
-            return
-        loss, tokens = stepped
-        training_s += time.monotonic() - step_started
-        tokens_seen += tokens
-        elapsed = time.monotonic() - started  # with evaluations and checkpoints: what the ETA must include
-        events.write(
-            "step",
-            step=step,
-            loss=loss,
-            lr=scheduler.get_last_lr()[0],
-            tokens_per_s=round(tokens_seen / training_s, 1),
-            eta_s=round(elapsed / (step - done) * (total_steps - step), 1),
-            **_gpu_memory(device),
-        )
+    # -- train ------------------------------------------------------------------------------------------
+    def train(self) -> None:
+        config, place, total = self.config, self.place, self.total_steps
+        # from_pretrained returns the model in eval mode (peft's wrapper says training, its layers do not),
+        # where gradient checkpointing and dropout are off: a 7B QLoRA step then keeps every layer's
+        # activations (over 22 GiB at 2 x 768 tokens: more than an A10G has).
+        self.model.train()
         val_loss = None
-        if val_rows and (step % config.eval_every == 0 or step % config.save_every == 0 or step == total_steps):
-            progress = events.progress_of("computing the validation loss", "rows")
-            val_loss = evaluate(model, val_rows, device, config, rank, processes, progress)
-            events.write("eval", step=step, val_loss=val_loss)
-        if step % config.save_every == 0 or step == total_steps:
-            _save(job_dir, step, model, optimizer, scheduler, events, val_loss, rank)
-            if scorer:
-                scorer.score(step, model, tokenizer, device, events)
-        if _anywhere(bool(scorer and scorer.past_best()), device) and step < total_steps:
-            events.write("done", message=scorer.said(step, total_steps) if scorer else None)
-            return
-    events.write("done")
+        scorer = _Scorer(self.job_dir, self.done, config, place) if config.stop_after_unimproved else None
+        started, tokens_seen, training_s = time.monotonic(), 0, 0.0
+        for step in range(self.done + 1, total + 1):
+            stepped = None
+            if not _anywhere(self.stop(), place.device):
+                rows = [self.train_rows[i] for i in _rows_for_step(step, config, len(self.train_rows))]
+                step_started = time.monotonic()
+                # One process looks for a stop between the step's micro-batches too: a step on a CPU can take
+                # a minute, and a cancel must answer in seconds. Several would have to agree first (a
+                # collective per micro-batch), and their steps are GPU steps, short already.
+                within = self.stop if place.processes == 1 else None
+                stepped = _train_step(self.trained, self.optimizer, self.scheduler, rows, config, place, within)
+            if stepped is None:  # stopped: the step under way is dropped, the steps before it are kept
+                if step - 1 > self.done:
+                    self.save(step - 1, val_loss)
+                self.events.write("cancelled", step=step - 1)
+                return
+            loss, tokens = stepped
+            training_s += time.monotonic() - step_started
+            tokens_seen += tokens
+            elapsed = time.monotonic() - started  # with evaluations and checkpoints: what the ETA must include
+            self.events.write(
+                "step",
+                step=step,
+                loss=loss,
+                lr=self.scheduler.get_last_lr()[0],
+                tokens_per_s=round(tokens_seen / training_s, 1),
+                eta_s=round(elapsed / (step - self.done) * (total - step), 1),
+                **_gpu_memory(place.device),
+            )
+            val_loss = None
+            if self.val_rows and (step % config.eval_every == 0 or step % config.save_every == 0 or step == total):
+                progress = self.events.progress_of("computing the validation loss", "rows")
+                val_loss = evaluate(self.model, self.val_rows, config, place, progress)
+                self.events.write("eval", step=step, val_loss=val_loss)
+            if step % config.save_every == 0 or step == total:
+                self.save(step, val_loss)
+                if scorer:
+                    scorer.score(step, self.model, self.tokenizer, self.events)
+            if _anywhere(bool(scorer and scorer.past_best()), place.device) and step < total:
+                self.events.write("done", message=scorer.said(step, total) if scorer else None)
+                return
+        self.events.write("done")
+
+    def save(self, step: int, val_loss: float | None) -> None:
+        path = checkpoint.save(self.job_dir, step, self.model, self.optimizer, self.scheduler, self.place.rank)
+        self.events.write("checkpoint", step=step, path=str(path.relative_to(self.job_dir)), val_loss=val_loss)
 
 
 def fitted(config: TrainConfig, base: Path, device: str, processes: int = 1) -> TrainConfig:
@@ -255,14 +286,13 @@ def computing(config: TrainConfig, device: str) -> Any:
 def evaluate(
     model: Any,
     rows: list[list[Example]],
-    device: str,
     config: TrainConfig,
-    rank: int = 0,
-    processes: int = 1,
+    place: Place,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> float:
     """Mean loss per predicted token over the validation rows, each process taking its share of them
     (`on_progress`: the rows of this process's share done, of all of them)."""
+    rank, processes, device = place.rank, place.processes, place.device
     counted = len(rows[rank::processes])  # not the extra row of a share
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x tokens, tokens
@@ -306,14 +336,12 @@ def _train_step(
     scheduler: Any,
     rows: list[list[Example]],
     config: TrainConfig,
-    device: str,
-    rank: int = 0,
-    processes: int = 1,
-    sharded: bool = False,
+    place: Place,
     stop: Callable[[], bool] | None = None,
 ) -> tuple[float, int] | None:
     """One optimizer step over the step's rows, of which this process takes every `processes`-th; None,
     with the model and optimizer as they were, when `stop` says so between two micro-batches."""
+    rank, processes, device, sharded = place.rank, place.processes, place.device, place.sharded
     # Every process counts every row's predicted tokens: the step's loss is the mean over all of them.
     total = max(sum(_predicted(row) for row in rows), 1)
     mine = rows[rank::processes]
@@ -353,15 +381,13 @@ class _Scorer:
     app wrote (layout.QUESTIONS), each process a share of them; the run stops once `stop_after_unimproved`
     of them in a row have not beaten the best. A resumed run counts the scores its events already hold."""
 
-    def __init__(
-        self, job_dir: Path, done: int, config: TrainConfig, rank: int = 0, processes: int = 1, sharded: bool = False
-    ) -> None:
+    def __init__(self, job_dir: Path, done: int, config: TrainConfig, place: Place = Place()) -> None:
         from core.engine.score import read_items
 
         self.questions = job_dir / layout.QUESTIONS
         self.items = read_items(self.questions) if self.questions.is_file() else []
         self.config = config
-        self.rank, self.processes, self.sharded = rank, processes, sharded
+        self.place = place
         self.best: tuple[float, int] | None = None  # (answer score, step)
         self.unimproved = 0
         # A step's last score counts (`tunedesk eval` may have scored it again), in the order of the steps.
@@ -369,7 +395,7 @@ class _Scorer:
         for step in sorted(s for s in scored if s <= done):
             self._count(scored[step] or 0.0, step)
 
-    def score(self, step: int, model: Any, tokenizer: Any, device: str, events: EventLog | Unwritten) -> None:
+    def score(self, step: int, model: Any, tokenizer: Any, events: EventLog | Unwritten) -> None:
         if not self.items:
             return
         from core.answers.scoring import summary
@@ -378,13 +404,15 @@ class _Scorer:
         progress = events.progress_of(f"answering the held-out questions with step {step}", "questions")
 
         def answer(items: list[dict[str, Any]]) -> list[str]:
-            return answer_all(model, tokenizer, items, self.config, device, progress, synced=self.sharded)
+            return answer_all(
+                model, tokenizer, items, self.config, self.place.device, progress, synced=self.place.sharded
+            )
 
         model.eval()
-        answers = _shared_out(self.items, self.rank, self.processes, answer)
+        answers = _shared_out(self.items, self.place, answer)
         model.train()
         scored = score_answers(self.items, answers)
-        if self.rank == 0:  # beside the questions, where `tunedesk eval` puts its answers
+        if self.place.rank == 0:  # beside the questions, where `tunedesk eval` puts its answers
             write_answers(self.questions.with_name(f"{checkpoint.name(step)}.jsonl"), self.items, answers, scored)
         figures = summary(scored)
         events.write("score", step=step, **figures)
@@ -412,9 +440,10 @@ def _predicted(row: list[Example]) -> int:
     return sum(sum(label != IGNORE for label in example.labels[1:]) for example in row)
 
 
-def _shared_out(items: list[Any], rank: int, processes: int, work: Any) -> list[Any]:
+def _shared_out(items: list[Any], place: Place, work: Any) -> list[Any]:
     """work(items), each process doing its share of them, with every process's results gathered back in the
     items' order."""
+    rank, processes = place.rank, place.processes
     if processes == 1:
         return work(items)
     done: list[list[Any]] = [[] for _ in range(processes)]
@@ -469,10 +498,11 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_step
     return get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps // 2), total_steps)
 
 
-def _distributed(model: Any, processes: int, sharded: bool, device: str, rank: int) -> Any:
+def _distributed(model: Any, place: Place) -> Any:
     """The module a step runs: the model itself in one process, wrapped by DDP (which starts every process
     from process 0's weights), or sharded in place by FSDP2, by decoder layer and then the rest, each process
     then receiving its part of process 0's weights."""
+    processes, sharded, device, rank = place.processes, place.sharded, place.device, place.rank
     if processes == 1:
         return model
     if not sharded:
@@ -493,11 +523,6 @@ def _distributed(model: Any, processes: int, sharded: bool, device: str, rank: i
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     set_model_state_dict(model, whole, options=options)  # one weight at a time, each process keeping its part
     return model
-
-
-def _save(job_dir, step, model, optimizer, scheduler, events: EventLog | Unwritten, val_loss, rank: int) -> None:
-    path = checkpoint.save(job_dir, step, model, optimizer, scheduler, rank)
-    events.write("checkpoint", step=step, path=str(path.relative_to(job_dir)), val_loss=val_loss)
 
 
 def _gpu_memory(device: str) -> dict[str, float]:

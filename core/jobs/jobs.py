@@ -15,7 +15,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,14 +144,26 @@ def _why(error: OSError) -> str:
     return error.strerror or str(error)
 
 
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A training as the user asks for it: the base model, the preset and their own settings over it, the
+    dataset (None: the newest, or one made now with the default settings) and where it runs."""
+
+    base: str
+    preset: str = DEFAULT_PRESET
+    overrides: dict[str, Any] = field(default_factory=dict)
+    dataset_id: int | None = None
+    host: str = LOCAL
+
+    def config(self) -> TrainConfig:
+        """The preset's settings, then the base model's own, then the user's."""
+        return load_config(self.preset, base_settings(self.base) | self.overrides)
+
+
 def start_training(
     library: Library,
+    asked: TrainingRequest,
     *,
-    base: str,
-    preset: str = DEFAULT_PRESET,
-    overrides: dict[str, Any] | None = None,
-    dataset_id: int | None = None,
-    host: str = LOCAL,
     processes: int | None = None,
     models_home: Path | None = None,
     work: Work = QUIET,
@@ -165,9 +177,9 @@ def start_training(
     checked: trusted, reachable, a Python, room for the job), so that a place that cannot run it costs no
     job and no upload. Here, the dataset is counted in the base's tokens first: a sequence length too short
     for its longest example is refused, and `work` hears the steps and memory the job will take."""
-    config = load_config(preset, base_settings(base) | (overrides or {}))
+    base, host, config = asked.base, asked.host, asked.config()
     check_processes(config, processes, demo=base == DEMO)
-    base_path, chosen, runner = _prepare(library, base, dataset_id, host, models_home, work)
+    base_path, chosen, runner = _prepare(library, base, asked.dataset_id, host, models_home, work)
     if isinstance(runner, local.Here) and base != DEMO:  # the demo base is built by the job itself
         work.say("counting the dataset's tokens, to check that its examples fit the sequence length")
         work.say(_planned(runner.plan(base_path, chosen.dir, config, measure=False), config.seq_len).sentence())
@@ -178,24 +190,18 @@ def start_training(
 
 
 def estimate_training(
-    library: Library,
-    *,
-    base: str,
-    preset: str = DEFAULT_PRESET,
-    overrides: dict[str, Any] | None = None,
-    dataset_id: int | None = None,
-    host: str = LOCAL,
-    models_home: Path | None = None,
-    work: Work = QUIET,
+    library: Library, asked: TrainingRequest, *, models_home: Path | None = None, work: Work = QUIET
 ) -> Estimate:
     """What start_training with the same arguments would cost on this computer, without starting it: its
     steps, its time at the rate of one of its steps timed here, and its memory, measured on that step."""
-    if host != LOCAL:
-        raise KnownError(f"Estimates are made for this computer; a job on {host} shows its time from its first step.")
-    if base == DEMO:
+    if asked.host != LOCAL:
+        raise KnownError(
+            f"Estimates are made for this computer; a job on {asked.host} shows its time from its first step."
+        )
+    if asked.base == DEMO:
         raise KnownError("The demo base is built by its own job, so its time shows from the job's first step.")
-    config = load_config(preset, base_settings(base) | (overrides or {}))
-    base_path, chosen, runner = _prepare(library, base, dataset_id, LOCAL, models_home, work)
+    config = asked.config()
+    base_path, chosen, runner = _prepare(library, asked.base, asked.dataset_id, LOCAL, models_home, work)
     assert isinstance(runner, local.Here)
     work.say("loading the base model to time one training step")
     return _planned(runner.plan(base_path, chosen.dir, config, measure=True), config.seq_len)
@@ -330,10 +336,7 @@ def start_rebuild(
     fresh = _dataset_as_before(library, settings, work)
     return start_training(
         library,
-        base=old.base,
-        overrides=spec.config.to_dict(),
-        dataset_id=fresh.id,
-        host=old.host,
+        TrainingRequest(old.base, overrides=spec.config.to_dict(), dataset_id=fresh.id, host=old.host),
         processes=spec.processes,
         work=work,
     )
