@@ -127,6 +127,11 @@ def pack(lengths: list[int], seq_len: int) -> list[list[int]]:
     return rows
 
 
+def packed(examples: list[Example], seq_len: int) -> list[list[Example]]:
+    """The examples packed into rows of `seq_len` tokens (pack)."""
+    return [[examples[i] for i in row] for row in pack([len(e.ids) for e in examples], seq_len)]
+
+
 def batch_tensors(rows: list[list[Example]], pad_id: int = 0) -> dict[str, Any]:
     """Packed rows side by side: input ids, labels and restarting position ids of shape (rows, longest row).
 

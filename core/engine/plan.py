@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from core.engine import tool
-from core.engine.data import batch_tensors, pack, read_records, tokenize
+from core.engine.data import batch_tensors, packed, read_records, tokenize
 from core.jobdir import layout
 from core.jobdir.base_folder import check_base_folder
 from core.jobdir.config import TrainConfig, config_from
@@ -57,12 +57,12 @@ def plan(base: Path, dataset: Path, config: TrainConfig, measure: bool) -> dict[
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = train.fitted(config, base, device)
-    train_rows = _rows(examples[layout.TRAIN], config.seq_len)
+    train_rows = packed(examples[layout.TRAIN], config.seq_len)
     steps = train.steps_total(config, len(train_rows))
     per_step = config.grad_accum * config.batch_rows
     tokens_a_row = sum(len(e.ids) for row in train_rows for e in row) / max(len(train_rows), 1)
     tokens = round(steps * per_step * tokens_a_row)
-    val_rows = _rows(examples[layout.VAL], config.seq_len)[: train.MAX_EVAL_ROWS]
+    val_rows = packed(examples[layout.VAL], config.seq_len)[: train.MAX_EVAL_ROWS]
     evaluations = sum(
         1 for s in range(1, steps + 1) if s % config.eval_every == 0 or s % config.save_every == 0 or s == steps
     )
@@ -87,10 +87,6 @@ def plan(base: Path, dataset: Path, config: TrainConfig, measure: bool) -> dict[
                 activation_bytes=2 if train.cpu_bfloat16(config, device) else full,
             )
     return found
-
-
-def _rows(examples: list[Any], seq_len: int) -> list[list[Any]]:
-    return [[examples[i] for i in row] for row in pack([len(e.ids) for e in examples], seq_len)]
 
 
 def _measure(base: Path, config: TrainConfig, device: str, rows: list[list[Any]]) -> tuple[float, float]:

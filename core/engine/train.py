@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from core.engine import checkpoint, sizing
-from core.engine.data import IGNORE, Example, batch_tensors, pack, read_records, tokenize
+from core.engine.data import IGNORE, Example, batch_tensors, packed, read_records, tokenize
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout
 from core.jobdir.base_folder import DEMO_ONE_PROCESS, check_base_folder
@@ -313,8 +313,7 @@ def evaluate(
 
 
 def _rows(records: list[dict[str, Any]], tokenizer: Any, config: TrainConfig, source: str) -> list[list[Example]]:
-    examples = tokenize(records, tokenizer, max_len=config.seq_len, source=source)
-    return [[examples[i] for i in row] for row in pack([len(e.ids) for e in examples], config.seq_len)]
+    return packed(tokenize(records, tokenizer, max_len=config.seq_len, source=source), config.seq_len)
 
 
 def _rows_for_step(step: int, config: TrainConfig, n_rows: int) -> list[int]:
