@@ -165,7 +165,9 @@ def test_ctrl_c_in_the_first_moments_of_add_prints_no_traceback(tmp_path):
             os.killpg(run.pid, signal.SIGINT)
             _, err = run.communicate(timeout=60)
         assert "Traceback" not in err, (delay, err)
-        assert run.returncode in (0, 130), (delay, run.returncode, err)
+        # -SIGINT: the Ctrl-C came as the interpreter shut down, after the work, when Python has put back the
+        # default handler. A shell reports it as 130, like the command's own.
+        assert run.returncode in (0, 130, -signal.SIGINT), (delay, run.returncode, err)
 
 
 def test_usage_errors_and_unknown_documents(tmp_path):
