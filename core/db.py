@@ -259,6 +259,18 @@ def m010_answer_sources(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m011_pages_read_by_ocr(db: sqlite_utils.Database) -> None:
+    # A scan's pages are read by OCR (core/library/ocr.py); their text is marked as such, and a page whose
+    # OCR confidence is low is shown as unsure.
+    db.executescript(
+        """
+        ALTER TABLE pages ADD COLUMN ocr INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE pages ADD COLUMN ocr_confidence REAL;  -- 0-1; NULL for text-layer pages and blank scans
+        """
+    )
+
+
 class LibraryError(KnownError):
     """The library itself cannot be used (busy, full, read-only, damaged): no other file would fare better."""
 

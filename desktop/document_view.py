@@ -1,6 +1,7 @@
 """A document at a page: the PDF page itself, the cited passage highlighted, fitted to the view's width
 (again when the window is resized); a text document (DOCX, TXT, Markdown) shows the page's text with the
-passage marked and scrolled to.
+passage marked and scrolled to; a page read by OCR (a scan's, an image's) shows its image beside the text
+OCR read from it, the passage marked in that text, which is what citations are checked against.
 
 The page is rendered (QtPdf) and the passage found on it (QtPdf's text search, on that page only) in a
 task, off the GUI thread: rendering a page and searching a document's text take longer than the GUI
@@ -16,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer
-from PySide6.QtGui import QColor, QImage, QPainter, QPixmap, QResizeEvent
+from PySide6.QtGui import QColor, QImage, QImageReader, QPainter, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
     QScrollArea,
-    QStackedWidget,
+    QSplitter,
     QTextBrowser,
     QVBoxLayout,
 )
@@ -30,7 +31,7 @@ from PySide6.QtWidgets import (
 from desktop.view import View
 
 if TYPE_CHECKING:
-    from core.library.store import Document, Library
+    from core.library.store import Document, Library, Page
     from desktop.tasks import Task
 
 HINT = "Open a document from the library, a search hit or a citation in the chat."
@@ -49,13 +50,15 @@ class Rendered:
 
 @dataclass(frozen=True)
 class Shown:
-    """A page to show: a PDF's rendered `width` pixels wide, another document's text."""
+    """A page to show: a PDF's or an image's rendered `width` pixels wide, or a text document's text; and for a
+    page read by OCR, its text too."""
 
     document: Document
     page: int
     passage: str
     width: int
     content: Rendered | str
+    by_ocr: Page | None = None
 
 
 class DocumentView(View):
@@ -69,9 +72,10 @@ class DocumentView(View):
         self.page_area.setWidgetResizable(True)
         self.page_area.setStyleSheet("QScrollArea { background: #9a9a9a; }")
         self.text = QTextBrowser()
-        self.pages = QStackedWidget()
+        self.pages = QSplitter()  # the image, the text, or both (a page read by OCR)
         self.pages.addWidget(self.page_area)
         self.pages.addWidget(self.text)
+        self.pages.setChildrenCollapsible(False)
         self.previous = QPushButton("◀ Page")
         self.previous.clicked.connect(lambda: self._turn(-1))
         self.next = QPushButton("Page ▶")
@@ -93,29 +97,39 @@ class DocumentView(View):
         self._buttons(1, 1)
 
     def open(self, document_id: int, page: int, passage: str = "") -> None:
-        width = self._page_width()
+        width, half = self._page_width(split=False), self._page_width(split=True)
 
         def work(library: Library, task: Task) -> Shown:
             document = library.document(document_id)
+            text = library.page(document_id, page)
+            if text.by_ocr:  # the passage is found in the text OCR read, not on the image
+                return Shown(document, page, passage, half, render(library.stored_file(document), page, "", half), text)
             if document.kind == "pdf":
                 return Shown(
                     document, page, passage, width, render(library.stored_file(document), page, passage, width)
                 )
-            return Shown(document, page, passage, width, library.page_text(document_id, page))
+            return Shown(document, page, passage, width, text.text)
 
         self.main.tasks.start(work, self._show, latest_only=True)
 
-    def _page_width(self) -> int:
-        # The view may not have been shown yet: the window's content area says how wide a page can be.
-        shown = self.page_area.viewport().width() if self.isVisible() else self.main.stack.width() - 40
-        return max(shown - 20, 400)
+    def _page_width(self, *, split: bool) -> int:
+        """How wide a page's image can be: the view's whole width, or half of it beside the text OCR read
+        (less a scroll bar and a margin). The view may not have been shown yet: the window's content area then
+        says how wide it will be."""
+        whole = self.pages.width() if self.isVisible() else self.main.stack.width()
+        return max((whole // 2 if split else whole) - 40, 300)
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         self.refit.start()
 
     def _refit(self) -> None:
-        if self.document_id is not None and self.rendered_width and abs(self._page_width() - self.rendered_width) > 8:
+        split = self.text.isVisible() and self.page_area.isVisible()
+        if (
+            self.document_id is not None
+            and self.rendered_width
+            and abs(self._page_width(split=split) - self.rendered_width) > 8
+        ):
             self.open(self.document_id, self.page, self.passage)
 
     def reset(self) -> None:
@@ -131,22 +145,33 @@ class DocumentView(View):
     def _show(self, shown: Shown) -> None:
         document, self.page, self.passage = shown.document, shown.page, shown.passage
         self.document_id = document.id
-        self.title.setText(f"<b>{html.escape(document.name)}</b> — page {self.page} of {document.pages}")
+        title = f"<b>{html.escape(document.name)}</b> — page {self.page} of {document.pages}"
+        if shown.by_ocr is not None:
+            title += " — read by OCR" + (
+                ", with low confidence: check its text against the image" if shown.by_ocr.unsure else ""
+            )
+        self.title.setText(title)
         self._buttons(self.page, document.pages)
-        if isinstance(shown.content, str):
-            self.rendered_width = 0
-            self.pages.setCurrentWidget(self.text)
-            marked, found = _marked(shown.content, self.passage)
+        text = shown.content if isinstance(shown.content, str) else shown.by_ocr.text if shown.by_ocr else None
+        self.text.setVisible(text is not None)
+        self.page_area.setVisible(not isinstance(shown.content, str))
+        if shown.by_ocr is not None:
+            self.pages.setSizes([1, 1])  # image and text, half each
+        self.found = None
+        if text is not None:
+            marked, found = _marked(text, self.passage)
             self.text.setHtml(marked)
             self.found = self.page if found else None
             if found:
                 self.text.scrollToAnchor(PASSAGE_ANCHOR)
+        if isinstance(shown.content, str):
+            self.rendered_width = 0
             return
         rendered = shown.content
         self.rendered_width = shown.width
-        self.pages.setCurrentWidget(self.page_area)
         self.image.setPixmap(QPixmap.fromImage(rendered.image))
-        self.found = self.page if rendered.top is not None else None
+        if rendered.top is not None:
+            self.found = self.page
         # After the layout has taken the new image's height: until then the scroll bar's range is the old
         # page's (or nothing, when the view is shown for the first time), and the passage would stay out of
         # sight below.
@@ -164,8 +189,15 @@ class DocumentView(View):
 
 def render(path: Path, page: int, passage: str, width: int) -> Rendered:
     """The page as an image `width` pixels wide with the passage highlighted, and the passage's top (pixels),
-    or None where it was not found. Runs in a task: a QPdfDocument of its own, loaded synchronously."""
+    or None where it was not found. Runs in a task: a QPdfDocument of its own, loaded synchronously; an image
+    file's page (a TIFF's frame) is read with QImageReader."""
     from PySide6.QtPdf import QPdfDocument, QPdfSearchModel
+
+    if path.suffix != ".pdf":
+        reader = QImageReader(str(path))
+        reader.jumpToImage(page - 1)
+        image = reader.read().scaledToWidth(width, Qt.TransformationMode.SmoothTransformation)
+        return Rendered(image, None)
 
     document = QPdfDocument()
     document.load(str(path))

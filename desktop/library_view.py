@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.settings_view import reads_scans
 from desktop.view import GETTING_STARTED_HTML, View
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 # window must paint before the SQLite layer (0.1 s to import) is loaded.
 
 COLUMNS = ("Document", "Pages", "Chunks", "Size", "Status")
+DOCUMENT_FILES = "Documents (*.pdf *.docx *.txt *.md *.markdown *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)"
 HIT_CHARS = 300  # of a hit's text shown in the list, cut at a word
 # Search as the user types, once they pause this long: a search takes milliseconds, a keystroke each would
 # only flicker the list.
@@ -62,6 +64,7 @@ class Reading:
     path: Path
     done: int  # pages
     total: int
+    by_ocr: bool
 
 
 class LibraryView(View):
@@ -93,7 +96,7 @@ class LibraryView(View):
         self.version_button.setEnabled(False)
         self.version_button.clicked.connect(self._add_version)
         self.table.itemSelectionChanged.connect(self._selection_changed)
-        hint = QLabel("Drop PDF, DOCX, TXT or Markdown files, or folders, anywhere here.")
+        hint = QLabel("Drop PDF, DOCX, TXT or Markdown files, scans and images, or folders, anywhere here.")
         hint.setStyleSheet("color: gray")
         hint.setWordWrap(True)  # so that it never widens the window: it takes the room the buttons leave
         hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -143,7 +146,7 @@ class LibraryView(View):
         def work(library: Library, task: Task) -> list[dict[str, Any]]:
             from core.sizes import format_size
 
-            return [vars(d) | {"size": format_size(d.bytes)} for d in library.documents()]
+            return [vars(d) | {"size": format_size(d.bytes), "reading": d.reading} for d in library.documents()]
 
         self.main.tasks.start(work, self._show_documents, latest_only=True)
 
@@ -164,6 +167,8 @@ class LibraryView(View):
         for document in documents:
             replaced = self.versions.get(str(document["id"]))
             status = f"in the library: the new version of {replaced}" if replaced else "in the library"
+            if document["reading"]:
+                status += f" ({document['reading']})"
             self._set_row(str(document["id"]), document["name"], document, status)
         for key, status in pending.items():
             self._set_row(key, Path(key).name, None, status)
@@ -203,20 +208,26 @@ class LibraryView(View):
             self.add_paths(paths)
 
     def pick_files(self) -> None:
-        names, _ = QFileDialog.getOpenFileNames(
-            self, "Add documents", "", "Documents (*.pdf *.docx *.txt *.md *.markdown);;All files (*)"
-        )
+        names, _ = QFileDialog.getOpenFileNames(self, "Add documents", "", DOCUMENT_FILES)
         if names:
             self.add_paths([Path(name) for name in names])
 
     def add_paths(self, paths: list[Path]) -> None:
+        ocr = reads_scans()
+
         def work(library: Library, task: Task) -> None:
-            from core.library.ingest import add_documents, collect_files
+            from core.library.ingest import add_documents, collect_files, reading
 
             files, links = collect_files(paths, recursive=True)
             task.report(Queued(files))
-            progress = lambda path, done, total: task.report(Reading(Path(path), done, total))  # noqa: E731
-            for outcome in itertools.chain(links, add_documents(library, files, work=task.core_work(progress))):
+
+            def progress(what: str, done: int, total: int) -> None:
+                path, by_ocr = reading(what)
+                task.report(Reading(path, done, total, by_ocr))
+
+            for outcome in itertools.chain(
+                links, add_documents(library, files, ocr=ocr, work=task.core_work(progress))
+            ):
                 task.report(outcome)
 
         self.main.tasks.start(work, lambda _: self.refresh(), on_progress=self._on_add_progress)
@@ -226,7 +237,10 @@ class LibraryView(View):
             for path in report.files:
                 self._set_row(str(path), path.name, None, "waiting")
         elif isinstance(report, Reading):
-            self._set_row(str(report.path), report.path.name, None, f"reading: page {report.done} of {report.total}")
+            by_ocr = " (OCR)" if report.by_ocr else ""
+            self._set_row(
+                str(report.path), report.path.name, None, f"reading: page {report.done} of {report.total}{by_ocr}"
+            )
         else:
             outcome = report
             reason = f"refused: {outcome.reason}" if outcome.status == "refused" else outcome.status
@@ -245,11 +259,12 @@ class LibraryView(View):
         path = self.pick_version(name)
         if path is None or document_id is None:
             return
+        ocr = reads_scans()
 
         def work(library: Library, task: Task) -> Outcome:
             from core.library.ingest import add_version
 
-            return add_version(library, document_id, path)[0]
+            return add_version(library, document_id, path, ocr=ocr)[0]
 
         def done(outcome: Outcome) -> None:
             if outcome.document is not None:
@@ -261,9 +276,7 @@ class LibraryView(View):
         self.main.tasks.start(work, done)
 
     def pick_version(self, name: str) -> Path | None:
-        chosen, _ = QFileDialog.getOpenFileName(
-            self, f"The new version of {name}", "", "Documents (*.pdf *.docx *.txt *.md *.markdown);;All files (*)"
-        )
+        chosen, _ = QFileDialog.getOpenFileName(self, f"The new version of {name}", "", DOCUMENT_FILES)
         return Path(chosen) if chosen else None
 
     def refused(self) -> dict[str, str]:

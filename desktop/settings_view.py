@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -34,6 +35,14 @@ if TYPE_CHECKING:
     from desktop.tasks import Task
 
 DATA_DIR_SETTING = "data_dir"
+OCR_SETTING = "read_scans"
+
+
+def reads_scans() -> bool:
+    """Whether documents added read their pages without text (scans, images) by OCR: on unless turned off."""
+    return bool(QSettings().value(OCR_SETTING, True, type=bool))
+
+
 HOST_COLUMNS = ("Name", "Address", "Python", "Folder there", "USD/h")
 
 
@@ -54,6 +63,14 @@ class SettingsView(View):
         form = QFormLayout()
         form.addRow("Library folder", row)
         form.addRow("Log", self.log)
+        self.ocr = QCheckBox("Read scanned pages and images (PNG, JPEG, TIFF) by OCR, on this computer")
+        self.ocr.setToolTip(
+            "Off: a scan or an image is refused when added, as it was before Tunedesk read scans. Pages read by "
+            "OCR are marked in the library, and those it read with low confidence are named."
+        )
+        self.ocr.setChecked(reads_scans())
+        self.ocr.toggled.connect(lambda on: QSettings().setValue(OCR_SETTING, on))
+        form.addRow("Scans", self.ocr)
         self.engine = QLabel("…")
         self.engine.setWordWrap(True)
         form.addRow("Training here", self.engine)

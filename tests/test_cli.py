@@ -103,7 +103,7 @@ def test_recursive_add_takes_the_readable_files_in_a_folder(tmp_path):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     make_pdf(tmp_path / "in" / "sub" / "a.pdf", ["Alpha."])
     (tmp_path / "in" / "notes.md").write_text("# Notes\n\nBeta.")
-    (tmp_path / "in" / "photo.png").write_bytes(b"\x89PNG")
+    (tmp_path / "in" / "sheet.xlsx").write_bytes(b"PK\x03\x04")
     result = tunedesk("add", "-r", str(tmp_path / "in"), data_dir=tmp_path / "d")
     assert result.returncode == 0, result.stdout
     assert sorted(line.split()[1] for line in result.stdout.splitlines()) == ["a.pdf", "notes.md"]

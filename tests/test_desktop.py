@@ -19,12 +19,14 @@ from PySide6.QtGui import QDropEvent
 from core.dataset import qa_pairs
 from core.dataset.build import build_dataset
 from core.jobdir.events import Progress
+from core.library import ocr
 from core.library.ingest import add_documents
 from core.library.store import Library
 from core.models.gguf_models import import_gguf
 from desktop.models_view import Scored
 from desktop.window import MainWindow
 from tests.conftest import SAMPLE
+from tests.scans import scanned_copy
 
 pytestmark = pytest.mark.gui
 BLOCKED_MS = 100
@@ -170,6 +172,35 @@ def test_a_text_documents_passage_is_marked_and_scrolled_to_and_a_pdf_page_refit
     window.resize(1024, 700)  # the page is rendered again, to the narrower view's width
     qtbot.waitUntil(lambda: 0 < view.rendered_width < wide, timeout=20_000)
     qtbot.waitUntil(lambda: view.image.pixmap().width() <= view.page_area.viewport().width(), timeout=20_000)
+
+
+@pytest.fixture
+def scan(tmp_path) -> Path:
+    """Pages 2 and 3 of the sample contract as a scan (images only), made before the window's GUI watch starts."""
+    return scanned_copy(SAMPLE, tmp_path / "scan.pdf", range(1, 3))
+
+
+@pytest.mark.skipif(not ocr.available(), reason="needs Tesseract")
+def test_a_dropped_scan_is_read_by_ocr_and_its_page_shows_the_image_beside_the_text(scan, window, qtbot, tmp_path):
+    view = window.view("Library")
+    said: list[str] = []
+
+    def added() -> bool:
+        said.extend(row[4] for row in rows(view.table))
+        return bool(said) and said[-1].startswith("in the library")
+
+    drop(view, [scan])
+    qtbot.waitUntil(added, timeout=60_000)
+    assert said[-1] == "in the library (all pages by OCR)"
+    assert any(status.endswith("(OCR)") for status in said)  # "reading: page 1 of 2 (OCR)"
+    with Library(tmp_path / "data") as library:
+        passage = library.db.execute("SELECT text FROM chunks WHERE page_first = 2 LIMIT 1").fetchone()[0]
+    document = window.view("Document")
+    window.open_document(1, 2, passage)
+    qtbot.waitUntil(lambda: document.highlighted_page() == 2, timeout=20_000)
+    assert document.text.isVisible() and document.page_area.isVisible()
+    assert "read by OCR" in document.title.text()
+    assert document.image.pixmap().width() < document.pages.width() // 2
 
 
 def test_the_loss_chart_draws_a_lone_point_keeps_its_markers_and_counts_whole_steps(qtbot):

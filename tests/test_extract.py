@@ -17,6 +17,7 @@ from PIL import Image
 
 from core.errors import Cancelled, KnownError
 from core.library import extract as extract_module
+from core.library import ocr
 from core.library.extract import Limits, extract
 from core.progress import Work
 from tests.conftest import SAMPLE, make_pdf
@@ -129,12 +130,17 @@ def test_other_files_renamed_pdf(tmp_path):
     assert "is not a Word document (its bytes say it is a PDF)" in refusal(tmp_path / "archive.docx")
 
 
-def test_scan_without_text_layer(tmp_path):
+def test_a_blank_scan(tmp_path):
     pdf = FPDF()
     pdf.add_page()
     pdf.image(Image.new("L", (200, 300), color=255), x=10, y=10, w=100)
     pdf.output(str(tmp_path / "scan.pdf"))
-    assert "has no text layer" in refusal(tmp_path / "scan.pdf")
+    message = refusal(tmp_path / "scan.pdf")
+    assert (
+        message == "scan.pdf has no text, even by OCR (are its pages blank?)."
+        if ocr.available()
+        else "has no text layer" in message
+    )
 
 
 def test_empty_folder_unsupported_special_and_missing(tmp_path):

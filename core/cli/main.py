@@ -27,7 +27,7 @@ from core.cli.common import open_library
 from core.db import DATABASE, known_error
 from core.errors import Cancelled, KnownError
 from core.library.chunking import DEFAULT_SIZE
-from core.library.store import shown
+from core.library.store import Document, shown
 from core.progress import Work
 from core.sizes import format_size
 
@@ -71,13 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    add = commands.add_parser("add", parents=[common], help="add documents (PDF, DOCX, TXT, Markdown)")
+    add = commands.add_parser(
+        "add", parents=[common], help="add documents (PDF, DOCX, TXT, Markdown; scans and images by OCR)"
+    )
     add.add_argument("files", nargs="+", type=Path, metavar="FILE")
     add.add_argument("-r", "--recursive", action="store_true", help="add the documents inside folders")
     add.add_argument("--chunk-size", type=int, default=DEFAULT_SIZE, help="characters per chunk (default %(default)s)")
     add.add_argument("--overlap", type=int, default=0, help="characters each chunk repeats of the one before")
     add.add_argument(
         "--replaces", metavar="DOC", default=None, help="the FILE is a new version of this document (id or name)"
+    )
+    add.add_argument(
+        "--no-ocr", dest="ocr", action="store_false", help="refuse scans and images rather than read them by OCR"
     )
     add.set_defaults(run=_add)
 
@@ -118,7 +123,7 @@ def _folder(text: str) -> Path:
 def _add(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from core.library.ingest import add_documents, collect_files
+    from core.library.ingest import add_documents, collect_files, reading
 
     if args.replaces is not None:
         return _add_version(args)
@@ -130,12 +135,18 @@ def _add(args: argparse.Namespace) -> int:
         tqdm(total=len(files) + len(links), unit="file", disable=None, leave=False) as bar,
     ):
 
-        def progress(path: str, done: int, total: int) -> None:
-            bar.set_postfix_str(f"{Path(path).name}: page {done} of {total}", refresh=True)
+        def progress(what: str, done: int, total: int) -> None:
+            path, by_ocr = reading(what)
+            bar.set_postfix_str(f"{path.name}: page {done} of {total}{' (OCR)' if by_ocr else ''}", refresh=True)
 
         try:
             added = add_documents(
-                library, files, chunk_size=args.chunk_size, overlap=args.overlap, work=Work(progress, cancel.is_set)
+                library,
+                files,
+                chunk_size=args.chunk_size,
+                overlap=args.overlap,
+                ocr=args.ocr,
+                work=Work(progress, cancel.is_set),
             )
             for outcome in itertools.chain(links, added):
                 bar.update()
@@ -145,8 +156,7 @@ def _add(args: argparse.Namespace) -> int:
                 else:
                     document = outcome.document
                     assert document is not None
-                    detail = f"{document.pages} pages, {document.chunks} chunks, id {document.id}"
-                    line = f"{outcome.status:<14} {document.name} ({detail})"
+                    line = f"{outcome.status:<14} {document.name} ({_detail(document, f'id {document.id}')})"
                 bar.write(shown(line), file=sys.stdout)
         except KeyboardInterrupt:
             cancel.set()
@@ -161,13 +171,13 @@ def _add_version(args: argparse.Namespace) -> int:
         raise KnownError("--replaces takes one file: the new version of that document.")
     with open_library(args) as library:
         outcome, old = add_version(
-            library, args.replaces, args.files[0], chunk_size=args.chunk_size, overlap=args.overlap
+            library, args.replaces, args.files[0], chunk_size=args.chunk_size, overlap=args.overlap, ocr=args.ocr
         )
     if outcome.document is None:
         print(shown(f"refused        {outcome.reason}"))
         return 1
     new = outcome.document
-    print(shown(f"{outcome.status:<14} {new.name} ({new.pages} pages, {new.chunks} chunks, id {new.id})"))
+    print(shown(f"{outcome.status:<14} {new.name} ({_detail(new, f'id {new.id}')})"))
     print(shown(f"  the new version of {old.name} (document {old.id}), which left the library"))
     return 0
 
@@ -176,15 +186,21 @@ def _docs(args: argparse.Namespace) -> int:
     with open_library(args) as library:
         documents = library.documents()
     if args.json:
-        keys = ("id", "name", "pages", "chunks", "bytes")
+        keys = ("id", "name", "pages", "chunks", "bytes", "ocr_pages", "unsure_pages")
         print(json.dumps({"documents": [{key: getattr(d, key) for key in keys} for d in documents]}, indent=2))
         return 0
     if not documents:
         print("The library is empty; add documents with `tunedesk add FILE...`.")
     for document in documents:
-        detail = f"{document.pages} pages, {document.chunks} chunks, {format_size(document.bytes)}"
-        print(f"{document.id:>4}  {document.name}  ({detail})")
+        print(f"{document.id:>4}  {document.name}  ({_detail(document, format_size(document.bytes))})")
     return 0
+
+
+def _detail(document: Document, last: str) -> str:
+    """ "50 pages, 389 chunks, 2 pages by OCR, unsure on p. 2, id 1": the document in a line of add or docs."""
+    return ", ".join(
+        part for part in (f"{document.pages} pages", f"{document.chunks} chunks", document.reading, last) if part
+    )
 
 
 def _rm(args: argparse.Namespace) -> int:

@@ -5,8 +5,9 @@ deadline and a memory cap it fails alone (docs/reliability.md, promise 6), with 
 
 PDF: pypdf does what it is good at (is it a PDF, encryption and passwords, the page count, metadata); PDFium
 (pypdfium2) extracts the text, 20-70x faster than pypdf's extract_text on real contracts
-(docs/extraction.md). DOCX: python-docx, paged at Word's own page breaks. TXT and Markdown: pages at form
-feeds, as `pr` and printers do.
+(docs/extraction.md), and renders the pages that have no text (scans) for OCR (core/library/ocr.py). Images
+(PNG, JPEG, TIFF; a multi-page TIFF is a document of pages): Pillow, then OCR. DOCX: python-docx, paged at
+Word's own page breaks. TXT and Markdown: pages at form feeds, as `pr` and printers do.
 """
 
 from __future__ import annotations
@@ -31,11 +32,26 @@ from pathlib import Path
 from typing import cast
 
 from core.errors import Cancelled, KnownError
+from core.library import ocr as _ocr
 from core.progress import QUIET, Work
 from core.sizes import format_size
 
-KINDS = {".pdf": "pdf", ".docx": "docx", ".txt": "text", ".md": "text", ".markdown": "text"}
+KINDS = {
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".txt": "text",
+    ".md": "text",
+    ".markdown": "text",
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+}
+IMAGES = ("png", "jpeg", "tiff")
 MiB = 2**20
+# What extract() says of each page it reads: its unit of progress.
+PAGE, PAGE_BY_OCR = "page", "page by OCR"
 
 
 @dataclass(frozen=True)
@@ -45,8 +61,9 @@ class Limits:
     max_bytes: int = 256 * MiB
     max_pages: int = 2000
     max_seconds: float = 120.0
-    max_memory: int = 2048 * MiB  # address space of the parsing child
+    max_memory: int = 2048 * MiB  # address space of the parsing child (and of its OCR)
     max_chars: int = 64 * MiB
+    max_image_pixels: int = 100_000_000  # of an image file's page; a 35000 x 35000 bomb has 1,225 M
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,7 @@ class Extracted:
     kind: str
     pages: list[str]
     title: str | None
+    ocr: dict[int, float | None]  # page index -> confidence (core.library.ocr.Read), for the pages read by OCR
 
 
 def kind_of(path: Path) -> str | None:
@@ -65,19 +83,26 @@ def extract(
     path: Path,
     *,
     limits: Limits = Limits(),
+    ocr: bool = True,
     work: Work = QUIET,
 ) -> Extracted:
-    """Read `path` into pages of text in a child process (two for a long PDF, each reading half).
+    """Read `path` into pages of text in a child process (two for a long PDF, each reading half); with `ocr`,
+    the pages without text (scans, images) are read by OCR where Tesseract is installed.
 
     Raises KnownError with one sentence naming the file for every input that cannot be read, and
-    Cancelled as soon as `work` is cancelled; its progress counts the pages read ("page", done, total).
+    Cancelled as soon as `work` is cancelled; its progress counts the pages read (PAGE or PAGE_BY_OCR, done,
+    total). A page read by OCR may take `limits.max_seconds` of its own.
     """
     name = path.name
     kind = _check_file(path, limits)
+    ocr = ocr and _ocr.available()
+    if kind in IMAGES and not ocr:
+        raise KnownError(f"{name} is an image, {_no_ocr()}.")
     context = _context()
     children: dict[Connection, multiprocessing.process.BaseProcess] = {}
     done: dict[Connection, int] = {}  # pages done by each child, for progress
     parts: dict[int, list[str]] = {}  # first page index -> pages
+    read_by_ocr: dict[int, float | None] = {}
     result = None
 
     def start(target: Callable[..., None], *args: object) -> None:
@@ -87,7 +112,7 @@ def extract(
         sender.close()  # so that the child's exit shows here as end of file
         children[receiver] = child
 
-    start(_child_main, str(path), kind, limits, (os.cpu_count() or 1) > 1)
+    start(_child_main, str(path), kind, limits, ocr, (os.cpu_count() or 1) > 1)
     deadline = time.monotonic() + limits.max_seconds
     try:
         while children:
@@ -108,15 +133,19 @@ def extract(
                     raise KnownError(f"{name} {message['error']}.")
                 if "progress" in message:
                     done[receiver] = message["progress"][0]
-                    work.progress("page", sum(done.values()), message["progress"][1])
+                    if message.get("ocr"):
+                        deadline = time.monotonic() + limits.max_seconds  # each page read by OCR has its own
+                    work.progress(
+                        PAGE_BY_OCR if message.get("ocr") else PAGE, sum(done.values()), message["progress"][1]
+                    )
                 elif "split" in message:
-                    start(_child_pages, str(path), limits, *message["split"])
+                    start(_child_pages, str(path), limits, ocr, *message["split"])
                 else:
+                    part = message.get("result") or message["part"]
                     if "result" in message:
-                        result = message["result"]
-                        parts[0] = result["pages"]
-                    else:
-                        parts[message["part"]["first"]] = message["part"]["pages"]
+                        result = part
+                    parts[part["first"]] = part["pages"]
+                    read_by_ocr.update((int(index), confidence) for index, confidence in part["ocr"].items())
                     children.pop(receiver).join()
                     receiver.close()
     finally:
@@ -129,8 +158,26 @@ def extract(
     if sum(map(len, pages)) > limits.max_chars:
         raise KnownError(f"{name} holds more than {limits.max_chars:,} characters of text, the limit for one file.")
     if not any(page.strip() for page in pages):
-        raise KnownError(f"{name} {_NO_TEXT[kind]}.")
-    return Extracted(sha256=result["sha256"], kind=kind, pages=pages, title=result["title"])
+        if kind == "pdf":
+            raise KnownError(f"{name} {_NO_TEXT_PDF if ocr else _NO_TEXT_LAYER + ', ' + _no_ocr()}.")
+        raise KnownError(f"{name} {_NO_TEXT_IMAGE if kind in IMAGES else _NO_TEXT}.")
+    return Extracted(sha256=result["sha256"], kind=kind, pages=pages, title=result["title"], ocr=read_by_ocr)
+
+
+_NO_TEXT = "contains no text"
+_NO_TEXT_LAYER = "has no text layer (is it a scan?)"
+_NO_TEXT_PDF = "has no text, even by OCR (are its pages blank?)"
+_NO_TEXT_IMAGE = "shows no text that OCR can read"
+
+
+def _no_ocr() -> str:
+    """Why images are not read here, worded to follow "NAME is an image, " or "NAME has no text layer, "."""
+    if not _ocr.available():
+        return (
+            "and reading scans needs Tesseract OCR, which is not installed "
+            "(on Debian or Ubuntu: apt install tesseract-ocr)"
+        )
+    return "and reading scans by OCR is turned off"
 
 
 def _how(exitcode: int | None) -> str:
@@ -185,7 +232,7 @@ def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.co
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     ours = sorted(name for name in sys.modules if name.partition(".")[0] == "core")
-    context.set_forkserver_preload([*ours, "pypdf", "pypdfium2", "docx"])
+    context.set_forkserver_preload([*ours, "pypdf", "pypdfium2", "docx", "PIL.Image", "PIL.TiffImagePlugin"])
     _start_deaf_to_ctrl_c()
     return context
 
@@ -216,18 +263,45 @@ class _Refused(Exception):
 Send = Callable[[dict], None]
 
 
-def _child_main(path: str, kind: str, limits: Limits, may_split: bool, sender: Connection) -> None:
+@dataclass
+class _Reading:
+    """What a parsing child is reading with, and what it has read by OCR."""
+
+    limits: Limits
+    ocr: bool  # read the pages without text by OCR
+    send: Send
+    by_ocr: dict[int, float | None]  # page index -> confidence
+
+    def page_by_ocr(self, index: int, image, dpi: float) -> str:
+        try:
+            read = _ocr.read_image(image, dpi=dpi, seconds=self.limits.max_seconds)
+        except _ocr.OcrError as error:
+            raise _Refused(f"{error} (page {index + 1})") from None
+        self.by_ocr[index] = read.confidence
+        return read.text
+
+
+def _child_main(path: str, kind: str, limits: Limits, ocr: bool, may_split: bool, sender: Connection) -> None:
     def work(send: Send) -> None:
         data = _read_bytes(path, limits)
         sha256 = hashlib.sha256(data).hexdigest()
-        title, pages = _READERS[kind](data, limits, send, sha256 if may_split else None)
-        send({"result": {"sha256": sha256, "title": title, "pages": [_clean(page) for page in pages]}})
+        reading = _Reading(limits, ocr, send, {})
+        title, pages = _READERS[kind](data, reading, sha256 if may_split else None)
+        part = {"first": 0, "pages": [_clean(page) for page in pages], "ocr": reading.by_ocr}
+        send({"result": {**part, "sha256": sha256, "title": title}})
 
     _run_child(work, limits, sender)
 
 
 def _child_pages(
-    path: str, limits: Limits, sha256: str, password: str | None, first: int, last: int, sender: Connection
+    path: str,
+    limits: Limits,
+    ocr: bool,
+    sha256: str,
+    password: str | None,
+    first: int,
+    last: int,
+    sender: Connection,
 ) -> None:
     """Pages [first, last) of a PDF that the main child has already checked."""
 
@@ -235,8 +309,9 @@ def _child_pages(
         data = _read_bytes(path, limits)
         if hashlib.sha256(data).hexdigest() != sha256:
             raise _Refused("changed while it was being read")
-        pages = _pdf_text(data, password, first, last, send)
-        send({"part": {"first": first, "pages": [_clean(page) for page in pages]}})
+        reading = _Reading(limits, ocr, send, {})
+        pages = _pdf_text(data, password, first, last, reading)
+        send({"part": {"first": first, "pages": [_clean(page) for page in pages], "ocr": reading.by_ocr}})
 
     _run_child(work, limits, sender)
 
@@ -275,12 +350,6 @@ def _read_bytes(path: str, limits: Limits) -> bytes:
     return data
 
 
-_NO_TEXT = {
-    "pdf": "has no text layer (is it a scan?); Tunedesk cannot read text from images",
-    "docx": "contains no text",
-    "text": "contains no text",
-}
-
 # C0 controls other than tab, newline and form feed; NUL bytes in particular break FTS and display.
 _CONTROLS = re.compile("[\x00-\x08\x0b\x0d-\x1f\x7f]")
 
@@ -293,11 +362,12 @@ def _clean(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-# Below this many pages a second child costs more than it saves.
+# Below this many pages a second child costs more than it saves; a scan is split from 2 pages, since each
+# page takes seconds to read by OCR.
 SPLIT_FROM_PAGES = 24
 
 
-def _read_pdf(data: bytes, limits: Limits, send: Send, split_as: str | None) -> tuple[str | None, list[str]]:
+def _read_pdf(data: bytes, reading: _Reading, split_as: str | None) -> tuple[str | None, list[str]]:
     """Checks the PDF, then reads its text; with `split_as` (the file's hash) a long PDF's second half is
     handed to a second child."""
     import pypdf
@@ -317,45 +387,104 @@ def _read_pdf(data: bytes, limits: Limits, send: Send, split_as: str | None) -> 
         title = reader.metadata.title if reader.metadata else None
     except (PyPdfError, ValueError, KeyError, TypeError, RecursionError, AttributeError) as error:
         raise _Refused(f"is damaged and cannot be read as a PDF ({_short(error)})") from None
-    if count > limits.max_pages:
-        raise _Refused(f"has {count:,} pages, more than the limit of {limits.max_pages:,}")
+    if count > reading.limits.max_pages:
+        raise _Refused(f"has {count:,} pages, more than the limit of {reading.limits.max_pages:,}")
     if count == 0:
         raise _Refused("has no pages")
+    pdf = _open_pdf(data, password)
     last = count
-    if split_as is not None and count >= SPLIT_FROM_PAGES:
+    first_page = pdf[0]
+    split_from = 2 if reading.ocr and not _page_text(first_page).strip() else SPLIT_FROM_PAGES
+    first_page.close()
+    if split_as is not None and count >= split_from:
         last = count // 2
-        send({"split": [split_as, password, last, count]})
-    return (str(title) if title else None), _pdf_text(data, password, 0, last, send, total=count)
+        reading.send({"split": [split_as, password, last, count]})
+    return (str(title) if title else None), _pdf_text(pdf, password, 0, last, reading, total=count)
 
 
-def _pdf_text(
-    data: bytes, password: str | None, first: int, last: int, send: Send, *, total: int | None = None
-) -> list[str]:
+def _open_pdf(data: bytes, password: str | None):
     import pypdfium2
 
     try:
-        pdf = pypdfium2.PdfDocument(data, password=password)
+        return pypdfium2.PdfDocument(data, password=password)
     except pypdfium2.PdfiumError as error:
         # pypdf cannot tell every encryption (AES-256 without its crypto library) from none; PDFium can.
         if "password" in str(error).lower():
             raise _Refused("is encrypted and needs a password") from None
         raise _Refused(f"is damaged and cannot be read as a PDF ({_short(error)})") from None
+
+
+def _page_text(page) -> str:
+    textpage = page.get_textpage()
+    text = textpage.get_text_range()
+    textpage.close()
+    return text
+
+
+def _pdf_text(
+    pdf, password: str | None, first: int, last: int, reading: _Reading, *, total: int | None = None
+) -> list[str]:
+    """The text of pages [first, last) of `pdf` (PDFium's document, or the file's bytes), by OCR where a page
+    has none."""
+    if isinstance(pdf, bytes):
+        pdf = _open_pdf(pdf, password)
     total = total or len(pdf)
     pages = []
     for index in range(first, min(last, len(pdf))):
         page = pdf[index]
-        textpage = page.get_textpage()
-        pages.append(textpage.get_text_range())
-        textpage.close()
+        text = _page_text(page)
+        if reading.ocr and not text.strip():
+            text = reading.page_by_ocr(index, *_render(page))
         page.close()
-        if len(pages) % 10 == 0:
-            send({"progress": [len(pages), total]})
+        pages.append(text)
+        if index in reading.by_ocr or len(pages) % 10 == 0:
+            reading.send({"progress": [len(pages), total], "ocr": index in reading.by_ocr})
     pdf.close()
-    send({"progress": [len(pages), total]})
+    reading.send({"progress": [len(pages), total], "ocr": bool(reading.by_ocr)})
     return pages
 
 
-def _read_docx(data: bytes, limits: Limits, send: Send, split_as: str | None) -> tuple[str | None, list[str]]:
+def _render(page) -> tuple[object, float]:
+    """A page as a grey image for OCR, at core.library.ocr.DPI or less, at most MAX_PIXELS; with its dpi."""
+    width, height = page.get_size()  # in points, 72 to the inch
+    scale = min(_ocr.DPI / 72, (_ocr.MAX_PIXELS / max(width * height, 1.0)) ** 0.5)
+    return page.render(scale=scale, grayscale=True).to_pil(), scale * 72
+
+
+def _read_image(data: bytes, reading: _Reading, split_as: str | None) -> tuple[str | None, list[str]]:
+    """Each frame of an image file (a TIFF may hold many) is a page, read by OCR."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    limits = reading.limits
+    Image.MAX_IMAGE_PIXELS = None  # the limit below is checked on every page, with its own sentence
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only: the size is known before any pixel
+    except UnidentifiedImageError:
+        if "image" in _looks_like(data):
+            raise _Refused("is damaged and cannot be read as an image") from None
+        raise _Refused(f"is not an image Tunedesk can read{_looks_like(data)}") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise _Refused(f"is damaged and cannot be read as an image ({_short(error)})") from None
+    count = getattr(image, "n_frames", 1)
+    if count > limits.max_pages:
+        raise _Refused(f"has {count:,} pages, more than the limit of {limits.max_pages:,}")
+    pages = []
+    try:
+        for index, frame in enumerate(ImageSequence.Iterator(image)):
+            if frame.width * frame.height > limits.max_image_pixels:
+                raise _Refused(
+                    f"has a page of {frame.width:,} x {frame.height:,} pixels, more than the limit of "
+                    f"{limits.max_image_pixels / 1e6:,.0f} million"
+                )
+            dpi = frame.info.get("dpi", (_ocr.DPI, _ocr.DPI))[0] or _ocr.DPI
+            pages.append(reading.page_by_ocr(index, frame, float(dpi)))
+            reading.send({"progress": [index + 1, count], "ocr": True})
+    except (OSError, ValueError, SyntaxError) as error:
+        raise _Refused(f"is damaged and cannot be read as an image ({_short(error)})") from None
+    return None, pages
+
+
+def _read_docx(data: bytes, reading: _Reading, split_as: str | None) -> tuple[str | None, list[str]]:
     import zipfile
 
     import docx
@@ -366,8 +495,9 @@ def _read_docx(data: bytes, limits: Limits, send: Send, split_as: str | None) ->
         expanded = sum(info.file_size for info in archive.infolist())
     except zipfile.BadZipFile:
         raise _Refused(f"is not a Word document{_looks_like(data)}") from None
-    if expanded > limits.max_bytes:
-        raise _Refused(f"expands to {format_size(expanded)}, more than the limit of {format_size(limits.max_bytes)}")
+    if expanded > reading.limits.max_bytes:
+        limit = format_size(reading.limits.max_bytes)
+        raise _Refused(f"expands to {format_size(expanded)}, more than the limit of {limit}")
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as error:  # python-docx raises a range of types for broken packages
@@ -404,7 +534,7 @@ def _read_docx(data: bytes, limits: Limits, send: Send, split_as: str | None) ->
     return title, ["".join(parts).strip("\n") for parts in pages]
 
 
-def _read_text(data: bytes, limits: Limits, send: Send, split_as: str | None) -> tuple[str | None, list[str]]:
+def _read_text(data: bytes, reading: _Reading, split_as: str | None) -> tuple[str | None, list[str]]:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = data.decode("utf-16", errors="replace")
     else:
@@ -423,7 +553,7 @@ def _read_text(data: bytes, limits: Limits, send: Send, split_as: str | None) ->
 
 _TEXT_CONTROLS = bytes([*range(0x09), 0x0B, *range(0x0E, 0x20), 0x7F])  # the controls text does not use
 
-_READERS = {"pdf": _read_pdf, "docx": _read_docx, "text": _read_text}
+_READERS = {"pdf": _read_pdf, "docx": _read_docx, "text": _read_text, **dict.fromkeys(IMAGES, _read_image)}
 
 _MAGIC = {
     b"\x89PNG": "a PNG image",

@@ -18,9 +18,19 @@ from typing import Any
 from core.db import LibraryError
 from core.errors import KnownError
 from core.library.chunking import DEFAULT_SIZE, check_settings, chunk_pages
-from core.library.extract import Extracted, Limits, extract, kind_of, start_parsers
+from core.library.extract import PAGE_BY_OCR, Extracted, Limits, extract, kind_of, start_parsers
 from core.library.store import Document, Library, shown
 from core.progress import QUIET, Work
+
+# Follows a file's path in progress while its pages are read by OCR: a suffix no path given to add can end
+# with, since a file's name ends in its type (.pdf, .png).
+BY_OCR = "\0ocr"
+
+
+def reading(what: str) -> tuple[Path, bool]:
+    """The file that add_documents' progress names, and whether its pages are being read by OCR."""
+    path, marked, _ = what.partition(BY_OCR)
+    return Path(path), bool(marked)
 
 
 @dataclass(frozen=True)
@@ -66,14 +76,16 @@ def add_documents(
     chunk_size: int = DEFAULT_SIZE,
     overlap: int = 0,
     limits: Limits = Limits(),
+    ocr: bool = True,
     work: Work = QUIET,
 ) -> Iterator[Outcome]:
-    """Add each file; yields its outcome as soon as it is known, in the order given.
+    """Add each file; yields its outcome as soon as it is known, in the order given. With `ocr`, pages
+    without text (scans, images) are read by OCR.
 
-    Files are parsed in parallel, one child process per core; `work` hears each file's pages read (its path,
-    done, total), from worker threads. Raises core.errors.Cancelled when `work` is cancelled, and LibraryError
-    when the library itself fails (busy,
-    disk full); the files whose outcome was yielded stay added.
+    Files are parsed in parallel, one child process per core; `work` hears each file's pages read, from worker
+    threads: `what` is the file's path, and for pages read by OCR the path then BY_OCR. Raises
+    core.errors.Cancelled when `work` is cancelled, and LibraryError when the library itself fails (busy, disk
+    full); the files whose outcome was yielded stay added.
     """
     check_settings(size=chunk_size, overlap=overlap)  # before any file is parsed
     start_parsers()
@@ -83,9 +95,10 @@ def add_documents(
         return stop.is_set() or work.cancelled()
 
     def parse(path: Path) -> Extracted:
-        return extract(
-            path, limits=limits, work=Work(lambda _, done, total: work.progress(str(path), done, total), cancelled)
-        )
+        def progress(unit: str, done: int, total: int) -> None:
+            work.progress(f"{path}{BY_OCR}" if unit == PAGE_BY_OCR else str(path), done, total)
+
+        return extract(path, limits=limits, ocr=ocr, work=Work(progress, cancelled))
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         jobs: list[tuple[Path, Document | Future[Extracted]]] = []
@@ -137,6 +150,7 @@ def _store(library: Library, path: Path, extracted: Extracted, chunk_size: int, 
         title=extracted.title,
         pages=extracted.pages,
         chunks=chunks,
+        ocr=extracted.ocr,
     )
     return Outcome(path, "added", document=document)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from core.db import LibraryDatabase, known_error, now, row_id
 from core.errors import KnownError
 from core.library.chunking import Chunk, index_context, page_starts
+from core.library.ocr import LOW_CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,31 @@ class Document:
     title: str | None
     source: str
     added: str
+    ocr_pages: int  # pages read by OCR (a scan's), not from a text layer
+    unsure_pages: tuple[int, ...] = ()  # of those, the pages whose OCR confidence is low (numbers from 1)
+
+    @property
+    def reading(self) -> str:
+        """How its text was read, where any was read by OCR: "3 pages by OCR, unsure on p. 2", or ""."""
+        if not self.ocr_pages:
+            return ""
+        by_ocr = f"{'all' if self.ocr_pages == self.pages else self.ocr_pages} pages by OCR"
+        if self.ocr_pages == 1:
+            by_ocr = "1 page by OCR" if self.pages > 1 else "read by OCR"
+        unsure = ", ".join(map(str, self.unsure_pages))
+        return f"{by_ocr}, unsure on p. {unsure}" if unsure else by_ocr
+
+
+@dataclass(frozen=True)
+class Page:
+    text: str
+    by_ocr: bool  # read from an image of the page, not from its text layer
+    unsure: bool  # read by OCR with low confidence
+
+
+def _document(row: dict) -> Document:
+    unsure = row.pop("unsure_pages")
+    return Document(**row, unsure_pages=tuple(int(n) for n in unsure.split(",")) if unsure else ())
 
 
 class Library(LibraryDatabase):
@@ -40,7 +66,7 @@ class Library(LibraryDatabase):
     # -- documents --------------------------------------------------------------------------------
 
     def documents(self) -> list[Document]:
-        return [Document(**row) for row in self.db.query(_DOCUMENTS + " ORDER BY d.id")]
+        return [_document(row) for row in self.db.query(_DOCUMENTS + " ORDER BY d.id")]
 
     def document(self, ref: str | int) -> Document:
         """A document by id or by name."""
@@ -48,16 +74,25 @@ class Library(LibraryDatabase):
         rows = list(self.db.query(_DOCUMENTS + " WHERE d.id = ? OR d.name = ?", [_as_id(ref), name]))
         if not rows:
             raise KnownError(f"No document {name} in the library.", cli="`tunedesk docs` lists them.")
-        return Document(**rows[0])
+        return _document(rows[0])
 
     def find_sha256(self, sha256: str) -> Document | None:
         rows = list(self.db.query(_DOCUMENTS + " WHERE d.sha256 = ?", [sha256]))
-        return Document(**rows[0]) if rows else None
+        return _document(rows[0]) if rows else None
 
     def insert_document(
-        self, *, source: Path, sha256: str, kind: str, title: str | None, pages: list[str], chunks: list[Chunk]
+        self,
+        *,
+        source: Path,
+        sha256: str,
+        kind: str,
+        title: str | None,
+        pages: list[str],
+        chunks: list[Chunk],
+        ocr: dict[int, float | None] | None = None,
     ) -> Document:
-        """Store a parsed document and its chunks in one transaction, with a copy of its file.
+        """Store a parsed document and its chunks in one transaction, with a copy of its file; `ocr` holds the
+        confidence of each page read by OCR (by index).
 
         The copy is hashed on the way, so a file that changed since it was parsed is refused; a refusal (a
         busy library, a full disk) leaves no copy behind.
@@ -81,9 +116,17 @@ class Library(LibraryDatabase):
                     "added": now(),
                 }
                 document_id = int(db.table("documents").insert(row).last_pk)  # type: ignore[arg-type]
+                by_ocr = ocr or {}
                 db.table("pages").insert_all(
-                    {"document_id": document_id, "number": number, "start": start, "text": text}
-                    for number, (start, text) in enumerate(zip(page_starts(pages), pages, strict=True), 1)
+                    {
+                        "document_id": document_id,
+                        "number": index + 1,
+                        "start": start,
+                        "text": text,
+                        "ocr": index in by_ocr,
+                        "ocr_confidence": by_ocr.get(index),
+                    }
+                    for index, (start, text) in enumerate(zip(page_starts(pages), pages, strict=True))
                 )
                 db.table("chunks").insert_all(
                     {
@@ -153,6 +196,15 @@ class Library(LibraryDatabase):
     def stored_file(self, document: Document) -> Path:
         return self.files_dir / f"{document.sha256}{_SUFFIX[document.kind]}"
 
+    def page(self, document_id: int, number: int) -> Page:
+        rows = self.db.execute(
+            "SELECT text, ocr, ocr_confidence FROM pages WHERE document_id = ? AND number = ?", [document_id, number]
+        ).fetchall()
+        if not rows:
+            return Page("", by_ocr=False, unsure=False)
+        text, by_ocr, confidence = rows[0]
+        return Page(text, by_ocr=bool(by_ocr), unsure=confidence is not None and confidence < LOW_CONFIDENCE)
+
     def page_text(self, document_id: int, number: int) -> str:
         rows = list(self.db.query("SELECT text FROM pages WHERE document_id = ? AND number = ?", [document_id, number]))
         return rows[0]["text"] if rows else ""
@@ -191,13 +243,16 @@ class Library(LibraryDatabase):
         return candidate
 
 
-_DOCUMENTS = """
+_DOCUMENTS = f"""
     SELECT d.id, d.name, d.kind, d.bytes, d.sha256, d.title, d.source, d.added,
         (SELECT count(*) FROM pages WHERE document_id = d.id) AS pages,
-        (SELECT count(*) FROM chunks WHERE document_id = d.id) AS chunks
+        (SELECT count(*) FROM chunks WHERE document_id = d.id) AS chunks,
+        (SELECT count(*) FROM pages WHERE document_id = d.id AND ocr) AS ocr_pages,
+        (SELECT group_concat(number) FROM (SELECT number FROM pages WHERE document_id = d.id AND ocr
+            AND ocr_confidence < {LOW_CONFIDENCE} ORDER BY number)) AS unsure_pages
     FROM documents d"""
 
-_SUFFIX = {"pdf": ".pdf", "docx": ".docx", "text": ".txt"}
+_SUFFIX = {"pdf": ".pdf", "docx": ".docx", "text": ".txt", "png": ".png", "jpeg": ".jpg", "tiff": ".tif"}
 
 
 def shown(text: str) -> str:
