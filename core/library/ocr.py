@@ -13,8 +13,10 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from PIL import Image
+if TYPE_CHECKING:
+    from PIL import Image
 
 TESSERACT = "tesseract"
 DPI = 300  # what PDF pages are rendered at: 0.1% character errors on clean contract pages, 2.1 s a page

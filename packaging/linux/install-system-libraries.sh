@@ -9,7 +9,7 @@ set -euo pipefail
 PACKAGES=(libegl1 libgl1 libxkbcommon0 libfontconfig1 libglib2.0-0 libdbus-1-3 fonts-dejavu-core
     libx11-6 libx11-xcb1 libxcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
     libxcb-render0 libxcb-render-util0 libxcb-shape0 libxcb-shm0 libxcb-sync1 libxcb-util1 libxcb-xfixes0
-    libxcb-xkb1 libxkbcommon-x11-0 "$@")
+    libxcb-xkb1 libxkbcommon-x11-0 tesseract-ocr tesseract-ocr-eng "$@")
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
