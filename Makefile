@@ -50,10 +50,11 @@ TEST_ENV := TUNEDESK_BUNDLE=$(abspath $(BUNDLE)) TUNEDESK_ENGINE_WHEELS=$(ENGINE
 demo: $(VENV)/.installed
 	$(BIN)/tunedesk demo
 
-test: $(VENV)/.installed lint $(BUNDLE) $(ENGINE_WHEELS)/.complete test-prerequisites
+test: $(VENV)/.installed lint test-prerequisites $(BUNDLE) $(ENGINE_WHEELS)/.complete
 	$(TEST_ENV) $(BIN)/pytest
 
-# What the tests need from the system besides Python: Qt's libraries, and sshd for the remote-host tests.
+# What the tests need from the system besides Python: Qt's libraries, Tesseract (which the bundle carries, so
+# before it is built), and sshd for the remote-host tests.
 test-prerequisites:
 	packaging/linux/install-system-libraries.sh openssh-server
 

@@ -267,6 +267,7 @@ def m011_pages_read_by_ocr(db: sqlite_utils.Database) -> None:
         """
         ALTER TABLE pages ADD COLUMN ocr INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE pages ADD COLUMN ocr_confidence REAL;  -- 0-1; NULL for text-layer pages and blank scans
+        ALTER TABLE pages ADD COLUMN ocr_words TEXT;  -- JSON: core.library.ocr.Word for each word OCR read
         """
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from core.library.ocr import WHOLE
 from desktop.view import View
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
 HINT = "Open a document from the library, a search hit or a citation in the chat."
 HIGHLIGHT = QColor(255, 214, 0, 110)
+Box = tuple[int, int, int, int]  # a word's left, right, top and bottom, in WHOLE-ths of the page
 MARK = "#ffe680"  # the same yellow, on a text document's page
 REFIT_MS = 200  # a resize re-renders the page once the window has kept its size this long
 
@@ -102,8 +105,11 @@ class DocumentView(View):
         def work(library: Library, task: Task) -> Shown:
             document = library.document(document_id)
             text = library.page(document_id, page)
-            if text.by_ocr:  # the passage is found in the text OCR read, not on the image
-                return Shown(document, page, passage, half, render(library.stored_file(document), page, "", half), text)
+            if text.by_ocr:  # the passage is found in the text OCR read, and marked on the words it read
+                found = _found(text.text, passage)
+                words = [w[2:] for w in text.words if found and w[0] < found.end() and w[1] > found.start()]
+                rendered = render(library.stored_file(document), page, "", half, words=words)
+                return Shown(document, page, passage, half, rendered, text)
             if document.kind == "pdf":
                 return Shown(
                     document, page, passage, width, render(library.stored_file(document), page, passage, width)
@@ -187,17 +193,30 @@ class DocumentView(View):
             self.open(self.document_id, self.page + by)
 
 
-def render(path: Path, page: int, passage: str, width: int) -> Rendered:
+def render(path: Path, page: int, passage: str, width: int, *, words: Sequence[Box] = ()) -> Rendered:
     """The page as an image `width` pixels wide with the passage highlighted, and the passage's top (pixels),
     or None where it was not found. Runs in a task: a QPdfDocument of its own, loaded synchronously; an image
-    file's page (a TIFF's frame) is read with QImageReader."""
-    from PySide6.QtPdf import QPdfDocument, QPdfSearchModel
-
-    if path.suffix != ".pdf":
+    file's page (a TIFF's frame) is read with QImageReader. A page read by OCR has no text to search: the
+    boxes of the passage's `words` (as core.library.ocr.Word has them) are highlighted instead."""
+    if path.suffix == ".pdf":
+        image, top = _pdf_page(path, page, passage, width)
+    else:
         reader = QImageReader(str(path))
         reader.jumpToImage(page - 1)
-        image = reader.read().scaledToWidth(width, Qt.TransformationMode.SmoothTransformation)
-        return Rendered(image, None)
+        image, top = reader.read().scaledToWidth(width, Qt.TransformationMode.SmoothTransformation), None
+    if words:
+        across, down = image.width() / WHOLE, image.height() / WHOLE
+        rectangles = [QRectF(x0 * across, y0 * down, (x1 - x0) * across, (y1 - y0) * down) for x0, x1, y0, y1 in words]
+        painter = QPainter(image)
+        for rectangle in rectangles:
+            painter.fillRect(rectangle.adjusted(-2, -1, 2, 1), HIGHLIGHT)
+        painter.end()
+        top = min(r.top() for r in rectangles)
+    return Rendered(image, top)
+
+
+def _pdf_page(path: Path, page: int, passage: str, width: int) -> tuple[QImage, float | None]:
+    from PySide6.QtPdf import QPdfDocument, QPdfSearchModel
 
     document = QPdfDocument()
     document.load(str(path))
@@ -226,7 +245,7 @@ def render(path: Path, page: int, passage: str, width: int) -> Rendered:
             painter.end()
             top = min(r.top() for r in rectangles)
     document.close()
-    return Rendered(image, top)
+    return image, top
 
 
 def _probe(passage: str) -> str:
@@ -242,15 +261,20 @@ def _probe(passage: str) -> str:
 PASSAGE_ANCHOR = "passage"
 
 
-def _marked(text: str, passage: str) -> tuple[str, bool]:
-    """The page's text as HTML with the passage marked, and whether it was found. Its words are matched
-    whatever the whitespace between them: a chunk's line breaks are not always the page's."""
-    found = None
+def _found(text: str, passage: str) -> re.Match | None:
+    """Where the passage is in the page's text. Its words are matched whatever the whitespace between them: a
+    chunk's line breaks are not always the page's."""
     for count in (len(passage.split()), 10):  # the whole passage, else its first words
         words = passage.split()[:count]
         found = re.search(r"\s+".join(map(re.escape, words)), text) if words else None
         if found:
-            break
+            return found
+    return None
+
+
+def _marked(text: str, passage: str) -> tuple[str, bool]:
+    """The page's text as HTML with the passage marked, and whether it was found."""
+    found = _found(text, passage)
     if found is None:
         body = html.escape(text)
     else:

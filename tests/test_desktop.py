@@ -200,7 +200,15 @@ def test_a_dropped_scan_is_read_by_ocr_and_its_page_shows_the_image_beside_the_t
     qtbot.waitUntil(lambda: document.highlighted_page() == 2, timeout=20_000)
     assert document.text.isVisible() and document.page_area.isVisible()
     assert "read by OCR" in document.title.text()
-    assert document.image.pixmap().width() < document.pages.width() // 2
+    image = document.image.pixmap().toImage()
+    assert image.width() < document.pages.width() // 2
+    # The passage's words are highlighted on the page's image, where OCR found them.
+    yellow = sum(
+        image.pixelColor(x, y).blue() < 200 < image.pixelColor(x, y).green()
+        for x in range(0, image.width(), 4)
+        for y in range(0, image.height(), 4)
+    )
+    assert yellow > 50
 
 
 def test_the_loss_chart_draws_a_lone_point_keeps_its_markers_and_counts_whole_steps(qtbot):

@@ -57,7 +57,7 @@ def test_a_scanned_contract_is_read_page_by_page_as_its_text_layer_says(scan):
     assert sorted(extracted.ocr) == [0, 1, 2]
     for index, page in zip(PAGES, extracted.pages, strict=True):
         assert error_rate(page, text_layer(index)) < 0.02
-    assert all(confidence is not None and confidence >= ocr.LOW_CONFIDENCE for confidence in extracted.ocr.values())
+    assert all(p.confidence is not None and p.confidence >= ocr.LOW_CONFIDENCE for p in extracted.ocr.values())
     assert (PAGE_BY_OCR, 1, 3) in said and said[-1][1:] == (3, 3)
 
 
@@ -97,9 +97,9 @@ def test_a_page_read_poorly_is_marked_unsure_and_a_blank_one_is_not(tmp_path):
     blank = Image.new("L", blurred.size, 255)
     blurred.save(tmp_path / "fax.pdf", save_all=True, append_images=[blank], resolution=200)
     extracted = extract(tmp_path / "fax.pdf")
-    confidence = extracted.ocr[0]
+    confidence = extracted.ocr[0].confidence
     assert confidence is not None and confidence < ocr.LOW_CONFIDENCE and "Control" in extracted.pages[0]
-    assert extracted.ocr[1] is None and extracted.pages[1] == ""
+    assert extracted.ocr[1].confidence is None and extracted.pages[1] == ""
 
 
 def test_a_scan_is_searchable_citable_and_listed_as_read_by_ocr(tmp_path, scan):
@@ -118,6 +118,14 @@ def test_a_scan_is_searchable_citable_and_listed_as_read_by_ocr(tmp_path, scan):
         assert backed and cited[0].pages == [1]
         wrong, backed = check_citations(f"“{quote[0]}” [scan.pdf p. 2]", [passage], library.page_text)
         assert not backed and not wrong
+        # Each word OCR read is kept with where it is in the page's text, and on the page.
+        page = library.page(1, 1)
+        assert page.by_ocr and not page.unsure and len(page.words) > 300
+        assert [page.text[start:end] for start, end, *_ in page.words] == page.text.split()
+        assert all(
+            0 <= left < right <= ocr.WHOLE and 0 <= top < bottom <= ocr.WHOLE
+            for *_, left, right, top, bottom in page.words
+        )
 
 
 def test_no_ocr_keeps_the_old_refusal_and_a_missing_tesseract_is_named(tmp_path, scan, monkeypatch):

@@ -103,6 +103,20 @@ def test_the_desktop_entry_starts_the_app_which_adds_a_file_and_quits_cleanly(in
     assert "ERROR" not in log and "Traceback" not in log, log
 
 
+def test_the_bundle_reads_a_scanned_page_with_its_own_tesseract(installed, tmp_path):
+    from tests.scans import page_images
+
+    page_images(SAMPLE, range(1, 2))[0].save(tmp_path / "page.png")
+    data = tmp_path / "library"
+    # No PATH but the bundle's: the system's tesseract cannot be the one that reads the page.
+    added = _tunedesk(installed, data, "add", str(tmp_path / "page.png"), PATH=str(installed / ".local" / "bin"))
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "(1 pages, " in added.stdout and "read by OCR" in added.stdout
+    with sqlite3.connect(data / "library.db") as db:
+        (text,) = db.execute("SELECT text FROM pages").fetchone()
+    assert "“Applicable Law” means all applicable statutes" in text
+
+
 def test_the_bundle_sets_up_its_engine_then_trains_exports_and_answers(installed, tmp_path, tiny_base):
     data = tmp_path / "library"
     assert _tunedesk(installed, data, "add", str(SAMPLE), offline=True).returncode == 0

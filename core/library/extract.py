@@ -72,7 +72,7 @@ class Extracted:
     kind: str
     pages: list[str]
     title: str | None
-    ocr: dict[int, float | None]  # page index -> confidence (core.library.ocr.Read), for the pages read by OCR
+    ocr: dict[int, _ocr.OcrPage]  # page index -> what OCR said of it, for the pages read by OCR
 
 
 def kind_of(path: Path) -> str | None:
@@ -102,7 +102,7 @@ def extract(
     children: dict[Connection, multiprocessing.process.BaseProcess] = {}
     done: dict[Connection, int] = {}  # pages done by each child, for progress
     parts: dict[int, list[str]] = {}  # first page index -> pages
-    read_by_ocr: dict[int, float | None] = {}
+    read_by_ocr: dict[int, _ocr.OcrPage] = {}
     result = None
 
     def start(target: Callable[..., None], *args: object) -> None:
@@ -145,7 +145,8 @@ def extract(
                     if "result" in message:
                         result = part
                     parts[part["first"]] = part["pages"]
-                    read_by_ocr.update((int(index), confidence) for index, confidence in part["ocr"].items())
+                    for index, (confidence, words) in part["ocr"].items():
+                        read_by_ocr[int(index)] = _ocr.OcrPage(confidence, [tuple(word) for word in words])
                     children.pop(receiver).join()
                     receiver.close()
     finally:
@@ -270,15 +271,18 @@ class _Reading:
     limits: Limits
     ocr: bool  # read the pages without text by OCR
     send: Send
-    by_ocr: dict[int, float | None]  # page index -> confidence
+    by_ocr: dict[int, _ocr.OcrPage]  # page index -> what OCR said of it
 
     def page_by_ocr(self, index: int, image, dpi: float) -> str:
         try:
             read = _ocr.read_image(image, dpi=dpi, seconds=self.limits.max_seconds)
         except _ocr.OcrError as error:
             raise _Refused(f"{error} (page {index + 1})") from None
-        self.by_ocr[index] = read.confidence
+        self.by_ocr[index] = read.page
         return read.text
+
+    def sent_by_ocr(self) -> dict[int, tuple]:
+        return {index: (page.confidence, page.words) for index, page in self.by_ocr.items()}
 
 
 def _child_main(path: str, kind: str, limits: Limits, ocr: bool, may_split: bool, sender: Connection) -> None:
@@ -287,7 +291,7 @@ def _child_main(path: str, kind: str, limits: Limits, ocr: bool, may_split: bool
         sha256 = hashlib.sha256(data).hexdigest()
         reading = _Reading(limits, ocr, send, {})
         title, pages = _READERS[kind](data, reading, sha256 if may_split else None)
-        part = {"first": 0, "pages": [_clean(page) for page in pages], "ocr": reading.by_ocr}
+        part = {"first": 0, "pages": [_clean(page) for page in pages], "ocr": reading.sent_by_ocr()}
         send({"result": {**part, "sha256": sha256, "title": title}})
 
     _run_child(work, limits, sender)
@@ -311,7 +315,7 @@ def _child_pages(
             raise _Refused("changed while it was being read")
         reading = _Reading(limits, ocr, send, {})
         pages = _pdf_text(data, password, first, last, reading)
-        send({"part": {"first": first, "pages": [_clean(page) for page in pages], "ocr": reading.by_ocr}})
+        send({"part": {"first": first, "pages": [_clean(page) for page in pages], "ocr": reading.sent_by_ocr()}})
 
     _run_child(work, limits, sender)
 

@@ -12,7 +12,9 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,10 +30,24 @@ MAX_PIXELS = 24_000_000
 LOW_CONFIDENCE = 0.80
 
 
+# A word read: where it is in the page's text (start, end), and where on the page (left, right, top,
+# bottom, in WHOLE-ths of the page's width and height, whatever the image's resolution).
+Word = tuple[int, int, int, int, int, int]
+WHOLE = 10_000
+
+
+@dataclass(frozen=True)
+class OcrPage:
+    """What OCR says of a page besides its text."""
+
+    confidence: float | None  # 0-1, the words' mean weighted by their length; None: no words at all
+    words: list[Word]
+
+
 @dataclass(frozen=True)
 class Read:
     text: str
-    confidence: float | None  # 0-1, the words' mean weighted by their length; None: no words at all
+    page: OcrPage
 
 
 class OcrError(Exception):
@@ -39,7 +55,28 @@ class OcrError(Exception):
 
 
 def available() -> bool:
-    return shutil.which(TESSERACT) is not None
+    return _bundled() is not None or shutil.which(TESSERACT) is not None
+
+
+def _bundled() -> Path | None:
+    """The Linux bundle's own Tesseract (docs/packaging.md), where this is the bundle."""
+    folder = Path(sys.prefix) / "share" / "tunedesk" / "tesseract"
+    return folder if (folder / "tesseract").is_file() else None
+
+
+def _command() -> tuple[str, dict[str, str]]:
+    """Tesseract's command and its environment: the bundle's, with its English model and the libraries it
+    carries, or the system's. One thread: parallel pages (two parsing children) did better than OpenMP
+    within a page on 2 cores."""
+    environment = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    bundled = _bundled()
+    if bundled is None:
+        return TESSERACT, environment
+    libraries = os.pathsep.join(filter(None, [sys.prefix, environment.get("LD_LIBRARY_PATH")]))
+    return str(bundled / "tesseract"), environment | {
+        "TESSDATA_PREFIX": str(bundled / "tessdata"),
+        "LD_LIBRARY_PATH": libraries,
+    }
 
 
 def read_image(image: Image.Image, *, dpi: float, seconds: float) -> Read:
@@ -53,9 +90,8 @@ def read_image(image: Image.Image, *, dpi: float, seconds: float) -> Read:
         dpi *= scale
     page = io.BytesIO()
     image.save(page, "PPM")  # uncompressed grey: no time spent packing what tesseract unpacks at once
-    # One thread: parallel pages (two parsing children) do better than OpenMP within a page on 2 cores.
-    environment = {**os.environ, "OMP_THREAD_LIMIT": "1"}
-    command = [TESSERACT, "-", "-", "--dpi", str(max(int(dpi), 70)), "-l", "eng", "tsv"]
+    tesseract, environment = _command()
+    command = [tesseract, "-", "-", "--dpi", str(max(int(dpi), 70)), "-l", "eng", "tsv"]
     try:
         run = subprocess.run(command, input=page.getvalue(), capture_output=True, timeout=seconds, env=environment)
     except subprocess.TimeoutExpired:
@@ -65,30 +101,38 @@ def read_image(image: Image.Image, *, dpi: float, seconds: float) -> Read:
     if run.returncode != 0:
         last = (run.stderr.decode("utf-8", "replace").strip().splitlines() or [f"exit status {run.returncode}"])[-1]
         raise OcrError(f"could not be read by OCR ({last[:120]})")
-    return words_to_text(run.stdout.decode("utf-8", "replace"))
+    return words_to_text(run.stdout.decode("utf-8", "replace"), image.width, image.height)
 
 
-def words_to_text(tsv: str) -> Read:
-    """Tesseract's TSV (one row per word, with its block, paragraph and line) as page text and confidence."""
-    lines: list[str] = []
+def words_to_text(tsv: str, width: int, height: int) -> Read:
+    """Tesseract's TSV (one row per word, with its block, paragraph, line and box in the `width` x `height`
+    image) as page text, confidence and word boxes."""
+    parts: list[str] = []
+    length = 0
+    words: list[Word] = []
     place = None
-    words: list[str] = []
     weighted = characters = 0.0
     for row in csv.DictReader(io.StringIO(tsv), delimiter="\t", quoting=csv.QUOTE_NONE):
         word = (row.get("text") or "").strip()
         if row.get("level") != "5" or not word:
             continue
         here = (row["block_num"], row["par_num"], row["line_num"])
-        if here != place:
-            if words:
-                lines.append(" ".join(words))
-            if place is not None and here[:2] != place[:2]:
-                lines.append("")  # a new paragraph
-            place, words = here, []
-        words.append(word)
+        if place is not None:
+            separator = " " if here == place else "\n" if here[:2] == place[:2] else "\n\n"  # a new paragraph
+            parts.append(separator)
+            length += len(separator)
+        place = here
+        left, top = int(row["left"]), int(row["top"])
+        right, bottom = left + int(row["width"]), top + int(row["height"])
+        box = (_share(left, width), _share(right, width), _share(top, height), _share(bottom, height))
+        words.append((length, length + len(word), *box))
+        parts.append(word)
+        length += len(word)
         weighted += max(float(row["conf"]), 0.0) * len(word)
         characters += len(word)
-    if words:
-        lines.append(" ".join(words))
     confidence = weighted / characters / 100 if characters else None
-    return Read("\n".join(lines), confidence)
+    return Read("".join(parts), OcrPage(confidence, words))
+
+
+def _share(pixels: int, of: int) -> int:
+    return min(max(round(pixels * WHOLE / of), 0), WHOLE)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -18,7 +19,7 @@ from pathlib import Path
 from core.db import LibraryDatabase, known_error, now, row_id
 from core.errors import KnownError
 from core.library.chunking import Chunk, index_context, page_starts
-from core.library.ocr import LOW_CONFIDENCE
+from core.library.ocr import LOW_CONFIDENCE, OcrPage, Word
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Page:
     text: str
     by_ocr: bool  # read from an image of the page, not from its text layer
     unsure: bool  # read by OCR with low confidence
+    words: list[Word]  # where OCR read each word, on the page and in the text
 
 
 def _document(row: dict) -> Document:
@@ -89,10 +91,10 @@ class Library(LibraryDatabase):
         title: str | None,
         pages: list[str],
         chunks: list[Chunk],
-        ocr: dict[int, float | None] | None = None,
+        ocr: dict[int, OcrPage] | None = None,
     ) -> Document:
-        """Store a parsed document and its chunks in one transaction, with a copy of its file; `ocr` holds the
-        confidence of each page read by OCR (by index).
+        """Store a parsed document and its chunks in one transaction, with a copy of its file; `ocr` holds what
+        OCR said of each page it read (by index).
 
         The copy is hashed on the way, so a file that changed since it was parsed is refused; a refusal (a
         busy library, a full disk) leaves no copy behind.
@@ -124,7 +126,8 @@ class Library(LibraryDatabase):
                         "start": start,
                         "text": text,
                         "ocr": index in by_ocr,
-                        "ocr_confidence": by_ocr.get(index),
+                        "ocr_confidence": by_ocr[index].confidence if index in by_ocr else None,
+                        "ocr_words": json.dumps(by_ocr[index].words) if index in by_ocr else None,
                     }
                     for index, (start, text) in enumerate(zip(page_starts(pages), pages, strict=True))
                 )
@@ -198,12 +201,14 @@ class Library(LibraryDatabase):
 
     def page(self, document_id: int, number: int) -> Page:
         rows = self.db.execute(
-            "SELECT text, ocr, ocr_confidence FROM pages WHERE document_id = ? AND number = ?", [document_id, number]
+            "SELECT text, ocr, ocr_confidence, ocr_words FROM pages WHERE document_id = ? AND number = ?",
+            [document_id, number],
         ).fetchall()
         if not rows:
-            return Page("", by_ocr=False, unsure=False)
-        text, by_ocr, confidence = rows[0]
-        return Page(text, by_ocr=bool(by_ocr), unsure=confidence is not None and confidence < LOW_CONFIDENCE)
+            return Page("", by_ocr=False, unsure=False, words=[])
+        text, by_ocr, confidence, words = rows[0]
+        unsure = confidence is not None and confidence < LOW_CONFIDENCE
+        return Page(text, by_ocr=bool(by_ocr), unsure=unsure, words=[tuple(w) for w in json.loads(words or "[]")])
 
     def page_text(self, document_id: int, number: int) -> str:
         rows = list(self.db.query("SELECT text FROM pages WHERE document_id = ? AND number = ?", [document_id, number]))
