@@ -12,7 +12,10 @@ if TYPE_CHECKING:
 # The steps of the work, in their order: numbered in the window's list, told in Help > Getting started and
 # in the Library while it is empty.
 GETTING_STARTED = [
-    ("Library", "add your documents: drop PDF, DOCX, TXT or Markdown files on it; search them at once."),
+    (
+        "Library",
+        "add your documents: drop PDF, DOCX, TXT or Markdown files, scans or images on it; search them at once.",
+    ),
     ("Dataset", "build the training data from them: passages, questions and answers, a validation split."),
     ("Training", "fine-tune a base model on it, here or on a GPU host added in Settings; watch the loss."),
     ("Models", "export the best checkpoint to a GGUF file, or import one you have."),

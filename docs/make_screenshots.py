@@ -22,6 +22,7 @@ from core import RESOURCES  # noqa: E402
 from core.jobs.hosts import add_host  # noqa: E402
 from core.library.store import Library  # noqa: E402
 from desktop.window import MainWindow  # noqa: E402
+from tests.scans import scanned_copy  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent / "images"
 SAMPLE = RESOURCES / "samples" / "license_agreement_50p.pdf"
@@ -55,7 +56,7 @@ def main() -> None:
     app = QApplication([])
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        bad = Path(tmp) / "scanned.pdf"
+        bad = Path(tmp) / "renamed.pdf"
         bad.write_bytes(b"%PDF-1.4 not really a PDF")
         with Library(data) as library:  # a rented GPU box, recorded (nothing is sent to it)
             add_host(library, "a10g", "ubuntu@203.0.113.7", price_per_hour=1.006)
@@ -65,7 +66,7 @@ def main() -> None:
         library = window.view("Library")
         library.add_paths([SAMPLE, bad])
         wait_until(app, lambda: any(library.table.item(r, 1).text() == "50" for r in range(library.table.rowCount())))
-        wait_until(app, lambda: "scanned.pdf" in library.refused())
+        wait_until(app, lambda: "renamed.pdf" in library.refused())
         library.query.setText("Which state's law governs the agreement?")
         library._search()
         wait_until(app, lambda: library.hits.count() > 0)
@@ -115,6 +116,19 @@ def main() -> None:
             chat.ask()
             wait_until(app, lambda: chat.ask_button.isEnabled(), timeout=300)
         shoot(app, window, "chat")
+
+        # A scan, read by OCR: its page's image beside the text OCR read, the passage marked on both.
+        window.show_view("Library")
+        library.add_paths([scanned_copy(SAMPLE, Path(tmp) / "signed-scan.pdf", range(1, 4))])
+        wait_until(app, lambda: library.table.rowCount() > 1 and "OCR" in library.table.item(1, 4).text(), timeout=300)
+        wait_until(app, lambda: library.table.item(1, 4).text().startswith("in the library"), timeout=300)
+        with Library(data) as opened:
+            passage = opened.db.execute(
+                "SELECT text FROM chunks WHERE document_id = 2 AND text LIKE '%Applicable Law” means%'"
+            ).fetchone()[0]
+        window.open_document(2, 1, passage)
+        wait_until(app, lambda: document.highlighted_page() == 1)
+        shoot(app, window, "document-scan")
 
         window.show_view("Settings")
         settings = window.view("Settings")
