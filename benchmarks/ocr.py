@@ -46,10 +46,10 @@ from tests.scans import scanned_copy
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def added(library: Library, files: list[Path]) -> float:
+def added(library: Library, files: list[Path], *, ocr: bool = True) -> float:
     """Seconds to add `files`, each of which must be added."""
     started = time.perf_counter()
-    for outcome in add_documents(library, files):
+    for outcome in add_documents(library, files, ocr=ocr):
         assert outcome.status == "added", outcome.reason
     return time.perf_counter() - started
 
@@ -57,10 +57,10 @@ def added(library: Library, files: list[Path]) -> float:
 def error_rates(scans: Library, originals: Library, pdfs: list[Path]) -> dict:
     """Edits per character of each scanned page against the same page's text layer; the scans are copies of
     `pdfs`, the first documents of `originals`, or of their first pages."""
-    edits = characters = 0
-    pages, unsure, with_images = [], 0, 0
+    # [edits, characters, pages] of the pages marked unsure, and of the others
+    counts = {True: [0, 0, 0], False: [0, 0, 0]}
+    pages, with_images = [], 0
     for scan, original, pdf in zip(scans.documents(), originals.documents(), pdfs, strict=False):
-        unsure += len(scan.unsure_pages)
         imaged = pages_with_images(pdf)
         for number in range(1, scan.pages + 1):
             truth = _plain(originals.page_text(original.id, number))
@@ -70,14 +70,19 @@ def error_rates(scans: Library, originals: Library, pdfs: list[Path]) -> dict:
             if not truth:
                 continue  # a blank page: nothing to compare with
             wrong = Levenshtein.distance(_plain(scans.page_text(scan.id, number)), truth)
-            edits, characters = edits + wrong, characters + len(truth)
+            tally = counts[number in scan.unsure_pages]
+            tally[0], tally[1], tally[2] = tally[0] + wrong, tally[1] + len(truth), tally[2] + 1
             pages.append(wrong / len(truth))
+    edits, characters = (sum(tally[i] for tally in counts.values()) for i in (0, 1))
+    unsure, sure = counts[True], counts[False]
     return {
         "pages": len(pages),
         "error_rate": round(edits / characters, 4),
         "median_page": round(statistics.median(pages), 4),
         "worst_page": round(max(pages), 4),
-        "unsure_pages": unsure,
+        "unsure_pages": unsure[2],
+        "error_rate_unsure": round(unsure[0] / unsure[1], 4) if unsure[1] else None,
+        "error_rate_sure": round(sure[0] / sure[1], 4) if sure[1] else None,
         "left_out_with_images": with_images,
     }
 
@@ -133,7 +138,7 @@ def main() -> int:
             Library(folder / "scan") as scan_library,
             Library(folder / "degraded-library") as degraded_library,
         ):
-            text_seconds = added(text_library, originals)
+            text_seconds = added(text_library, originals, ocr=False)  # the text layer alone: the truth
             scan_seconds = added(scan_library, scans)
             added(degraded_library, [degraded])
             pages = sum(a["pages"] for a in annotations)

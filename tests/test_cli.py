@@ -170,6 +170,19 @@ def test_ctrl_c_in_the_first_moments_of_add_prints_no_traceback(tmp_path):
         assert run.returncode in (0, 130, -signal.SIGINT), (delay, run.returncode, err)
 
 
+def test_output_cut_short_by_its_reader_ends_without_a_traceback(tmp_path):
+    data = tmp_path / "data"
+    assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
+    # As `tunedesk search ... | head -1`: far more than a pipe's buffer, and the reader gone after a line.
+    command = [str(TUNEDESK), "search", "the", "-k", "10000", "--data-dir", str(data)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        assert run.stdout is not None and run.stderr is not None
+        assert run.stdout.readline().startswith("1. ")
+        run.stdout.close()
+        errors = run.stderr.read()
+    assert "Traceback" not in errors and run.returncode == 128 + signal.SIGPIPE, errors
+
+
 def test_usage_errors_and_unknown_documents(tmp_path):
     assert tunedesk("search", data_dir=tmp_path).returncode == 2
     missing = tunedesk("rm", "nonexistent.pdf", data_dir=tmp_path)

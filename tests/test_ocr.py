@@ -13,6 +13,7 @@ from pathlib import Path
 import pypdf
 import pypdfium2
 import pytest
+from fpdf import FPDF
 from PIL import Image, ImageFilter
 from rapidfuzz.distance import Levenshtein
 
@@ -75,6 +76,24 @@ def test_only_the_pages_without_text_are_read_by_ocr(tmp_path, scan):
     extracted = extract(tmp_path / "mixed.pdf")
     assert extracted.pages[0].startswith("Cover letter") and list(extracted.ocr) == [1]
     assert error_rate(extracted.pages[1], text_layer(PAGES[0])) < 0.02
+
+
+def test_a_page_of_text_as_an_image_under_a_text_footer_is_read_by_ocr_and_a_logo_is_not(tmp_path):
+    # As in EDGAR's filings: a scanned exhibit, or a table pasted as a picture, under a "Source:" line.
+    (image,) = page_images(SAMPLE, range(1, 2))
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=9)
+    pdf.add_page()
+    pdf.image(image, x=10, y=10, w=190)
+    pdf.text(10, 290, "Exhibit D-1 Source: an 8-K filing")
+    pdf.add_page()
+    pdf.image(image.resize((120, 170)), x=10, y=10, w=30)  # a logo's size
+    pdf.text(10, 60, "Letterhead of the parties")
+    pdf.output(str(tmp_path / "exhibit.pdf"))
+    extracted = extract(tmp_path / "exhibit.pdf")
+    assert list(extracted.ocr) == [0]
+    assert "“Applicable Law” means all applicable statutes" in extracted.pages[0]
+    assert extracted.pages[1].strip() == "Letterhead of the parties"
 
 
 def test_images_and_a_multi_page_tiff_are_documents_of_pages(tmp_path):

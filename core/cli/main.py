@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import shutil
+import signal
 import sqlite3
 import sys
 import textwrap
@@ -55,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Cancelled, KeyboardInterrupt):
         print("tunedesk: stopped; what was finished is kept.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Whatever read the output stopped reading (`tunedesk search ... | head`): stop as the shell's own
+        # tools do, without a traceback, also from the flush of stdout at exit (Python's documented way).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:
