@@ -32,6 +32,7 @@ from tests.test_cli import tunedesk
 pytestmark = pytest.mark.skipif(not ocr.available(), reason="needs Tesseract (make test-prerequisites)")
 
 PAGES = range(1, 4)  # pp. 2-4: definitions, dense small print
+REAL_SCAN = SAMPLE.parent / "scanned_exhibit_1p.pdf"
 
 
 def text_layer(index: int) -> str:
@@ -94,6 +95,19 @@ def test_a_page_of_text_as_an_image_under_a_text_footer_is_read_by_ocr_and_a_log
     assert list(extracted.ocr) == [0]
     assert "“Applicable Law” means all applicable statutes" in extracted.pages[0]
     assert extracted.pages[1].strip() == "Letterhead of the parties"
+
+
+def test_a_real_scan_is_read(tmp_path):
+    # A scanned product list from a real filing, under a text layer of two lines (resources/samples/README.md).
+    data = tmp_path / "data"
+    added = tunedesk("add", str(REAL_SCAN), data_dir=data)
+    assert added.returncode == 0 and "read by OCR" in added.stdout, added.stdout + added.stderr
+    with Library(data) as library:
+        text = library.page_text(1, 1)
+        for words in ("Exhibit D", "FastPack IP Analyzer", "Quality Assurance Manual", "Source: RITTER"):
+            assert words in text, words
+        (hit,) = search(library, "price of the quality assurance manual", k=1)
+        assert hit.pages == [1] and "$23.64" in hit.text
 
 
 def test_images_and_a_multi_page_tiff_are_documents_of_pages(tmp_path):

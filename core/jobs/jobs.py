@@ -390,7 +390,7 @@ def _launch(
     engine exists would find no engine and call the job dead."""
     job_id = current.id
     try:
-        _runner(library, current.host, work).start(current.dir, work)
+        _runner(library, current.host, work).start(current.dir)
     except KnownError as error:
         with library.write() as db:
             db.execute("UPDATE jobs SET state = ?, message = ? WHERE id = ?", [JobState.FAILED, str(error), job_id])
@@ -454,7 +454,7 @@ def _runner(
 ) -> Runner:
     if host == LOCAL:
         return local.Here(library.data_dir, work)
-    return ssh.There(hosts.host(library, host), library.data_dir)
+    return ssh.There(hosts.host(library, host), library.data_dir, work)
 
 
 def _state_after(state: JobState, new: list[events.Event]) -> JobState:

@@ -8,10 +8,7 @@ only the engine's packages are.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from core.progress import Work
+from typing import Protocol
 
 
 class Runner(Protocol):
@@ -20,7 +17,8 @@ class Runner(Protocol):
     def ready(self, base: Path, dataset_dir: Path, *, demo: bool) -> None:
         """Check, before any job is made, that a job can run there; make what it needs once."""
 
-    def start(self, job_dir: Path, work: Work) -> None: ...
+    def start(self, job_dir: Path) -> None:
+        """Start the job's engine; the runner's Work (given when it was made) hears the steps before it."""
 
     def cancel(self, job_dir: Path) -> None:
         """Ask the engine to stop: it saves a checkpoint and writes `cancelled`."""

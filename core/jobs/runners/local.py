@@ -63,7 +63,7 @@ class Here:
             what="Timing a training step" if measure else "Counting the dataset's tokens",
         )
 
-    def start(self, job_dir: Path, work: Work) -> None:
+    def start(self, job_dir: Path) -> None:
         start(job_dir, engine_env.local(self.data_dir, self.work))
 
     def cancel(self, job_dir: Path) -> None:

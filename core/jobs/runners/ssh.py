@@ -299,8 +299,8 @@ def start(remote: Remote, job_dir: Path, work: Work = QUIET) -> str:
 class There:
     """A remote host, as a Runner (core/jobs/runners/__init__.py)."""
 
-    def __init__(self, host: hosts.Host, data_dir: Path) -> None:
-        self.host, self.data_dir = host, data_dir
+    def __init__(self, host: hosts.Host, data_dir: Path, work: Work = QUIET) -> None:
+        self.host, self.data_dir, self.work = host, data_dir, work
 
     def _remote(self) -> Remote:
         return Remote.to(self.host, self.data_dir)
@@ -308,8 +308,8 @@ class There:
     def ready(self, base: Path, dataset_dir: Path, *, demo: bool) -> None:
         preflight(self._remote(), need_bytes(base, dataset_dir, demo=demo))
 
-    def start(self, job_dir: Path, work: Work) -> None:
-        start(self._remote(), job_dir, work)
+    def start(self, job_dir: Path) -> None:
+        start(self._remote(), job_dir, self.work)
 
     def cancel(self, job_dir: Path) -> None:
         cancel(self._remote(), job_dir)
