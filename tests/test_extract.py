@@ -112,7 +112,7 @@ def test_aes256_encryption_that_pypdf_lets_pass_is_said_by_pdfium(tmp_path):
     writer.encrypt(user_password="secret", algorithm="AES-256")
     writer.write(tmp_path / "aes.pdf")
     with pytest.raises(extract_module._Refused, match=r"^is encrypted and needs a password$"):
-        extract_module._pdf_text((tmp_path / "aes.pdf").read_bytes(), "", 0, 1, lambda message: None)
+        extract_module._open_pdf((tmp_path / "aes.pdf").read_bytes(), "")
 
 
 def test_truncated_pdf(tmp_path):

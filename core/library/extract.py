@@ -317,7 +317,7 @@ def _child_pages(
         if hashlib.sha256(data).hexdigest() != sha256:
             raise _Refused("changed while it was being read")
         reading = _Reading(limits, ocr, send, {})
-        pages = _pdf_text(data, password, first, last, reading)
+        pages = _pdf_text(_open_pdf(data, password), first, last, reading)
         send({"part": {"first": first, "pages": [_clean(page) for page in pages], "ocr": reading.sent_by_ocr()}})
 
     _run_child(work, limits, sender)
@@ -401,12 +401,12 @@ def _read_pdf(data: bytes, reading: _Reading, split_as: str | None) -> tuple[str
     pdf = _open_pdf(data, password)
     last = count
     first_page = pdf[0]
-    split_from = 2 if reading.ocr and not _page_text(first_page).strip() else SPLIT_FROM_PAGES
+    split_from = 2 if reading.ocr and _image_of_text(first_page, _page_text(first_page)) else SPLIT_FROM_PAGES
     first_page.close()
     if split_as is not None and count >= split_from:
         last = count // 2
         reading.send({"split": [split_as, password, last, count]})
-    return (str(title) if title else None), _pdf_text(pdf, password, 0, last, reading, total=count)
+    return (str(title) if title else None), _pdf_text(pdf, 0, last, reading, total=count)
 
 
 def _open_pdf(data: bytes, password: str | None):
@@ -428,13 +428,9 @@ def _page_text(page) -> str:
     return text
 
 
-def _pdf_text(
-    pdf, password: str | None, first: int, last: int, reading: _Reading, *, total: int | None = None
-) -> list[str]:
-    """The text of pages [first, last) of `pdf` (PDFium's document, or the file's bytes), by OCR where a page
-    has none."""
-    if isinstance(pdf, bytes):
-        pdf = _open_pdf(pdf, password)
+def _pdf_text(pdf, first: int, last: int, reading: _Reading, *, total: int | None = None) -> list[str]:
+    """The text of pages [first, last) of `pdf` (PDFium's document, which it closes), by OCR where a page
+    holds its text as an image."""
     total = total or len(pdf)
     pages = []
     for index in range(first, min(last, len(pdf))):

@@ -25,8 +25,9 @@ DPI = 300  # what PDF pages are rendered at: 0.1% character errors on clean cont
 # The pixels a page image may have when it is read: an A4 page at 300 dpi has 8.7 M. A larger image (a
 # poster, a 600 dpi scan) is scaled down to this, which keeps OCR's memory and time per page bounded.
 MAX_PIXELS = 24_000_000
-# Below this a page's text is marked as unsure: clean renders score 0.93 to 0.96, a 150 dpi copy with noise
-# and a slight rotation about 0.85, and words read wrong pull a page under 0.80 (docs/benchmarks.md).
+# Below this a page's text is marked as unsure: clean renders score 0.95 to 0.96, a 150 dpi copy with noise
+# and a slight rotation about 0.91, a page blurred as a fax is 0.70 with words read wrong. On the held-back
+# contracts, the pages under it were 69% off their text layer, the others 1.3% (docs/benchmarks.md).
 LOW_CONFIDENCE = 0.80
 
 

@@ -42,9 +42,10 @@ class Document:
         """How its text was read, where any was read by OCR: "3 pages by OCR, unsure on p. 2", or ""."""
         if not self.ocr_pages:
             return ""
-        by_ocr = f"{'all' if self.ocr_pages == self.pages else self.ocr_pages} pages by OCR"
-        if self.ocr_pages == 1:
-            by_ocr = "1 page by OCR" if self.pages > 1 else "read by OCR"
+        if self.ocr_pages == self.pages:
+            by_ocr = "all pages by OCR" if self.pages > 1 else "read by OCR"
+        else:
+            by_ocr = f"{self.ocr_pages} page{'s' if self.ocr_pages > 1 else ''} by OCR"
         unsure = ", ".join(map(str, self.unsure_pages))
         return f"{by_ocr}, unsure on p. {unsure}" if unsure else by_ocr
 
