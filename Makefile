@@ -45,7 +45,7 @@ BUNDLE := dist/tunedesk-$(VERSION)-linux-$(shell uname -m).tar.gz
 ENGINE_WHEELS := $(CACHE)/engine-wheels
 TEST_ENV := TUNEDESK_BUNDLE=$(abspath $(BUNDLE)) TUNEDESK_ENGINE_WHEELS=$(ENGINE_WHEELS)
 
-.PHONY: demo test test-prerequisites lint bench screenshots package package-test audit lock clean
+.PHONY: demo test test-prerequisites lint bench screenshots package package-test audit lock device-site clean
 
 demo: $(VENV)/.installed
 	$(BIN)/tunedesk demo
@@ -114,6 +114,26 @@ $(ENGINE_WHEELS)/.complete: core/jobs/runners/engine_env.py $(VENV)/.installed
 	$(BIN)/pip download --quiet --only-binary :all: --dest $(ENGINE_WHEELS) $(TORCH) \
 		$$($(BIN)/python -c 'from core.jobs.runners.engine_env import REQUIREMENTS; print(*REQUIREMENTS)')
 	touch $@
+
+# What a lent GPU machine lacks for benchmarks/device_check.sh (it has torch, transformers, peft and
+# accelerate, on Python 3.12, and reaches no index), installed here for its Python into one archive to carry
+# there (.whl/site.tar.xz, about 30 MB): bitsandbytes with the libraries of the CUDA builds the engine installs
+# (12.6 and later, core/jobs/runners/engine_env.py), the app's packages the benchmarks and tests import,
+# llama-cpp-python's wheel (py3-none) and llama.cpp's converter.
+DEVICE_PACKAGES := bitsandbytes pypdf pypdfium2 platformdirs sqlite-utils sqlite-fts4 click-default-group tabulate \
+	python-dateutil pluggy diskcache fpdf2 defusedxml fonttools
+DEVICE_PLATFORM := --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+	--platform manylinux_2_24_x86_64 --platform manylinux_2_28_x86_64 --platform linux_x86_64
+device-site: $(VENV)/.installed
+	rm -rf build/device && mkdir -p build/device .whl
+	$(BIN)/pip download --quiet --no-deps $(DEVICE_PLATFORM) -c packaging/app.lock -d build/device/wheels \
+		$(DEVICE_PACKAGES)
+	$(BIN)/pip install --quiet --no-deps --no-compile $(DEVICE_PLATFORM) --target build/device/site \
+		build/device/wheels/*.whl $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	find build/device/site/bitsandbytes -name 'libbitsandbytes_*.so' \
+		! -name '*_cpu.so' ! -name '*_cuda12[6-9].so' ! -name '*_cuda1[3-9]*.so' -delete
+	cp -r $(CONVERTER) build/device/site/
+	tar -cJf .whl/site.tar.xz -C build/device/site .
 
 # Known vulnerabilities in the bundle's locked dependencies (pip-audit asks PyPI's advisory database).
 audit:

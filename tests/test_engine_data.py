@@ -120,3 +120,28 @@ def test_rows_side_by_side_are_filled_with_pad_that_carries_no_loss(tiny_base):
         side_by_side = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
         alone = model(input_ids=torch.tensor([short.ids]), use_cache=False)
     assert torch.allclose(side_by_side.logits[1, :3], alone.logits[0], atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:.*deprecated and will be removed in v6:FutureWarning")  # peft's calls
+def test_the_loss_on_predicted_tokens_alone_is_transformers_loss_with_its_gradients(tiny_base):
+    from core.engine.data import Example
+    from core.engine.train import load_model, token_loss
+    from core.jobdir.config import load_config
+
+    _, model = load_model(tiny_base, load_config("quick", {"lora_dropout": 0.0}), "cpu")
+    # Two rows whose taught tokens sit at different places: the head runs at the union of them.
+    chat = Example([1, 40, 41, 42, 43, 44, 2], [IGNORE] * 4 + [43, 44, 2], 1)
+    raw = Example([1, 50, 51, 2], [1, 50, 51, 2], 2)
+    batch = batch_tensors([[chat, raw], [raw, chat]])
+    adapters = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_gradients(loss_of):
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in adapters]
+
+    ours, our_grads = loss_and_gradients(lambda: token_loss(model, batch))
+    theirs, their_grads = loss_and_gradients(lambda: model(**batch, use_cache=False).loss)
+    assert ours == pytest.approx(theirs, rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(our_grads, their_grads, strict=True))

@@ -29,7 +29,7 @@ def test_an_epoch_at_forty_percent_of_an_a10g_takes_under_three_minutes():
 def test_the_recorded_h100_run_projects_to_the_a10g():
     from benchmarks.common import RESULTS
 
-    run = json.loads((RESULTS / "gpu_reference_cuda.json").read_text())
+    run = json.loads((RESULTS / "gpu_reference.json").read_text())
     projection = sizing.project(run["tokens_per_s"], sizing.MISTRAL_7B_PARAMETERS, sizing.PEAK_BF16[run["gpu"]])
     # 2,584 tokens/s of a 7.24B model on an H100 is about 7.6% MFU: an A10G epoch in about 12 minutes.
     assert 0.07 < projection.mfu < 0.08

@@ -104,7 +104,7 @@ def _measure(base: Path, config: TrainConfig, device: str, rows: list[list[Any]]
     def step() -> float:
         started = time.monotonic()
         with train.computing(config, device):
-            model(**batch, use_cache=False).loss.backward()
+            train.token_loss(model, batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device == "cuda":

@@ -115,16 +115,19 @@ def training_bytes(
     shards: int = 1,
     weight_bytes: int = 2,
     activation_bytes: int = 2,
+    predicted: int | None = None,
 ) -> float:
     """Peak GPU memory of a LoRA/QLoRA step over `tokens` tokens in one micro-batch (bf16 compute, adapters
     on every linear layer, with dropout where lora_dropout is above 0): the weights, the adapters with their
-    gradients and optimizer state, the activations kept for the backward pass, and the logits.
+    gradients and optimizer state, the activations kept for the backward pass, and the logits, made only at
+    the `predicted` tokens (train.token_loss; all of them where not given, as in a row of raw text).
 
     What autograd keeps per token and layer is fitted, not derived: 2 bytes x (19 h + 4 kv + 11 i), plus the
     adapters' dropout copies of their inputs (5 h + 2 i); with checkpointing, each layer's input and 1.25
     layers' worth while one is recomputed. Those constants come from the two peaks measured on an H100
     (Mistral-7B shape, QLoRA, 2 x 768 tokens: 6.1 GiB with checkpointing, 26.5 GiB without it and without
-    dropout; docs/benchmarks.md), so these two figures are in-sample; no other GPU or model has checked it.
+    dropout, logits then made at every token; docs/benchmarks.md), so these two figures are in-sample; no
+    other GPU or model has checked it.
 
     `shards`: the base and adapters shared between that many processes (FSDP, shard_weights): each holds 1/N
     of every layer, and two layers whole (the one computing, the next being gathered), and the embeddings
@@ -145,7 +148,7 @@ def training_bytes(
     layer = a * (19 * h + 4 * kv + 11 * i) + (a * (5 * h + 2 * i) if dropout else 0)
     kept = shape.layers * a * h + 1.25 * layer if checkpointing else shape.layers * layer
     logits = shape.vocab * (a + 4 + 4)  # as computed, their fp32 copy for the loss, its gradient
-    return weights + adapters + tokens * (kept + logits)
+    return weights + adapters + tokens * kept + (tokens if predicted is None else predicted) * logits
 
 
 def fit_memory(config: TrainConfig, shape: Shape, free_bytes: float, processes: int = 1) -> TrainConfig:

@@ -283,6 +283,21 @@ def computing(config: TrainConfig, device: str) -> Any:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bfloat16(config, device))
 
 
+def token_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean cross-entropy per predicted token, the head's logits computed only at the positions that predict
+    one (any row's, where several rows go side by side). A chat example's prompt, most of its tokens, then
+    never goes through the head: its (tokens x vocabulary) logits, their fp32 copy and their gradient are
+    not made, which saves memory and the head's compute; the loss is the one transformers computes."""
+    targets = batch["labels"][:, 1:]
+    kept = (targets != IGNORE).any(dim=0).nonzero().squeeze(1)
+    logits = model(
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], logits_to_keep=kept, use_cache=False
+    ).logits
+    return torch.nn.functional.cross_entropy(
+        logits.float().flatten(0, 1), targets[:, kept].flatten(), ignore_index=IGNORE
+    )
+
+
 def evaluate(
     model: Any,
     rows: list[list[Example]],
@@ -300,7 +315,7 @@ def evaluate(
         mine = share(rows, rank, processes)
         for i, row in enumerate(mine):
             batch = {k: v.to(device) for k, v in batch_tensors([row]).items()}
-            loss = model(**batch, use_cache=False).loss
+            loss = token_loss(model, batch)
             if i < counted:
                 n = int((batch["labels"][:, 1:] != -100).sum())
                 sums += torch.tensor([loss.item() * n, n], dtype=torch.float64, device=device)
@@ -361,7 +376,7 @@ def _train_step(
         # DDP sums the gradients at a process's last backward; FSDP at each (the adapters' are small).
         accumulating = processes > 1 and not sharded and n < len(groups) - 1
         with model.no_sync() if accumulating else contextlib.nullcontext(), computing(config, device):
-            loss = model(**batch, use_cache=False).loss * share
+            loss = token_loss(model, batch) * share
         loss.backward()
         loss_sum += loss.item() / processes
     if processes > 1:
