@@ -255,13 +255,15 @@ def load_model(base: Path, config: TrainConfig, device: str, weights: bool = Tru
         # process 0's are tied, and FSDP would gather other sizes in each process.
         model.tie_weights()
     model.config.use_cache = False
-    checkpointing = {"use_reentrant": False}  # the reentrant variant is deprecated and breaks with frozen inputs
-    if config.qlora:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing, gradient_checkpointing_kwargs=checkpointing
-        )
-    elif config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+    if config.qlora:  # checkpointing is turned on below, as without qlora: peft 0.22 renamed its argument
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if config.gradient_checkpointing:
+        # The reentrant variant is deprecated and breaks with frozen inputs. transformers 5.23 renamed the call.
+        checkpointing = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,  # type: ignore[arg-type]  # peft types it int; it takes any number
