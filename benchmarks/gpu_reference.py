@@ -167,12 +167,12 @@ def _most_predicted(base: Path, records: list[dict], config: dict) -> int:
     """The most tokens a micro-batch can predict: the counts of the rows that predict most, summed."""
     from transformers import AutoTokenizer
 
-    from core.engine.data import IGNORE, packed, tokenize
+    from core.engine.data import packed, predicted_tokens, tokenize
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     numbered = [r | {"line": n} for n, r in enumerate(records, 1)]
     rows = packed(tokenize(numbered, tokenizer, max_len=config["seq_len"], source="train.jsonl"), config["seq_len"])
-    counts = sorted((sum(label != IGNORE for e in row for label in e.labels[1:]) for row in rows), reverse=True)
+    counts = sorted((predicted_tokens(row) for row in rows), reverse=True)
     return sum(counts[: config["batch_rows"]])
 
 

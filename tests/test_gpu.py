@@ -7,22 +7,14 @@ Marked `gpu`: skipped where CUDA is missing (conftest.py), run wherever it exist
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from core.engine import checkpoint
 from core.jobdir.events import read_events
-from tests.engine_fixtures import raw_examples, step_losses, write_job
+from tests.engine_fixtures import raw_examples, run_engine, step_losses, write_job
 
 pytestmark = pytest.mark.gpu
-
-
-def run_engine(job_dir, tool="core.engine", *args):
-    return subprocess.run(
-        [sys.executable, "-m", tool, str(job_dir), *args], capture_output=True, text=True, timeout=600
-    )
 
 
 def test_qlora_on_cuda_checkpoints_and_resumes_with_the_same_losses(tmp_path, tiny_base, sample_text):

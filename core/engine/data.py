@@ -132,6 +132,11 @@ def packed(examples: list[Example], seq_len: int) -> list[list[Example]]:
     return [[examples[i] for i in row] for row in pack([len(e.ids) for e in examples], seq_len)]
 
 
+def predicted_tokens(row: list[Example]) -> int:
+    """Tokens of a packed row that carry loss (batch_tensors: an example's first token is not predicted)."""
+    return sum(sum(label != IGNORE for label in example.labels[1:]) for example in row)
+
+
 def batch_tensors(rows: list[list[Example]], pad_id: int = 0) -> dict[str, Any]:
     """Packed rows side by side: input ids, labels and restarting position ids of shape (rows, longest row).
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from core.engine import checkpoint, sizing
-from core.engine.data import IGNORE, Example, batch_tensors, packed, read_records, tokenize
+from core.engine.data import IGNORE, Example, batch_tensors, packed, predicted_tokens, read_records, tokenize
 from core.errors import Cancelled, KnownError
 from core.jobdir import layout
 from core.jobdir.base_folder import DEMO_ONE_PROCESS, check_base_folder
@@ -319,7 +319,7 @@ def evaluate(
             batch = {k: v.to(device) for k, v in batch_tensors([row]).items()}
             loss = token_loss(model, batch)
             if i < counted:
-                n = int((batch["labels"][:, 1:] != -100).sum())
+                n = int((batch["labels"][:, 1:] != IGNORE).sum())
                 sums += torch.tensor([loss.item() * n, n], dtype=torch.float64, device=device)
             on_progress(i + 1, len(mine))
     model.train()
@@ -359,12 +359,12 @@ def _train_step(
     with the model and optimizer as they were, when `stop` says so between two micro-batches."""
     rank, processes, device, sharded = place.rank, place.processes, place.device, place.sharded
     # Every process counts every row's predicted tokens: the step's loss is the mean over all of them.
-    total = max(sum(_predicted(row) for row in rows), 1)
+    total = max(sum(predicted_tokens(row) for row in rows), 1)
     mine = rows[rank::processes]
     groups = [mine[i : i + config.batch_rows] for i in range(0, len(mine), config.batch_rows)]
     # DDP and FSDP average the gradients over the processes: times `processes` undoes that division, so
     # that the sum is the one a single process would make.
-    shares = [sum(_predicted(row) for row in group) / total * processes for group in groups]
+    shares = [sum(predicted_tokens(row) for row in group) / total * processes for group in groups]
     if sharded:  # as many forward passes as process 0, the extra one weighted 0
         extra = math.ceil(math.ceil(len(rows) / processes) / config.batch_rows) - len(groups)
         groups, shares = groups + groups[:1] * extra, shares + [0.0] * extra
@@ -449,11 +449,6 @@ class _Scorer:
             self.best, self.unimproved = (answer_score, step), 0
         else:
             self.unimproved += 1
-
-
-def _predicted(row: list[Example]) -> int:
-    """Tokens of a packed row that carry loss (batch_tensors: an example's first token is not predicted)."""
-    return sum(sum(label != IGNORE for label in example.labels[1:]) for example in row)
 
 
 def _shared_out(items: list[Any], place: Place, work: Any) -> list[Any]:
