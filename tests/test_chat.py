@@ -86,7 +86,7 @@ def test_an_answer_is_a_sentence_of_a_passage_with_its_own_label_or_the_abstenti
     # Held to two quotes, the model writes one of them, whole, with its label: llama.cpp's grammar.
     allowed = choices([(h.citation, h.text) for h in hits])[:2]
     with Worker(tiny_gguf) as worker:
-        reply = worker.reply(grounded_messages(QUESTION, hits), max_tokens=200, allowed=allowed)
+        reply = worker.reply(grounded_messages(QUESTION, hits), max_tokens=400, allowed=allowed)
     assert reply["text"] in allowed
     kept, supported = check_citations(reply["text"], hits, sample_library.page_text)
     assert supported and len(kept) == 1

@@ -99,7 +99,10 @@ def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path)
 
     # Typed, without Enter: the hits come once the typing pauses.
     qtbot.keyClicks(view.query, "Which state's law governs the agreement?")
-    qtbot.waitUntil(lambda: view.hits.count() > 0, timeout=10_000)
+    # A slow search (the first loads the meaning model) says "Searching…" until its hits come.
+    qtbot.waitUntil(
+        lambda: bool(view.hits.count() and view.hits.item(0).data(Qt.ItemDataRole.UserRole)), timeout=20_000
+    )
     assert view.hits.item(0).data(Qt.ItemDataRole.AccessibleTextRole).startswith(f"[{SAMPLE.name} p. 41]")
     shown = view.hits.itemWidget(view.hits.item(0)).text()
     assert "<b>laws</b>" in shown and "<b>governed</b>" in shown  # the query's words, as the contract writes them

@@ -47,6 +47,9 @@ def test_long_sentences_are_cut_into_clauses_and_headings_dropped():
     assert all(len(s) <= LONGEST for s in cut)
     assert " ".join(cut).replace("  ", " ") == " ".join(f"12.3 {long}".split())
     assert sentences("1. 2. Definitions.") == []
+    assert sentences("[***] 14.2 Governing Law. This Agreement is governed by New York law.") == [
+        "This Agreement is governed by New York law."
+    ]
 
 
 def test_the_taught_sentence_is_the_one_that_holds_the_answer():

@@ -11,7 +11,7 @@ import pytest
 
 from core import RESOURCES
 from core.jobdir.base_folder import ModelError, check_base_folder
-from core.models.base_models import SMOLLM2, Packaged, convert_packaged, packaged_gguf, resolve_base
+from core.models.base_models import SMOLLM2, Packaged, convert_packaged, packaged_file, resolve_base
 from tests.conftest import SAMPLE, make_pdf
 from tests.test_cli import tunedesk
 
@@ -97,7 +97,7 @@ def test_demo_names_the_data_dir_model(tmp_path):
 def test_a_packaged_model_that_is_not_installed_names_its_package(tmp_path):
     missing = Packaged("absent", "tunedesk-no-such-package", "1.0", "m.gguf", "0" * 64)
     with pytest.raises(ModelError, match=r"comes in the package tunedesk-no-such-package, which is not installed"):
-        packaged_gguf(missing)
+        packaged_file(missing)
 
 
 def test_a_packaged_model_whose_file_changed_is_refused(tmp_path, monkeypatch):
@@ -108,14 +108,14 @@ def test_a_packaged_model_whose_file_changed_is_refused(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     fake = Packaged("fake", "tunedesk-fake-model", "1.0", "m.gguf", "0" * 64)
     with pytest.raises(ModelError, match=r"is not the one tunedesk-fake-model 1.0 ships \(its SHA-256 differs\)"):
-        packaged_gguf(fake)
+        packaged_file(fake)
     (package / "m.gguf").unlink()
     with pytest.raises(ModelError, match=r"cannot be read"):
-        packaged_gguf(fake)
+        packaged_file(fake)
 
 
 def test_smollm2_ships_in_the_venv_intact():
-    assert packaged_gguf(SMOLLM2).stat().st_size == 98_362_432
+    assert packaged_file(SMOLLM2).stat().st_size == 98_362_432
 
 
 @pytest.mark.slow
@@ -156,9 +156,10 @@ def test_smollm2_answers_before_any_training(tmp_path):
     assert asked.returncode == 0, asked.stderr
     answer = json.loads(asked.stdout)
     assert answer["model"] == SMOLLM2.file
-    words = answer["answer"].split()
-    # A real model's answer: sentences of English words, not the demo model's empty or garbled output.
-    assert len(words) >= 5 and sum(word.strip(".,;:'\"()").isalpha() for word in words) / len(words) > 0.7
+    # A real model held to the form: a sentence of a passage, quoted, its citation verified on its page (the
+    # demo model's output would be empty or garbled).
+    assert answer["supported"] and answer["citations"], answer
+    assert all(len(c["quote"].split()) >= 3 for c in answer["citations"]), answer
 
 
 @pytest.mark.slow

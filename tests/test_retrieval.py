@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from core.answers.citations import citation
+from core.library import meaning
 from core.library.chunking import OPENING_MARK
 from core.library.ingest import add_documents
 from core.library.search import contract_terms, match_expression, query_words, search
@@ -116,3 +117,44 @@ def test_the_thesaurus_reads_every_line_of_a_word_and_the_opening():
     assert OPENING_MARK in terms["called"]
     assert "change of control" in terms["bought"]
     assert all(OPENING_MARK not in term or term == OPENING_MARK for values in terms.values() for term in values)
+
+
+@pytest.fixture
+def assignment(library, tmp_path):
+    """A contract whose shipping page shares more of the question's words than its assignment clause does."""
+    fees = "The fee for service level {0} is {0}00 dollars, invoiced monthly, and settled by arbitration. " * 4
+    shipping = (
+        "The Supplier shall ship the goods to the other company named by the Buyer, and the Buyer's company shall pay "
+        "for shipping to that company within thirty days. The Supplier shall pack the goods in crates, label each "
+        "crate with the order number, and insure the goods until the company receives them."
+    )
+    transfer = (
+        "Neither party may assign or transfer its rights under this Agreement to any third party without the prior "
+        "written consent of the other party. Any assignment or transfer made without that consent is void, and a "
+        "change of control of a party counts as an assignment of this Agreement."
+    )
+    filler = [fees.format(n) for n in range(3, 23)]
+    list(add_documents(library, [make_pdf(tmp_path / "supply.pdf", [shipping, *filler[:10], transfer, *filler[10:]])]))
+
+
+QUESTION = "Could the deal be given to some other company?"
+
+
+def test_meaning_puts_the_passage_that_answers_first(library, assignment):
+    assert meaning.available(), "the meaning model is not installed: make installs it (Makefile, MINILM)"
+    assert search(library, QUESTION, k=2, meaning=False)[0].page_first == 1  # by words, the shipping page
+    assert [hit.page_first for hit in search(library, QUESTION, k=2)] == [12, 1]
+
+
+def test_without_the_meaning_model_search_ranks_by_words(library, assignment, monkeypatch):
+    monkeypatch.setattr(meaning, "available", lambda: False)
+    assert [hit.page_first for hit in search(library, QUESTION, k=2)] == [1, 12]
+
+
+def test_a_meaning_worker_that_stopped_is_started_again(library, assignment):
+    search(library, QUESTION, k=2)
+    stopped = meaning._Worker.running()
+    stopped.process.kill()
+    stopped.process.wait()
+    assert [hit.page_first for hit in search(library, QUESTION, k=2)] == [12, 1]
+    assert meaning._Worker.running() is not stopped

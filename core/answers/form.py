@@ -43,8 +43,8 @@ def sentences(text: str) -> list[str]:
             cut = max((m.start() for m in _CLAUSE_END.finditer(sentence, 0, LONGEST)), default=LONGEST)
             found.append(sentence[:cut].strip())
             sentence = sentence[cut:].strip()
-        if len(sentence.split()) >= 3:  # a heading number or a stray word answers nothing
-            found.append(sentence)
+        if sum(any(c.isalpha() for c in word) for word in sentence.split()) >= 3:
+            found.append(sentence)  # not a heading ("[***] 14.2 Governing Law."), a number or a stray word
     return found
 
 

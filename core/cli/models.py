@@ -121,9 +121,9 @@ def _models(args: argparse.Namespace) -> int:
             print(f"model {gone.id} removed" + (f"; {gone.path} deleted" if gone.source == "export" else ""))
             return 0
         if args.add:
-            from core.models.base_models import PACKAGED, packaged_gguf
+            from core.models.base_models import PACKAGED, packaged_file
 
-            path = packaged_gguf(PACKAGED[args.add]) if args.add in PACKAGED else Path(args.add)
+            path = packaged_file(PACKAGED[args.add]) if args.add in PACKAGED else Path(args.add)
             added = import_gguf(library, path)
             print(f"model {added.id}: {added.path} ({format_size(added.bytes)})")
             return 0

@@ -141,7 +141,7 @@ def import_pairs(library: Library, path: Path) -> tuple[int, int]:
     rows, unmatched = [], 0
     for record in _read_pair_file(path):
         page = record.get("page")
-        hits = search(library, f"{record['answer']} {record['question']}", k=10)
+        hits = search(library, f"{record['answer']} {record['question']}", k=10, meaning=False)
         hit = next((h for h in hits if (page is None or page in h.pages) and _holds(h.text, record["answer"])), None)
         if hit is None:
             unmatched += 1

