@@ -16,7 +16,6 @@ import json
 import logging
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from core.db import now
 from core.errors import KnownError
 from core.library.search import Hit, search
 from core.library.store import Library
+from core.lifetime import start_helper
 
 NOT_IN_DOCUMENTS = ABSTAIN
 PASSAGES = 3
@@ -60,14 +60,8 @@ class Worker:
         if not model.is_file():
             raise KnownError(f"There is no model file {model}.")
         self.model = model
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "core.answers.chat_worker", str(model)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # a Ctrl-C in the terminal is the app's to handle (chat: stop the answer)
-        )
+        # A Ctrl-C in the terminal is the app's to handle (chat: stop the answer).
+        self.process = start_helper("core.answers.chat_worker", str(model), stderr=subprocess.PIPE)
         try:
             self.n_ctx = self._next("loaded", "failed to load")["n_ctx"]
         except BaseException:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.lifetime import end_with_parent
+from core.lifetime import end_with_parent, start_helper
 from core.models.base_models import Packaged, packaged_file
 
 MINILM = Packaged(
@@ -66,14 +66,7 @@ class _Worker:
 
     def __init__(self, folder: Path) -> None:
         self.lock = threading.Lock()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "core.library.meaning", str(folder)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,  # a Ctrl-C in the terminal is the app's to handle
-        )
+        self.process = start_helper("core.library.meaning", str(folder), stderr=subprocess.DEVNULL)
 
     def cosines(self, question: str, texts: Sequence[str]) -> list[float] | None:
         assert self.process.stdin is not None and self.process.stdout is not None
