@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,10 @@ MINILM = Packaged(
 LONGEST = 256  # word pieces: the length the model was trained on (its sentence_bert_config.json)
 
 
+@cache
 def available() -> bool:
-    """Whether the model and what runs it are installed (found without importing them)."""
+    """Whether the model and what runs it are installed (found without importing them; once a process, not
+    once a search)."""
     return all(importlib.util.find_spec(name) for name in ("torch", "transformers", MINILM.package.replace("-", "_")))
 
 
