@@ -76,8 +76,9 @@ def test_add_docs_search_rm(tmp_path):
     assert set(top) >= {"chunk_id", "document", "pages", "text", "score"}
     assert (top["document"], top["pages"]) == ("license_agreement_50p.pdf", [41])
 
-    text = tunedesk("search", "governing law New York", "-k", "1", data_dir=data).stdout
-    assert text.startswith("1. license_agreement_50p.pdf p. 41")
+    searched = tunedesk("search", "governing law New York", "-k", "1", data_dir=data)
+    assert searched.stdout.startswith("1. license_agreement_50p.pdf p. 41")
+    assert "Loading the model search weighs meaning with" in searched.stderr  # a wait of seconds says so
 
     removed = tunedesk("rm", str(document["id"]), data_dir=data)
     assert removed.stdout.strip() == f"removed license_agreement_50p.pdf (id {document['id']})"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.answers.chat import NOT_IN_DOCUMENTS
-from core.cli.common import open_library, progress_bar, row_id_argument
+from core.cli.common import open_library, progress_bar, row_id_argument, say_if_meaning_loads
 from core.errors import KnownError
 from core.library.store import Library
 from core.progress import Work
@@ -65,6 +65,7 @@ def _ask(args: argparse.Namespace) -> int:
     with open_library(args) as library:
         stream = None if args.json else (lambda text: print(text, end="", flush=True))
         model = model_path(library, args.model)
+        say_if_meaning_loads()
         answer = ask(library, args.question, model, on_token=stream, free_text=args.free_text)
     if args.json:
         citations = [

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from core import default_data_dir
 from core.db import row_id
+from core.library import meaning
 from core.library.store import Library
 from core.progress import Work
 
@@ -31,6 +32,12 @@ def open_library(args: argparse.Namespace) -> Library:
 
 def _printed(what: str, done: int, total: int) -> None:
     print(f"  [{done}/{total}] {what}" if total else f"  {what}", file=sys.stderr)
+
+
+def say_if_meaning_loads() -> None:
+    """A command's first search waits for the model that weighs meaning (core/library/meaning.py)."""
+    if meaning.starting():
+        _printed("Loading the model search weighs meaning with (about 3 s)", 0, 0)
 
 
 T = TypeVar("T")

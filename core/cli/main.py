@@ -25,7 +25,7 @@ from core.cli import demo as cli_demo
 from core.cli import hosts as cli_hosts
 from core.cli import models as cli_models
 from core.cli import train as cli_train
-from core.cli.common import open_library
+from core.cli.common import open_library, say_if_meaning_loads
 from core.db import DATABASE, known_error
 from core.errors import Cancelled, KnownError
 from core.library.chunking import DEFAULT_SIZE
@@ -243,6 +243,7 @@ def _search(args: argparse.Namespace) -> int:
 
     with open_library(args) as library:
         document_id = library.document(args.doc).id if args.doc is not None else None
+        say_if_meaning_loads()
         hits = search(library, args.query, k=args.k, document_id=document_id)
     if args.json:
         result = {

@@ -47,6 +47,11 @@ def available() -> bool:
     return all(importlib.util.find_spec(name) for name in ("torch", "transformers", MINILM.package.replace("-", "_")))
 
 
+def starting() -> bool:
+    """Whether the next search starts the model's worker first (about 3 s), for a caller to say so."""
+    return available() and not _Worker.alive()
+
+
 def similarities(question: str, texts: Sequence[str]) -> list[float] | None:
     """The cosine of the question's embedding with each text's; None where the model is not installed or
     its worker stopped."""
@@ -60,11 +65,16 @@ class _Worker:
     _starting = threading.Lock()
 
     @classmethod
+    def alive(cls) -> bool:
+        return cls._current is not None and cls._current.process.poll() is None
+
+    @classmethod
     def running(cls) -> _Worker:
         with cls._starting:
-            if cls._current is None or cls._current.process.poll() is not None:
+            if not cls.alive():
                 cls._current = cls(packaged_file(MINILM).parent)
                 atexit.register(cls._current.close)
+            assert cls._current is not None
             return cls._current
 
     def __init__(self, folder: Path) -> None:
