@@ -53,8 +53,9 @@ TEST_ENV := TUNEDESK_BUNDLE=$(abspath $(BUNDLE)) TUNEDESK_ENGINE_WHEELS=$(ENGINE
 demo: $(VENV)/.installed
 	$(BIN)/tunedesk demo
 
+# --durations: the log names the slowest tests, so that where the suite's time goes is seen on every run.
 test: $(VENV)/.installed lint test-prerequisites $(BUNDLE) $(ENGINE_WHEELS)/.complete
-	$(TEST_ENV) $(BIN)/pytest
+	$(TEST_ENV) $(BIN)/pytest --durations=25
 
 # What the tests need from the system besides Python: Qt's libraries, Tesseract (which the bundle carries, so
 # before it is built), and sshd for the remote-host tests.

@@ -21,7 +21,7 @@ from core.errors import KnownError
 from core.library.ingest import add_documents
 from core.library.search import search
 from tests.conftest import SAMPLE, make_pdf
-from tests.test_cli import tunedesk
+from tests.test_cli import TUNEDESK, tunedesk
 
 NAME = "license_agreement_50p.pdf"
 QUESTION = "Which state's law governs the agreement?"
@@ -129,6 +129,12 @@ def test_ask_from_the_command_line(tmp_path, tiny_gguf):
     assert shown["model"] == tiny_gguf.name
     unknown = tunedesk("ask", QUESTION, "--model", "9", data_dir=data)
     assert unknown.returncode == 1 and "No model 9" in unknown.stderr
+
+    chat = [str(TUNEDESK), "chat", "--data-dir", str(data)]
+    chatted = subprocess.run(chat, input=f"{QUESTION}\n", capture_output=True, text=True, timeout=120)
+    assert chatted.returncode == 0, chatted.stderr
+    assert chatted.stdout.startswith(f"Chatting with {tiny_gguf.name}")
+    assert "Loading the model search weighs meaning with" in chatted.stderr  # its first answer waits for it
 
 
 def test_a_prompt_longer_than_the_context_is_one_sentence(tiny_gguf):

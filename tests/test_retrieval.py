@@ -158,3 +158,20 @@ def test_a_meaning_worker_that_stopped_is_started_again(library, assignment):
     stopped.process.wait()
     assert [hit.page_first for hit in search(library, QUESTION, k=2)] == [12, 1]
     assert meaning._Worker.running() is not stopped
+
+
+def test_a_meaning_worker_that_cannot_load_the_model_is_not_started_again(library, assignment, tmp_path, monkeypatch):
+    started = []
+
+    def start_helper(*args, **kwargs):
+        started.append(args)
+        return real_start_helper(*args, **kwargs)
+
+    real_start_helper = meaning.start_helper
+    monkeypatch.setattr(meaning, "start_helper", start_helper)
+    monkeypatch.setattr(meaning, "packaged_file", lambda _: tmp_path / "empty" / "model.safetensors")
+    monkeypatch.setattr(meaning._Worker, "_current", None)
+    for _ in range(3):  # words alone, and one attempt at the model, not one a search
+        assert [hit.page_first for hit in search(library, QUESTION, k=2)] == [1, 12]
+    assert len(started) == 1
+    assert not meaning.starting()  # nothing to say "loading" about

@@ -112,6 +112,7 @@ def _chat(args: argparse.Namespace) -> int:
                     return 0
                 if not question:
                     continue
+                say_if_meaning_loads()
                 # Ctrl-C while the model writes stops the answer, not the conversation.
                 previous = signal.signal(signal.SIGINT, lambda *_: chat.stop())
                 try:

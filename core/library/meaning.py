@@ -7,7 +7,9 @@ The model runs in a process of its own, `python -m core.library.meaning FOLDER`,
 and kept: loading torch takes about 2 s and holds the interpreter's lock for most of it, which froze the
 window for 1.5 s when a search thread loaded it in the app's process. Its file's SHA-256 is checked first,
 in the caller, as a packaged base model's is: a file that differs is refused, not used. A worker that
-stops leaves that search to words alone, and the next search starts another.
+stops leaves that search to words alone, and the next search starts another; one that stops before its
+first answer (it could not load the model) is not started again in this process, which would cost every
+search seconds.
 
 Protocol, one JSON object a line: {"question", "texts"} in, {"cosines": [...]} out.
 """
@@ -49,7 +51,7 @@ def available() -> bool:
 
 def starting() -> bool:
     """Whether the next search starts the model's worker first (about 3 s), for a caller to say so."""
-    return available() and not _Worker.alive()
+    return available() and not _Worker.alive() and not _Worker.failed()
 
 
 def similarities(question: str, texts: Sequence[str]) -> list[float] | None:
@@ -57,7 +59,8 @@ def similarities(question: str, texts: Sequence[str]) -> list[float] | None:
     its worker stopped."""
     if not texts or not available():
         return None
-    return _Worker.running().cosines(question, texts)
+    worker = _Worker.running()
+    return worker.cosines(question, texts) if worker else None
 
 
 class _Worker:
@@ -69,16 +72,23 @@ class _Worker:
         return cls._current is not None and cls._current.process.poll() is None
 
     @classmethod
-    def running(cls) -> _Worker:
+    def failed(cls) -> bool:
+        """Whether the last worker stopped before it answered once: it could not load the model."""
+        return cls._current is not None and not cls._current.answered and cls._current.process.poll() is not None
+
+    @classmethod
+    def running(cls) -> _Worker | None:
         with cls._starting:
+            if cls.failed():
+                return None
             if not cls.alive():
                 cls._current = cls(packaged_file(MINILM).parent)
                 atexit.register(cls._current.close)
-            assert cls._current is not None
             return cls._current
 
     def __init__(self, folder: Path) -> None:
         self.lock = threading.Lock()
+        self.answered = False
         self.process = start_helper("core.library.meaning", str(folder), stderr=subprocess.DEVNULL)
 
     def cosines(self, question: str, texts: Sequence[str]) -> list[float] | None:
@@ -90,7 +100,10 @@ class _Worker:
                 line = self.process.stdout.readline()
             except (BrokenPipeError, ValueError):  # the worker is gone, or closed at exit
                 return None
-        return json.loads(line)["cosines"] if line else None
+        if not line:
+            return None
+        self.answered = True
+        return json.loads(line)["cosines"]
 
     def close(self) -> None:
         with self.lock:
