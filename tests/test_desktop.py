@@ -19,7 +19,7 @@ from PySide6.QtGui import QDropEvent
 from core.dataset import qa_pairs
 from core.dataset.build import build_dataset
 from core.jobdir.events import Progress
-from core.library import ocr
+from core.library import meaning, ocr
 from core.library.ingest import add_documents
 from core.library.store import Library
 from core.models.gguf_models import import_gguf
@@ -97,9 +97,15 @@ def test_dropped_files_are_added_and_a_bad_one_says_why(window, qtbot, tmp_path)
     with Library(tmp_path / "data") as library:
         assert [d.name for d in library.documents()] == [SAMPLE.name]
 
-    # Typed, without Enter: the hits come once the typing pauses.
+    # Typed, without Enter: the hits come once the typing pauses. A slow search (the first of a session starts
+    # the meaning model's worker, about 3 s: an earlier test may have started it, so it is stopped) says
+    # "Searching…" until its hits come.
+    if meaning._Worker.alive():
+        worker = meaning._Worker.running()
+        worker.process.kill()
+        worker.process.wait()
     qtbot.keyClicks(view.query, "Which state's law governs the agreement?")
-    # A slow search (the first loads the meaning model) says "Searching…" until its hits come.
+    qtbot.waitUntil(lambda: bool(view.hits.count()) and view.hits.item(0).text() == "Searching…", timeout=5_000)
     qtbot.waitUntil(
         lambda: bool(view.hits.count() and view.hits.item(0).data(Qt.ItemDataRole.UserRole)), timeout=20_000
     )
