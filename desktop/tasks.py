@@ -108,6 +108,7 @@ class Tasks(QObject):
         self.data_dir, self.on_error = data_dir, on_error
         self.running: set[Task] = set()
         self.retiring: set[QThread] = set()
+        self.closed = False  # the window has shut down: a timer that fires after (a page's refit) starts nothing
         self.latest: dict[Callable[[Any], None], Task] = {}  # each latest_only on_done: its task started last
 
     def start(
@@ -139,6 +140,8 @@ class Tasks(QObject):
         task.failed.connect(on_failed or self.on_error)
         if on_cancelled:
             task.cancelled.connect(on_cancelled)
+        if self.closed:
+            return task  # never started: a thread still running when the window is deleted aborts the app
         self.running.add(task)
         task.finished.connect(lambda: self._ended(task))
         task.start()
@@ -150,7 +153,9 @@ class Tasks(QObject):
         thread.finished.connect(lambda: self.retiring.discard(thread))
 
     def wait(self, timeout_ms: int = 30_000) -> None:
-        """At the window's close: cancel the tasks, and wait for them and for the retiring threads."""
+        """At the window's close: cancel the tasks, and wait for them and for the retiring threads; start no
+        more."""
+        self.closed = True
         for task in list(self.running):
             task.cancel()
         for thread in [*self.running, *self.retiring]:

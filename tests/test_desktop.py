@@ -165,7 +165,7 @@ def notes_and_sample(tmp_path):
 
 
 def test_a_text_documents_passage_is_marked_and_scrolled_to_and_a_pdf_page_refits(notes_and_sample, window, qtbot):
-    from desktop.document_view import MARK
+    from desktop.document_view import MARK, REFIT_MS
 
     view = window.view("Document")
     window.open_document(1, 1, notes_and_sample)
@@ -181,6 +181,14 @@ def test_a_text_documents_passage_is_marked_and_scrolled_to_and_a_pdf_page_refit
     window.resize(1024, 700)  # the page is rendered again, to the narrower view's width
     qtbot.waitUntil(lambda: 0 < view.rendered_width < wide, timeout=20_000)
     qtbot.waitUntil(lambda: view.image.pixmap().width() <= view.page_area.viewport().width(), timeout=20_000)
+
+    # A resize as the window closes: its refit comes after the window has shut down, and starts no thread
+    # (one still running when the window is deleted aborts the app).
+    narrow = view.rendered_width
+    window.resize(900, 650)
+    window.shutdown()
+    qtbot.wait(REFIT_MS * 5)
+    assert view.rendered_width == narrow and not window.tasks.running
 
 
 @pytest.fixture
