@@ -13,6 +13,7 @@ import fcntl
 import os
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Self
@@ -28,6 +29,7 @@ from core.library.folder import DATABASE, LOCK, RESERVE, check_folder, make_priv
 # removing documents (which SQLite must write before it frees anything) still works on a full disk: removing a
 # 50-page contract wrote 0.4 MB of WAL, so this is room to remove some 500 pages at once.
 RESERVE_BYTES = 4 << 20
+_OPENING = threading.Lock()
 migrations = Migrations("tunedesk")
 _TOKENIZER = "porter unicode61 remove_diacritics 2"  # stems, so "assigns" finds "assigned"
 
@@ -284,18 +286,22 @@ class LibraryDatabase:
         self.files_dir = data_dir / "files"
         path = data_dir / DATABASE
         try:
-            existed = path.exists()
-            check_folder(data_dir)
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # A library made by an earlier version, or copied in, may be readable by other users.
-            self.tightened = existed and make_private(data_dir)
-            _balance_reserve(data_dir)
-            self.db = sqlite_utils.Database(path)
-            self.db.execute("PRAGMA busy_timeout = 5000")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = FULL")
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            # One opening at a time in a process: the window's tasks start together, and two threads making
+            # one new library saw each other's half-made folder as not a library, or found it busy
+            # (15 of 60 pairs on a slow machine).
+            with _OPENING:
+                existed = path.exists()
+                check_folder(data_dir)
+                data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # A library made by an earlier version, or copied in, may be readable by other users.
+                self.tightened = existed and make_private(data_dir)
+                _balance_reserve(data_dir)
+                self.db = sqlite_utils.Database(path)
+                self.db.execute("PRAGMA busy_timeout = 5000")
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = FULL")
+                self.db.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
         except sqlite3.Error as error:
             raise known_error(error, path) from error
         except OSError as error:

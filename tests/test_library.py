@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +100,26 @@ def test_a_file_that_changes_during_add_is_refused(library, tmp_path):
         "changing.pdf changed while it was being added; add it again.",
     )
     assert counts(library)["documents"] == 0
+
+
+def test_threads_that_open_one_new_library_together_all_open_it(tmp_path):
+    """The window's tasks start together on a new library: each must find it, not the others' half-made folder
+    (refused as not a library) or a busy database (15 of 60 pairs failed so before)."""
+    failures: list[Exception] = []
+
+    def open_it(data: Path) -> None:
+        try:
+            Library(data).close()
+        except Exception as error:  # any failure is the test's finding
+            failures.append(error)
+
+    for attempt in range(20):
+        threads = [threading.Thread(target=open_it, args=(tmp_path / str(attempt),)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not failures
 
 
 def test_schema_is_versioned(library):
