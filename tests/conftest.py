@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,17 +44,24 @@ def library(tmp_path: Path):
         yield library
 
 
-@pytest.fixture
-def data(tmp_path) -> Path:
-    """A data dir, as the CLI makes it, with the sample contract and dataset 1 (raw, Q&A and grounded)."""
+@pytest.fixture(scope="session")
+def built_data(tmp_path_factory) -> Path:
+    """A data dir, as the CLI makes it, with the sample contract and dataset 1 (raw, Q&A and grounded); made
+    once a run, for `data` to copy (building it took half of a short training test)."""
     from tests.test_cli import tunedesk
 
-    data = tmp_path / "data"
+    data = tmp_path_factory.mktemp("built") / "data"
     assert tunedesk("add", str(SAMPLE), data_dir=data).returncode == 0
     built = tunedesk("dataset", "build", "--kinds", "raw,qa,grounded", data_dir=data)
     assert built.returncode == 0, built.stderr
     assert built.stdout.splitlines()[-1].startswith("dataset 1: ")
     return data
+
+
+@pytest.fixture
+def data(built_data, tmp_path) -> Path:
+    """A test's own copy of `built_data`: a library folder copied whole is a library (its paths are relative)."""
+    return Path(shutil.copytree(built_data, tmp_path / "data", symlinks=True))
 
 
 @pytest.fixture(scope="session")
