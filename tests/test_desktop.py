@@ -16,8 +16,6 @@ import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
 
-from core.dataset import qa_pairs
-from core.dataset.build import build_dataset
 from core.jobdir.events import Progress
 from core.library import meaning, ocr
 from core.library.ingest import add_documents
@@ -298,15 +296,7 @@ def test_the_settings_view_adds_checks_and_removes_a_host(window, qtbot):
     qtbot.waitUntil(lambda: view.hosts.rowCount() == 0, timeout=10_000)
 
 
-@pytest.fixture
-def library_with_dataset(tmp_path):
-    with Library(tmp_path / "data") as library:
-        list(add_documents(library, [SAMPLE]))
-        qa_pairs.generate(library)
-        build_dataset(library)
-
-
-def test_the_dataset_view_says_what_the_dataset_holds_and_what_came_since(library_with_dataset, tmp_path, qtbot):
+def test_the_dataset_view_says_what_the_dataset_holds_and_what_came_since(data, tmp_path, qtbot):
     time.sleep(1.1)  # the library's times are to the second
     later = tmp_path / "later.txt"
     later.write_text("An amendment to the agreement, signed later.")
@@ -328,7 +318,7 @@ def test_the_dataset_view_says_what_the_dataset_holds_and_what_came_since(librar
     window.shutdown()
 
 
-def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, qtbot, window):
+def test_a_training_run_from_the_training_view(data, tiny_base, qtbot, window):
     view = window.view("Training")
     window.show_view("Training")
     qtbot.waitUntil(view.advanced.isEnabled, timeout=10_000)  # its fields show the settings
@@ -368,7 +358,7 @@ def test_a_training_run_from_the_training_view(library_with_dataset, tiny_base, 
     again.shutdown()
 
 
-def test_the_first_run_shows_the_demo_models_build_and_cancel_stops_it(library_with_dataset, qtbot, window):
+def test_the_first_run_shows_the_demo_models_build_and_cancel_stops_it(data, qtbot, window):
     view = window.view("Training")
     window.show_view("Training")
     qtbot.waitUntil(view.advanced.isEnabled, timeout=10_000)  # its fields show the settings
@@ -383,7 +373,7 @@ def test_the_first_run_shows_the_demo_models_build_and_cancel_stops_it(library_w
     assert not (models / "demo").exists() and not (models / "demo.partial").exists()
 
 
-def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset, tiny_base, qtbot, window, caplog):
+def test_the_settings_shown_are_the_ones_the_job_runs_with(data, tiny_base, qtbot, window, caplog):
     from core.jobdir.config import load_config
 
     caplog.set_level("INFO")
@@ -428,7 +418,7 @@ def test_the_settings_shown_are_the_ones_the_job_runs_with(library_with_dataset,
 
 
 @pytest.fixture
-def trained_job(library_with_dataset, tiny_base, tmp_path):
+def trained_job(data, tiny_base, tmp_path):
     """Job 1 of the library: the tiny base, 2 steps, checkpoints at steps 1 and 2."""
     from tests.test_cli import tunedesk
     from tests.test_jobs import FAST
