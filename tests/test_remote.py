@@ -169,11 +169,11 @@ def test_a_job_there_trains_in_two_processes_with_gpus_2(data, server, tmp_path,
     assert remote_jobs(workdir) == []
 
 
-def training_there(data, server, tmp_path, tiny_base, *, steps: int):
+def training_there(data, server, tmp_path, tiny_base, *, steps: int, settings: tuple[str, ...] = ()):
     """A trusted host with a job of `steps` steps started there, detached, and past its second step."""
     workdir = add_host(data, server, tmp_path)
     trust(data, server)
-    args = ["--host", "box", "--base", str(tiny_base), "--max-steps", str(steps), *FAST, "--detach"]
+    args = ["--host", "box", "--base", str(tiny_base), "--max-steps", str(steps), *FAST, *settings, "--detach"]
     started = tunedesk("train", *args, data_dir=data)
     assert started.returncode == 0, started.stderr
     wait_for(lambda: job_json(data)["step"] >= 2, timeout=240)
@@ -181,7 +181,9 @@ def training_there(data, server, tmp_path, tiny_base, *, steps: int):
 
 
 def test_a_dropped_connection_is_reattached_and_the_job_finishes(data, server, tmp_path, tiny_base):
-    workdir = training_there(data, server, tmp_path, tiny_base, steps=120)
+    # Long enough to outlast the dropped connection; no validation passes, which would be most of its time.
+    quiet = ("--set", "eval_every=1000", "--set", "save_every=1000")
+    workdir = training_there(data, server, tmp_path, tiny_base, steps=120, settings=quiet)
 
     server.stop()  # the connection drops; the job goes on there
     try:
