@@ -165,8 +165,8 @@ def test_smollm2_answers_before_any_training(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_the_demo_tunes_smollm2_and_it_answers_in_english_with_a_verified_citation(tmp_path):
-    # Half of `make demo`'s 40 steps (its best checkpoint is step 20, docs/benchmarks.md): its training was
-    # the suite's longest wait, 15 minutes on a slow 2-core machine.
+    # Half of `make demo`'s 40 steps (the 40-step run scores best at step 20, docs/benchmarks.md): its
+    # training was the suite's longest wait, 15 minutes on a slow 2-core machine.
     result = tunedesk("demo", "--max-steps", "20", data_dir=tmp_path / "home", timeout=1440)
     assert result.returncode == 0, result.stderr
     out = result.stdout
